@@ -1,0 +1,554 @@
+//! Configuration support shared by every component's config: error
+//! collection (report all errors at once, each naming key, value and what is
+//! allowed), layered overrides (flags > env > file > default), and a table
+//! reader that rejects unknown keys.
+//!
+//! Concrete component configs live with their components; this module knows
+//! none of them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// One configuration mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key, e.g. `stage[2].threshold` or `router.max_concurrent_agents`.
+    pub key: String,
+    /// The offending value as given (masked for secrets), or `(missing)`.
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.value.as_str() {
+            "(unknown key)" => write!(
+                f,
+                "{}: unknown key; allowed keys: {}",
+                self.key, self.allowed
+            ),
+            "(missing)" => write!(f, "{}: missing; expected {}", self.key, self.allowed),
+            v => write!(
+                f,
+                "{}: invalid value {}; allowed: {}",
+                self.key, v, self.allowed
+            ),
+        }
+    }
+}
+
+/// Every configuration mistake found in one pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn push(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        allowed: impl Into<String>,
+    ) {
+        self.0.push(ConfigError {
+            key: key.into(),
+            value: value.into(),
+            allowed: allowed.into(),
+        });
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn into_result<T>(self, ok: T) -> Result<T, ConfigErrors> {
+        if self.0.is_empty() { Ok(ok) } else { Err(self) }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration error(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    Default,
+    File,
+    Env,
+    Flag,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Default => "default",
+            Origin::File => "file",
+            Origin::Env => "env",
+            Origin::Flag => "flag",
+        }
+    }
+}
+
+/// Values from command-line flags and the environment, keyed by the
+/// environment variable name (`SEVERITY_THRESHOLD`). Flags win over env.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    values: BTreeMap<String, (String, Origin)>,
+}
+
+impl Overrides {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn set(&mut self, name: &str, value: impl Into<String>, origin: Origin) {
+        let value = value.into();
+        match self.values.get(name) {
+            Some((_, o)) if *o > origin => {}
+            _ => {
+                self.values.insert(name.to_string(), (value, origin));
+            }
+        }
+    }
+    pub fn get(&self, name: &str) -> Option<(&str, Origin)> {
+        self.values.get(name).map(|(v, o)| (v.as_str(), *o))
+    }
+}
+
+/// One effective setting, for the startup log and `runner validate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    pub key: String,
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// Reads one TOML table, collecting errors instead of stopping at the first.
+/// Call [`TableReader::finish`] to report keys nobody asked for.
+pub struct TableReader<'a> {
+    prefix: String,
+    table: toml::Table,
+    seen: Vec<&'static str>,
+    overrides: &'a Overrides,
+    errors: &'a mut ConfigErrors,
+    effective: &'a mut Vec<Effective>,
+}
+
+/// A value that can be read from TOML and from an override string.
+pub trait ConfigValue: Sized {
+    /// Human description of what is allowed (for error messages).
+    fn allowed() -> String;
+    fn from_toml(v: &toml::Value) -> Result<Self, String>;
+    fn from_text(s: &str) -> Result<Self, String>;
+    fn render(&self) -> String;
+}
+
+macro_rules! int_value {
+    ($t:ty) => {
+        impl ConfigValue for $t {
+            fn allowed() -> String {
+                format!("an integer in {}..={}", <$t>::MIN, <$t>::MAX)
+            }
+            fn from_toml(v: &toml::Value) -> Result<Self, String> {
+                match v {
+                    toml::Value::Integer(i) => <$t>::try_from(*i).map_err(|_| Self::allowed()),
+                    _ => Err(Self::allowed()),
+                }
+            }
+            fn from_text(s: &str) -> Result<Self, String> {
+                s.trim().parse::<$t>().map_err(|_| Self::allowed())
+            }
+            fn render(&self) -> String {
+                self.to_string()
+            }
+        }
+    };
+}
+int_value!(u64);
+int_value!(u32);
+int_value!(usize);
+
+impl ConfigValue for bool {
+    fn allowed() -> String {
+        "true or false".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        v.as_bool().ok_or_else(Self::allowed)
+    }
+    fn from_text(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(Self::allowed()),
+        }
+    }
+    fn render(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ConfigValue for String {
+    fn allowed() -> String {
+        "a string".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        v.as_str().map(str::to_string).ok_or_else(Self::allowed)
+    }
+    fn from_text(s: &str) -> Result<Self, String> {
+        Ok(s.to_string())
+    }
+    fn render(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl ConfigValue for Vec<String> {
+    fn allowed() -> String {
+        "an array of strings".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        let arr = v.as_array().ok_or_else(Self::allowed)?;
+        arr.iter()
+            .map(|x| x.as_str().map(str::to_string).ok_or_else(Self::allowed))
+            .collect()
+    }
+    fn from_text(s: &str) -> Result<Self, String> {
+        Ok(s.split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect())
+    }
+    fn render(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// Implements [`ConfigValue`] for a `FromStr` enum with a fixed allowed list.
+#[macro_export]
+macro_rules! config_enum {
+    ($t:ty, $allowed:expr) => {
+        impl $crate::config::ConfigValue for $t {
+            fn allowed() -> String {
+                $allowed.to_string()
+            }
+            fn from_toml(v: &toml::Value) -> Result<Self, String> {
+                v.as_str()
+                    .ok_or_else(Self::allowed)
+                    .and_then(|s| s.parse::<$t>().map_err(|_| Self::allowed()))
+            }
+            fn from_text(s: &str) -> Result<Self, String> {
+                s.parse::<$t>().map_err(|_| Self::allowed())
+            }
+            fn render(&self) -> String {
+                self.to_string()
+            }
+        }
+    };
+}
+
+config_enum!(
+    crate::severity::Severity,
+    "one of DEBUG, INFO, WARNING, ERROR, CRITICAL (any case)"
+);
+
+fn render_toml(v: &toml::Value) -> String {
+    let s = v.to_string();
+    if s.len() > 80 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(77).map(|(i, _)| i).unwrap_or(s.len())]
+        )
+    } else {
+        s
+    }
+}
+
+impl<'a> TableReader<'a> {
+    pub fn new(
+        prefix: impl Into<String>,
+        table: toml::Table,
+        overrides: &'a Overrides,
+        errors: &'a mut ConfigErrors,
+        effective: &'a mut Vec<Effective>,
+    ) -> Self {
+        TableReader {
+            prefix: prefix.into(),
+            table,
+            seen: Vec::new(),
+            overrides,
+            errors,
+            effective,
+        }
+    }
+
+    fn key(&self, k: &str) -> String {
+        if self.prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{}.{}", self.prefix, k)
+        }
+    }
+
+    pub fn errors(&mut self) -> &mut ConfigErrors {
+        self.errors
+    }
+
+    /// Records an error against `key` of this table.
+    pub fn error(&mut self, key: &str, value: impl Into<String>, allowed: impl Into<String>) {
+        let k = self.key(key);
+        self.errors.push(k, value, allowed);
+    }
+
+    /// Optional key without overrides.
+    pub fn opt<T: ConfigValue>(&mut self, key: &'static str) -> Option<T> {
+        self.seen.push(key);
+        let v = self.table.get(key)?.clone();
+        match T::from_toml(&v) {
+            Ok(t) => {
+                let k = self.key(key);
+                self.effective.push(Effective {
+                    key: k,
+                    value: t.render(),
+                    origin: Origin::File,
+                });
+                Some(t)
+            }
+            Err(allowed) => {
+                let k = self.key(key);
+                self.errors.push(k, render_toml(&v), allowed);
+                None
+            }
+        }
+    }
+
+    /// Required key without overrides.
+    pub fn req<T: ConfigValue>(&mut self, key: &'static str) -> Option<T> {
+        if !self.table.contains_key(key) {
+            self.seen.push(key);
+            let k = self.key(key);
+            self.errors.push(k, "(missing)", T::allowed());
+            return None;
+        }
+        self.opt(key)
+    }
+
+    /// Key with a default, overridable by `env` (flag or environment).
+    /// `secret` masks the value in the effective-config log.
+    pub fn layered<T: ConfigValue>(&mut self, key: &'static str, env: &str, default: T) -> T {
+        self.layered_opt(key, env, false).unwrap_or_else(|| {
+            let k = self.key(key);
+            self.effective.push(Effective {
+                key: k,
+                value: default.render(),
+                origin: Origin::Default,
+            });
+            default
+        })
+    }
+
+    /// Like [`layered`](Self::layered) without a default.
+    pub fn layered_opt<T: ConfigValue>(
+        &mut self,
+        key: &'static str,
+        env: &str,
+        secret: bool,
+    ) -> Option<T> {
+        self.seen.push(key);
+        let k = self.key(key);
+        if let Some((text, origin)) = self.overrides.get(env) {
+            return match T::from_text(text) {
+                Ok(t) => {
+                    self.effective.push(Effective {
+                        key: k,
+                        value: if secret { mask(text) } else { t.render() },
+                        origin,
+                    });
+                    Some(t)
+                }
+                Err(allowed) => {
+                    let shown = if secret {
+                        mask(text)
+                    } else {
+                        format!("{text:?}")
+                    };
+                    self.errors.push(
+                        format!("{k} (from {} {env})", origin.as_str()),
+                        shown,
+                        allowed,
+                    );
+                    None
+                }
+            };
+        }
+        let v = self.table.get(key)?.clone();
+        match T::from_toml(&v) {
+            Ok(t) => {
+                self.effective.push(Effective {
+                    key: k,
+                    value: if secret { "****".into() } else { t.render() },
+                    origin: Origin::File,
+                });
+                Some(t)
+            }
+            Err(allowed) => {
+                self.errors.push(
+                    k,
+                    if secret {
+                        "****".into()
+                    } else {
+                        render_toml(&v)
+                    },
+                    allowed,
+                );
+                None
+            }
+        }
+    }
+
+    /// A nested table (e.g. a WASM plugin's `config = { … }`), taken whole.
+    pub fn table(&mut self, key: &'static str) -> Option<toml::Table> {
+        self.seen.push(key);
+        match self.table.get(key)? {
+            toml::Value::Table(t) => Some(t.clone()),
+            other => {
+                let k = self.key(key);
+                self.errors.push(k, render_toml(other), "a table");
+                None
+            }
+        }
+    }
+
+    /// Reports every key that no reader asked for, naming the allowed keys.
+    pub fn finish(self) {
+        let mut allowed: Vec<&str> = self.seen.clone();
+        allowed.sort_unstable();
+        allowed.dedup();
+        for k in self.table.keys() {
+            if !self.seen.contains(&k.as_str()) {
+                let key = if self.prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{}.{}", self.prefix, k)
+                };
+                self.errors.push(
+                    key,
+                    "(unknown key)",
+                    format!("one of: {}", allowed.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+/// Masks a secret for logs: keeps the scheme and host of a URL, nothing else.
+pub fn mask(secret: &str) -> String {
+    if secret.is_empty() {
+        return String::new();
+    }
+    if let Some(rest) = secret.split_once("://") {
+        let host = rest.1.split(['/', '?', '#']).next().unwrap_or("");
+        let host = host.rsplit('@').next().unwrap_or(host);
+        return format!("{}://{}/****", rest.0, host);
+    }
+    "****".to_string()
+}
+
+/// Parses a `FromStr` value or records an error; convenience for validators.
+pub fn parse_or_err<T: FromStr>(
+    errors: &mut ConfigErrors,
+    key: &str,
+    value: &str,
+    allowed: &str,
+) -> Option<T> {
+    match value.parse::<T>() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            errors.push(key, format!("{value:?}"), allowed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::severity::Severity;
+
+    fn table(s: &str) -> toml::Table {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn collects_all_errors_and_unknown_keys() {
+        let ov = Overrides::new();
+        let mut errs = ConfigErrors::default();
+        let mut eff = Vec::new();
+        let mut r = TableReader::new(
+            "stage[0]",
+            table("threshold = 'HIGH'\nwindow = -1\ntypo = 1"),
+            &ov,
+            &mut errs,
+            &mut eff,
+        );
+        let _: Option<Severity> = r.opt("threshold");
+        let _: Option<u64> = r.opt("window");
+        r.finish();
+        assert_eq!(errs.len(), 3, "{errs}");
+        let text = errs.to_string();
+        assert!(
+            text.contains("stage[0].threshold: invalid value \"HIGH\"; allowed: one of DEBUG"),
+            "{text}"
+        );
+        assert!(text.contains("stage[0].window: invalid value -1"), "{text}");
+        assert!(
+            text.contains("stage[0].typo: unknown key; allowed keys: one of: threshold, window"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn precedence_flag_env_file_default() {
+        let t = table("threshold = 'warning'");
+        let run = |ov: &Overrides, t: toml::Table| {
+            let mut errs = ConfigErrors::default();
+            let mut eff = Vec::new();
+            let mut r = TableReader::new("s", t, ov, &mut errs, &mut eff);
+            let v = r.layered("threshold", "SEVERITY_THRESHOLD", Severity::Error);
+            r.finish();
+            assert!(errs.is_empty());
+            (v, eff[0].origin)
+        };
+        let mut ov = Overrides::new();
+        assert_eq!(
+            run(&ov, toml::Table::new()),
+            (Severity::Error, Origin::Default)
+        );
+        assert_eq!(run(&ov, t.clone()), (Severity::Warning, Origin::File));
+        ov.set("SEVERITY_THRESHOLD", "info", Origin::Env);
+        assert_eq!(run(&ov, t.clone()), (Severity::Info, Origin::Env));
+        ov.set("SEVERITY_THRESHOLD", "critical", Origin::Flag);
+        assert_eq!(run(&ov, t.clone()), (Severity::Critical, Origin::Flag));
+        // A later env value never beats a flag.
+        ov.set("SEVERITY_THRESHOLD", "debug", Origin::Env);
+        assert_eq!(run(&ov, t), (Severity::Critical, Origin::Flag));
+    }
+
+    #[test]
+    fn masking() {
+        assert_eq!(
+            mask("https://hooks.slack.com/services/T0/B0/XYZ"),
+            "https://hooks.slack.com/****"
+        );
+        assert_eq!(mask("http://user:pw@host:8080/x"), "http://host:8080/****");
+        assert_eq!(mask("abc"), "****");
+    }
+}

@@ -1,0 +1,26 @@
+//! Event Runner core: the event model, the `Source`/`Stage`/`Sink` traits,
+//! outcomes and counters, the cluster router and the pipeline runtime.
+//!
+//! This crate knows no concrete plugin. See `docs/ARCHITECTURE.md`.
+
+pub mod config;
+pub mod envelope;
+pub mod event;
+pub mod outcome;
+pub mod pipeline;
+pub mod record;
+pub mod router;
+pub mod severity;
+pub mod sink;
+pub mod source;
+pub mod stage;
+
+pub use envelope::Envelope;
+pub use event::{Event, InvalidEvent, Resource, Shape};
+pub use outcome::{Counters, Outcome, StatsSnapshot};
+pub use record::Recorder;
+pub use severity::Severity;
+pub use sink::{Sink, SinkResult};
+pub use source::{Intake, RawPayload, Source, SourceContext, SourceError};
+pub use stage::{Stage, StageFuture, Verdict};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,165 @@
+//! Terminal outcomes and the counters that must add up.
+//!
+//! Invariant: every event counted in `received` ends in exactly one outcome,
+//! so once the pipeline has drained, `received == sum(outcomes)`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The one terminal outcome of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Payload did not parse or failed validation.
+    Invalid,
+    /// Below the severity threshold (or another filtering stage).
+    Filtered,
+    /// Suppressed by deduplication.
+    Duplicate,
+    /// Removed from a full queue to admit a newer event (policy `drop`).
+    Dropped,
+    /// Refused because a queue was full (policy `reject`).
+    Rejected,
+    /// Dropped by a plugin (WASM) stage.
+    PluginDropped,
+    /// The agent finished successfully.
+    Completed,
+    /// The agent failed (non-zero exit, missing output, spawn error).
+    Failed,
+    /// The agent exceeded its timeout.
+    TimedOut,
+    /// Still queued or running when the runner shut down.
+    Abandoned,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Invalid,
+        Outcome::Filtered,
+        Outcome::Duplicate,
+        Outcome::Dropped,
+        Outcome::Rejected,
+        Outcome::PluginDropped,
+        Outcome::Completed,
+        Outcome::Failed,
+        Outcome::TimedOut,
+        Outcome::Abandoned,
+    ];
+
+    /// Stable snake_case name used in logs, final statistics and replay output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Invalid => "invalid",
+            Outcome::Filtered => "filtered",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Dropped => "dropped",
+            Outcome::Rejected => "rejected",
+            Outcome::PluginDropped => "plugin_dropped",
+            Outcome::Completed => "completed",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Lock-free counters: `received` plus one per outcome.
+#[derive(Debug, Default)]
+pub struct Counters {
+    received: AtomicU64,
+    outcomes: [AtomicU64; 10],
+}
+
+impl Counters {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record(&self, outcome: Outcome) {
+        self.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut outcomes = [0u64; 10];
+        for (i, c) in self.outcomes.iter().enumerate() {
+            outcomes[i] = c.load(Ordering::Relaxed);
+        }
+        StatsSnapshot {
+            received: self.received.load(Ordering::Relaxed),
+            outcomes,
+        }
+    }
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsSnapshot {
+    pub received: u64,
+    pub outcomes: [u64; 10],
+}
+
+impl StatsSnapshot {
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        self.outcomes[outcome.index()]
+    }
+
+    pub fn terminal(&self) -> u64 {
+        self.outcomes.iter().sum()
+    }
+
+    /// Events received but not yet in a terminal outcome.
+    pub fn in_flight(&self) -> u64 {
+        self.received.saturating_sub(self.terminal())
+    }
+
+    /// True when every received event has exactly one outcome.
+    pub fn adds_up(&self) -> bool {
+        self.received == self.terminal()
+    }
+
+    /// `(name, value)` pairs in a stable order, `received` first.
+    pub fn fields(&self) -> Vec<(&'static str, u64)> {
+        let mut v = vec![("received", self.received)];
+        v.extend(Outcome::ALL.iter().map(|o| (o.as_str(), self.get(*o))));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_up() {
+        let c = Counters::new();
+        for o in Outcome::ALL {
+            c.received();
+            c.record(o);
+        }
+        c.received();
+        let s = c.snapshot();
+        assert_eq!(s.received, 11);
+        assert_eq!(s.terminal(), 10);
+        assert_eq!(s.in_flight(), 1);
+        assert!(!s.adds_up());
+        assert_eq!(s.fields()[0], ("received", 11));
+        assert_eq!(s.fields().len(), 11);
+        // Indices are distinct: each outcome has its own slot.
+        for o in Outcome::ALL {
+            assert_eq!(s.get(o), 1, "{o}");
+        }
+    }
+}

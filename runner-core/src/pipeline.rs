@@ -1,0 +1,307 @@
+//! The pipeline runtime: sources → intake queue → parse/validate → stages
+//! (in configured order) → router → sink, with graceful shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::Envelope;
+use crate::event::Event;
+use crate::outcome::{Outcome, StatsSnapshot};
+use crate::record::{Recorder, StageStats};
+use crate::router::{Router, RouterLimits, RouterSnapshot, ShutdownReport};
+use crate::sink::Sink;
+use crate::source::{Intake, RawPayload, Source, SourceContext, SourceError};
+use crate::stage::{Stage, Verdict};
+
+/// Everything a pipeline is made of, as produced by the config compiler.
+pub struct PipelineParts {
+    pub sources: Vec<Box<dyn Source>>,
+    pub stages: Vec<Box<dyn Stage>>,
+    pub sink: Arc<dyn Sink>,
+    pub limits: RouterLimits,
+    /// Bound of the queue between sources and the stage chain.
+    pub intake_capacity: usize,
+    /// How long running sink calls may continue after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// Result of a whole run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub stats: StatsSnapshot,
+    pub stages: Vec<StageStats>,
+    pub shutdown: ShutdownReport,
+    /// Set when a source failed fatally (the run should exit non-zero).
+    pub fatal: Option<SourceError>,
+}
+
+/// Handle to a running pipeline.
+#[derive(Clone)]
+pub struct PipelineHandle {
+    recorder: Arc<Recorder>,
+    router: Router,
+    graceful: CancellationToken,
+    force: CancellationToken,
+}
+
+impl PipelineHandle {
+    pub fn stats(&self) -> StatsSnapshot {
+        self.recorder.snapshot()
+    }
+    pub fn router(&self) -> RouterSnapshot {
+        self.router.snapshot()
+    }
+    /// First request: graceful shutdown. Second: kill running sinks now.
+    pub fn shutdown(&self) {
+        if self.graceful.is_cancelled() {
+            self.force.cancel();
+        } else {
+            self.graceful.cancel();
+        }
+    }
+    pub fn force(&self) {
+        self.graceful.cancel();
+        self.force.cancel();
+    }
+    pub fn is_shutting_down(&self) -> bool {
+        self.graceful.is_cancelled()
+    }
+    /// Waits until every received event has an outcome.
+    pub async fn wait_drained(&self) {
+        loop {
+            if self.stats().in_flight() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Runs events through the stage chain. Shared by the live pipeline and
+/// `runner replay`, so both make the same decisions.
+pub struct StageChain {
+    recorder: Arc<Recorder>,
+    seq: AtomicU64,
+}
+
+/// Where an event ended inside the chain.
+pub enum ChainResult {
+    /// Passed every stage; route it.
+    Passed(Envelope),
+    /// Already recorded with this outcome.
+    Stopped(Outcome),
+}
+
+impl StageChain {
+    pub fn new(recorder: Arc<Recorder>) -> Self {
+        StageChain {
+            recorder,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
+    }
+
+    /// Parses, validates and runs the stages for one received payload.
+    /// The payload must already be counted as received.
+    pub async fn process(&self, raw: RawPayload) -> ChainResult {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let event = match Event::from_json(raw.data, raw.cluster_fill.as_deref()) {
+            Ok(e) => e,
+            Err(err) => {
+                tracing::warn!(
+                    target: "audit",
+                    seq,
+                    source = %raw.source,
+                    stage = "validate",
+                    outcome = "invalid",
+                    reason = %err,
+                    "event invalid"
+                );
+                self.recorder.finish_raw_quiet(Outcome::Invalid);
+                return ChainResult::Stopped(Outcome::Invalid);
+            }
+        };
+        let mut env = Envelope {
+            seq,
+            event,
+            source: raw.source,
+            received_at: raw.received_at,
+            passed_stages: 0,
+        };
+        tracing::debug!(
+            target: "audit",
+            seq,
+            fault_id = env.event.fault_id_or_dash(),
+            cluster = %env.event.cluster,
+            namespace = %env.event.resource.namespace,
+            kind = %env.event.resource.kind,
+            name = %env.event.resource.name,
+            severity = env.event.severity.as_str(),
+            "event validated"
+        );
+        let stages = self.recorder.stages().clone();
+        for (i, stage) in stages.iter().enumerate() {
+            let verdict = stage.process(&mut env.event).resolve().await;
+            let c = self.recorder.stage_counters(i);
+            match verdict {
+                Verdict::Pass => {
+                    c.passed.fetch_add(1, Ordering::Relaxed);
+                }
+                Verdict::Modified => {
+                    c.passed.fetch_add(1, Ordering::Relaxed);
+                    c.modified.fetch_add(1, Ordering::Relaxed);
+                }
+                Verdict::Drop { outcome, reason } => {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.recorder.finish(&env, outcome, stage.name(), &reason);
+                    return ChainResult::Stopped(outcome);
+                }
+            }
+            env.passed_stages = i + 1;
+        }
+        ChainResult::Passed(env)
+    }
+}
+
+pub struct Pipeline {
+    parts: PipelineParts,
+    recorder: Arc<Recorder>,
+}
+
+impl Pipeline {
+    pub fn new(parts: PipelineParts) -> Pipeline {
+        let mut parts = parts;
+        let stages: Arc<[Box<dyn Stage>]> = std::mem::take(&mut parts.stages).into();
+        let recorder = Arc::new(Recorder::new(stages));
+        Pipeline { parts, recorder }
+    }
+
+    /// Starts sources, intake and router. Returns the handle and the task
+    /// that completes with the final report after shutdown.
+    pub fn start(self) -> (PipelineHandle, tokio::task::JoinHandle<RunReport>) {
+        let Pipeline { parts, recorder } = self;
+        let router = Router::new(parts.limits, parts.sink.clone(), recorder.clone());
+        let handle = PipelineHandle {
+            recorder: recorder.clone(),
+            router: router.clone(),
+            graceful: CancellationToken::new(),
+            force: CancellationToken::new(),
+        };
+        let h = handle.clone();
+        let join = tokio::spawn(run(
+            parts.sources,
+            parts.sink,
+            parts.intake_capacity,
+            parts.shutdown_grace,
+            recorder,
+            router,
+            h,
+        ));
+        (handle, join)
+    }
+}
+
+async fn run(
+    sources: Vec<Box<dyn Source>>,
+    sink: Arc<dyn Sink>,
+    intake_capacity: usize,
+    grace: Duration,
+    recorder: Arc<Recorder>,
+    router: Router,
+    handle: PipelineHandle,
+) -> RunReport {
+    let (tx, mut rx) = mpsc::channel::<RawPayload>(intake_capacity.max(1));
+    let intake = Intake::new(tx, recorder.clone());
+    let stop_sources = CancellationToken::new();
+    let mut source_tasks = JoinSet::new();
+    for s in sources {
+        let ctx = SourceContext {
+            intake: intake.clone(),
+            shutdown: stop_sources.child_token(),
+        };
+        source_tasks.spawn(async move {
+            let name = s.name().to_string();
+            let r = s.run(ctx).await;
+            (name, r)
+        });
+    }
+    // Sources hold the only senders: when all have returned, intake ends.
+    drop(intake);
+
+    let chain = StageChain::new(recorder.clone());
+    let mut fatal: Option<SourceError> = None;
+    let mut sources_done = source_tasks.is_empty();
+    loop {
+        tokio::select! {
+            biased;
+            _ = handle.graceful.cancelled() => break,
+            Some(joined) = source_tasks.join_next(), if !sources_done => {
+                match joined {
+                    Ok((name, Ok(()))) => tracing::info!(source = %name, "source finished"),
+                    Ok((name, Err(e))) => {
+                        tracing::error!(source = %name, error = %e.message, "source failed fatally; shutting down");
+                        fatal.get_or_insert(e);
+                        handle.graceful.cancel();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "source task panicked; shutting down");
+                        fatal.get_or_insert(SourceError { source_name: "?".into(), message: format!("panicked: {e}") });
+                        handle.graceful.cancel();
+                    }
+                }
+                sources_done = source_tasks.is_empty();
+            }
+            raw = rx.recv() => match raw {
+                Some(raw) => {
+                    if let ChainResult::Passed(env) = chain.process(raw).await {
+                        router.admit(env);
+                    }
+                }
+                None => {
+                    // Every source has ended: nothing more can arrive.
+                    if sources_done { break; }
+                }
+            }
+        }
+    }
+
+    tracing::info!("shutdown: stopping intake");
+    stop_sources.cancel();
+    // Give sources a moment to close their sessions cleanly.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(j) = source_tasks.join_next().await {
+            if let Ok((name, Err(e))) = j {
+                tracing::error!(source = %name, error = %e.message, "source failed");
+                fatal.get_or_insert(e);
+            }
+        }
+    })
+    .await;
+    source_tasks.abort_all();
+    // Payloads already received still get an outcome: run them through the
+    // chain; the router, once closed, abandons whatever passes.
+    rx.close();
+    router.close();
+    while let Some(raw) = rx.recv().await {
+        if let ChainResult::Passed(env) = chain.process(raw).await {
+            router.admit(env);
+        }
+    }
+    let report_router = router.shutdown(grace, handle.force.clone()).await;
+    sink.close().await;
+    let stats = recorder.snapshot();
+    RunReport {
+        stats,
+        stages: recorder.stage_stats(),
+        shutdown: report_router,
+        fatal,
+    }
+}

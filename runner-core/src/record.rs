@@ -1,0 +1,128 @@
+//! The single place where outcomes are recorded: counters, per-stage
+//! counters, the audit log line, and `Stage::finished` notifications.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::envelope::Envelope;
+use crate::outcome::{Counters, Outcome, StatsSnapshot};
+use crate::stage::Stage;
+
+/// Per-stage counters.
+#[derive(Debug, Default)]
+pub struct StageCounters {
+    pub passed: AtomicU64,
+    pub modified: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageStats {
+    pub name: String,
+    pub passed: u64,
+    pub modified: u64,
+    pub dropped: u64,
+}
+
+/// Records outcomes. Shared by the intake, the router and the sink path.
+pub struct Recorder {
+    counters: Counters,
+    stages: Arc<[Box<dyn Stage>]>,
+    stage_counters: Box<[StageCounters]>,
+}
+
+impl Recorder {
+    pub fn new(stages: Arc<[Box<dyn Stage>]>) -> Self {
+        let stage_counters = stages.iter().map(|_| StageCounters::default()).collect();
+        Recorder {
+            counters: Counters::new(),
+            stages,
+            stage_counters,
+        }
+    }
+
+    pub fn stages(&self) -> &Arc<[Box<dyn Stage>]> {
+        &self.stages
+    }
+
+    pub fn stage_counters(&self, i: usize) -> &StageCounters {
+        &self.stage_counters[i]
+    }
+
+    pub fn received(&self) {
+        self.counters.received();
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.counters.snapshot()
+    }
+
+    pub fn stage_stats(&self) -> Vec<StageStats> {
+        self.stages
+            .iter()
+            .zip(self.stage_counters.iter())
+            .map(|(s, c)| StageStats {
+                name: s.name().to_string(),
+                passed: c.passed.load(Ordering::Relaxed),
+                modified: c.modified.load(Ordering::Relaxed),
+                dropped: c.dropped.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Terminal outcome for a payload that never became an event.
+    pub fn finish_raw(&self, source: &str, outcome: Outcome, stage: &str, reason: &str) {
+        self.counters.record(outcome);
+        tracing::warn!(
+            target: "audit",
+            source,
+            stage,
+            outcome = outcome.as_str(),
+            reason,
+            "event {}",
+            outcome.as_str()
+        );
+    }
+
+    /// Terminal outcome for an event: counts it, writes the audit line and
+    /// tells every stage the event passed.
+    pub fn finish(&self, env: &Envelope, outcome: Outcome, stage: &str, reason: &str) {
+        self.counters.record(outcome);
+        let e = &env.event;
+        macro_rules! audit {
+            ($lvl:ident) => {
+                tracing::$lvl!(
+                    target: "audit",
+                    seq = env.seq,
+                    fault_id = e.fault_id_or_dash(),
+                    cluster = %e.cluster,
+                    namespace = %e.resource.namespace,
+                    kind = %e.resource.kind,
+                    name = %e.resource.name,
+                    severity = e.severity.as_str(),
+                    stage,
+                    outcome = outcome.as_str(),
+                    reason,
+                    "event {}",
+                    outcome.as_str()
+                )
+            };
+        }
+        match outcome {
+            // Noise filters fire on every event of a storm: keep them at debug.
+            Outcome::Filtered | Outcome::Duplicate => audit!(debug),
+            Outcome::Completed | Outcome::PluginDropped => audit!(info),
+            _ => audit!(warn),
+        }
+        for s in self.stages.iter().take(env.passed_stages) {
+            s.finished(e, outcome);
+        }
+    }
+}
+
+impl Recorder {
+    /// Counts an outcome whose log line the caller already wrote.
+    pub fn finish_raw_quiet(&self, outcome: Outcome) {
+        self.counters.record(outcome);
+    }
+}

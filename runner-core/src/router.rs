@@ -1,0 +1,447 @@
+//! The cluster router: bounded per-cluster queues, one worker per cluster,
+//! a global cap on running sink calls, and overflow policies.
+//!
+//! Invariants (tested in `tests` below and in the property tests):
+//! * at most `max_concurrent` sink calls run at any instant;
+//! * at most one sink call per cluster at any instant;
+//! * a cluster queue never holds more than `cluster_queue` events and all
+//!   queues together never more than `global_queue`;
+//! * on overflow, `drop` removes the oldest queued event (of that cluster
+//!   queue, or of all queues for the global bound) and `reject` refuses the
+//!   new one; either way exactly one event gets an outcome;
+//! * global slots are handed out first come, first served (tokio's
+//!   semaphore is FIFO), so a busy cluster cannot starve the others: after
+//!   each run a worker queues behind everyone already waiting.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::Envelope;
+use crate::outcome::Outcome;
+use crate::record::Recorder;
+use crate::sink::{Sink, SinkResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// Remove the oldest queued event to admit the new one.
+    Drop,
+    /// Refuse the new event.
+    Reject,
+}
+
+impl fmt::Display for OverflowPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OverflowPolicy::Drop => "drop",
+            OverflowPolicy::Reject => "reject",
+        })
+    }
+}
+
+impl FromStr for OverflowPolicy {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "drop" => Ok(OverflowPolicy::Drop),
+            "reject" => Ok(OverflowPolicy::Reject),
+            _ => Err(()),
+        }
+    }
+}
+
+crate::config_enum!(
+    OverflowPolicy,
+    "one of drop (drop oldest), reject (reject newest)"
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterLimits {
+    pub max_concurrent: usize,
+    pub global_queue: usize,
+    pub cluster_queue: usize,
+    pub policy: OverflowPolicy,
+    /// A cluster worker with nothing to do exits after this long.
+    pub idle_reap: Duration,
+}
+
+impl Default for RouterLimits {
+    fn default() -> Self {
+        RouterLimits {
+            max_concurrent: 5,
+            global_queue: 100,
+            cluster_queue: 10,
+            policy: OverflowPolicy::Drop,
+            idle_reap: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Live view for status output and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouterSnapshot {
+    pub running: usize,
+    pub queued: usize,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShutdownReport {
+    /// Queued events that never started.
+    pub abandoned_queued: usize,
+    /// Running sink calls killed after the grace period.
+    pub killed: usize,
+}
+
+struct ClusterQueue {
+    events: VecDeque<Envelope>,
+    running: bool,
+    notify: Arc<Notify>,
+}
+
+struct State {
+    clusters: HashMap<String, ClusterQueue>,
+    /// seq -> cluster of every queued event: finds the globally oldest.
+    order: BTreeMap<u64, String>,
+    queued: usize,
+    running: usize,
+    closed: bool,
+}
+
+struct Inner {
+    limits: RouterLimits,
+    sink: Arc<dyn Sink>,
+    recorder: Arc<Recorder>,
+    slots: Arc<Semaphore>,
+    state: Mutex<State>,
+    kill: CancellationToken,
+    workers: Mutex<JoinSet<()>>,
+    idle: Notify,
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl Router {
+    pub fn new(limits: RouterLimits, sink: Arc<dyn Sink>, recorder: Arc<Recorder>) -> Router {
+        assert!(
+            limits.max_concurrent >= 1 && limits.global_queue >= 1 && limits.cluster_queue >= 1
+        );
+        Router {
+            inner: Arc::new(Inner {
+                slots: Arc::new(Semaphore::new(limits.max_concurrent)),
+                limits,
+                sink,
+                recorder,
+                state: Mutex::new(State {
+                    clusters: HashMap::new(),
+                    order: BTreeMap::new(),
+                    queued: 0,
+                    running: 0,
+                    closed: false,
+                }),
+                kill: CancellationToken::new(),
+                workers: Mutex::new(JoinSet::new()),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> RouterLimits {
+        self.inner.limits
+    }
+
+    pub fn snapshot(&self) -> RouterSnapshot {
+        let st = self.inner.state.lock().unwrap();
+        RouterSnapshot {
+            running: st.running,
+            queued: st.queued,
+            workers: st.clusters.len(),
+        }
+    }
+
+    /// Queues an event for its cluster. Never waits. Overflow is resolved by
+    /// the policy and recorded; after `shutdown` began, events are abandoned.
+    pub fn admit(&self, env: Envelope) {
+        let inner = &self.inner;
+        let lim = inner.limits;
+        let mut evicted: Option<(Envelope, &'static str, usize)> = None;
+        let mut spawn: Option<(String, Arc<Notify>)> = None;
+        {
+            let mut guard = inner.state.lock().unwrap();
+            let st = &mut *guard;
+            if st.closed {
+                drop(guard);
+                inner
+                    .recorder
+                    .finish(&env, Outcome::Abandoned, "router", "shutting down");
+                return;
+            }
+            let cluster = env.event.cluster.clone();
+            let depth = st.clusters.get(&cluster).map_or(0, |c| c.events.len());
+            if depth >= lim.cluster_queue {
+                match lim.policy {
+                    OverflowPolicy::Reject => {
+                        drop(guard);
+                        return reject(inner, env, "cluster", depth);
+                    }
+                    OverflowPolicy::Drop => {
+                        let cq = st.clusters.get_mut(&cluster).expect("depth > 0");
+                        let old = cq.events.pop_front().expect("non-empty");
+                        st.order.remove(&old.seq);
+                        st.queued -= 1;
+                        evicted = Some((old, "cluster", depth));
+                    }
+                }
+            } else if st.queued >= lim.global_queue {
+                match lim.policy {
+                    OverflowPolicy::Reject => {
+                        let depth = st.queued;
+                        drop(guard);
+                        return reject(inner, env, "global", depth);
+                    }
+                    OverflowPolicy::Drop => {
+                        let (&seq, c) = st.order.iter().next().expect("queued > 0");
+                        let c = c.clone();
+                        st.order.remove(&seq);
+                        let cq = st.clusters.get_mut(&c).expect("cluster of queued event");
+                        // Oldest of all is the head of its own queue (FIFO per cluster).
+                        let old = cq.events.pop_front().expect("non-empty");
+                        debug_assert_eq!(old.seq, seq);
+                        st.queued -= 1;
+                        evicted = Some((old, "global", st.queued + 1));
+                    }
+                }
+            }
+            let seq = env.seq;
+            let cq = st.clusters.entry(cluster.clone()).or_insert_with(|| {
+                let notify = Arc::new(Notify::new());
+                spawn = Some((cluster.clone(), notify.clone()));
+                ClusterQueue {
+                    events: VecDeque::new(),
+                    running: false,
+                    notify,
+                }
+            });
+            cq.events.push_back(env);
+            let depth = cq.events.len();
+            cq.notify.notify_one();
+            st.order.insert(seq, cluster.clone());
+            st.queued += 1;
+            tracing::debug!(target: "audit", seq, cluster = %cluster, queue = "cluster", depth, global_depth = st.queued, "event queued");
+        }
+        if let Some((old, queue, depth)) = evicted {
+            overflow_log(&old, queue, depth, lim.policy);
+            inner.recorder.finish(
+                &old,
+                Outcome::Dropped,
+                "router",
+                &format!("{queue} queue full, oldest dropped"),
+            );
+        }
+        if let Some((cluster, notify)) = spawn {
+            let inner2 = self.inner.clone();
+            inner
+                .workers
+                .lock()
+                .unwrap()
+                .spawn(worker(inner2, cluster, notify));
+        }
+    }
+
+    /// Stops admitting: later `admit` calls record `abandoned`.
+    pub fn close(&self) {
+        self.inner.state.lock().unwrap().closed = true;
+    }
+
+    /// Stops admitting, abandons queued events, lets running sink calls
+    /// finish for up to `grace` (or until `force` is cancelled), then kills
+    /// the rest. Returns once every worker has exited.
+    pub async fn shutdown(&self, grace: Duration, force: CancellationToken) -> ShutdownReport {
+        let inner = &self.inner;
+        let mut report = ShutdownReport::default();
+        let abandoned: Vec<Envelope> = {
+            let mut st = inner.state.lock().unwrap();
+            st.closed = true;
+            st.order.clear();
+            st.queued = 0;
+            let mut v = Vec::new();
+            for cq in st.clusters.values_mut() {
+                v.extend(cq.events.drain(..));
+                cq.notify.notify_one();
+            }
+            v
+        };
+        for env in &abandoned {
+            inner
+                .recorder
+                .finish(env, Outcome::Abandoned, "router", "queued at shutdown");
+        }
+        report.abandoned_queued = abandoned.len();
+        let running = inner.state.lock().unwrap().running;
+        if running > 0 {
+            tracing::info!(
+                running,
+                grace_secs = grace.as_secs_f64(),
+                "waiting for running agents to finish"
+            );
+        }
+        let drained = tokio::select! {
+            _ = self.wait_idle() => true,
+            _ = tokio::time::sleep(grace) => false,
+            _ = force.cancelled() => false,
+        };
+        if !drained {
+            report.killed = inner.state.lock().unwrap().running;
+            tracing::warn!(
+                killed = report.killed,
+                "shutdown grace period over: killing running agents"
+            );
+            inner.kill.cancel();
+        }
+        let mut workers = std::mem::take(&mut *inner.workers.lock().unwrap());
+        while workers.join_next().await.is_some() {}
+        report
+    }
+
+    /// Resolves when nothing is queued or running.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            {
+                let st = self.inner.state.lock().unwrap();
+                if st.running == 0 && st.queued == 0 {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+fn reject(inner: &Inner, env: Envelope, queue: &'static str, depth: usize) {
+    overflow_log(&env, queue, depth, OverflowPolicy::Reject);
+    inner.recorder.finish(
+        &env,
+        Outcome::Rejected,
+        "router",
+        &format!("{queue} queue full, newest rejected"),
+    );
+}
+
+fn overflow_log(env: &Envelope, queue: &str, depth: usize, policy: OverflowPolicy) {
+    let e = &env.event;
+    tracing::warn!(
+        target: "audit",
+        seq = env.seq,
+        fault_id = e.fault_id_or_dash(),
+        cluster = %e.cluster,
+        namespace = %e.resource.namespace,
+        kind = %e.resource.kind,
+        name = %e.resource.name,
+        queue,
+        depth,
+        policy = %policy,
+        "queue overflow"
+    );
+}
+
+async fn worker(inner: Arc<Inner>, cluster: String, notify: Arc<Notify>) {
+    loop {
+        // Wait until this cluster has work (or reap when idle / closed).
+        loop {
+            let has_work = {
+                let mut st = inner.state.lock().unwrap();
+                let cq = st.clusters.get(&cluster).expect("worker's own queue");
+                if !cq.events.is_empty() {
+                    true
+                } else if st.closed {
+                    st.clusters.remove(&cluster);
+                    return;
+                } else {
+                    false
+                }
+            };
+            if has_work {
+                break;
+            }
+            if tokio::time::timeout(inner.limits.idle_reap, notify.notified())
+                .await
+                .is_err()
+            {
+                let mut st = inner.state.lock().unwrap();
+                if st
+                    .clusters
+                    .get(&cluster)
+                    .is_some_and(|c| c.events.is_empty())
+                {
+                    st.clusters.remove(&cluster);
+                    tracing::debug!(cluster = %cluster, "idle cluster worker reaped");
+                    return;
+                }
+            }
+        }
+        // Take a global slot (FIFO), then the head of our queue: the event
+        // stays queued (and evictable) while it waits for a slot.
+        let permit = tokio::select! {
+            p = inner.slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = inner.kill.cancelled() => continue,
+        };
+        let env = {
+            let mut st = inner.state.lock().unwrap();
+            let st = &mut *st;
+            let cq = st.clusters.get_mut(&cluster).expect("worker's own queue");
+            match cq.events.pop_front() {
+                Some(env) => {
+                    st.order.remove(&env.seq);
+                    st.queued -= 1;
+                    cq.running = true;
+                    st.running += 1;
+                    debug_assert!(st.running <= inner.limits.max_concurrent);
+                    env
+                }
+                None => {
+                    // Evicted or abandoned while we waited for the slot.
+                    drop(permit);
+                    inner.idle.notify_waiters();
+                    continue;
+                }
+            }
+        };
+        // Run the sink in its own task so a panic cannot leak the slot or
+        // the per-cluster lock: the outcome is recorded either way.
+        let sink = inner.sink.clone();
+        let kill = inner.kill.clone();
+        let env = Arc::new(env);
+        let env2 = env.clone();
+        let res = tokio::spawn(async move { sink.handle(&env2, kill).await }).await;
+        let res = match res {
+            Ok(r) => r,
+            Err(e) => SinkResult::failed(format!("sink panicked: {e}")),
+        };
+        inner.recorder.finish(
+            &env,
+            res.outcome,
+            inner.sink.name(),
+            res.reason.as_deref().unwrap_or(""),
+        );
+        {
+            let mut st = inner.state.lock().unwrap();
+            st.running -= 1;
+            if let Some(cq) = st.clusters.get_mut(&cluster) {
+                cq.running = false;
+            }
+        }
+        drop(permit);
+        inner.idle.notify_waiters();
+    }
+}

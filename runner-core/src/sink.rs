@@ -1,0 +1,58 @@
+//! The `Sink` trait: consumes events that passed every stage, one at a time
+//! per call, under the router's concurrency limits.
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::Envelope;
+use crate::outcome::Outcome;
+
+/// Result of handling one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkResult {
+    /// One of `Completed`, `Failed`, `TimedOut`, `Abandoned`.
+    pub outcome: Outcome,
+    /// Why, for anything but `Completed`.
+    pub reason: Option<String>,
+}
+
+impl SinkResult {
+    pub fn completed() -> Self {
+        SinkResult {
+            outcome: Outcome::Completed,
+            reason: None,
+        }
+    }
+    pub fn failed(reason: impl Into<String>) -> Self {
+        SinkResult {
+            outcome: Outcome::Failed,
+            reason: Some(reason.into()),
+        }
+    }
+    pub fn timed_out(reason: impl Into<String>) -> Self {
+        SinkResult {
+            outcome: Outcome::TimedOut,
+            reason: Some(reason.into()),
+        }
+    }
+    pub fn abandoned(reason: impl Into<String>) -> Self {
+        SinkResult {
+            outcome: Outcome::Abandoned,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Sink: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Handles one event. `kill` is cancelled when the shutdown grace period
+    /// has expired: stop at once, clean up (kill process groups) and return
+    /// `Abandoned`. The router calls this at most once per cluster at a time
+    /// and never more than the global cap concurrently.
+    async fn handle(&self, envelope: &Envelope, kill: CancellationToken) -> SinkResult;
+
+    /// Called once after the last `handle` returned (flush notifications).
+    async fn close(&self) {}
+}

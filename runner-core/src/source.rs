@@ -1,0 +1,95 @@
+//! The `Source` trait and the intake hand-off every source uses.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::outcome::Outcome;
+use crate::record::Recorder;
+
+/// A payload as it arrived, before parsing.
+#[derive(Debug)]
+pub struct RawPayload {
+    pub data: Value,
+    pub source: Arc<str>,
+    /// Cluster name to use when the payload's `cluster` is empty.
+    pub cluster_fill: Option<Arc<str>>,
+    pub received_at: Instant,
+}
+
+/// Non-blocking hand-off from sources into the pipeline's bounded intake
+/// queue. Counting happens here so every source is accounted the same way.
+#[derive(Clone)]
+pub struct Intake {
+    tx: mpsc::Sender<RawPayload>,
+    recorder: Arc<Recorder>,
+}
+
+impl Intake {
+    pub fn new(tx: mpsc::Sender<RawPayload>, recorder: Arc<Recorder>) -> Self {
+        Intake { tx, recorder }
+    }
+
+    /// Counts the payload as received and queues it. Never waits: when the
+    /// intake queue is full the payload is `rejected` (logged and counted),
+    /// so a flood cannot pile up tasks or memory in the transport.
+    pub fn submit(&self, data: Value, source: &Arc<str>, cluster_fill: Option<&Arc<str>>) -> bool {
+        self.recorder.received();
+        let raw = RawPayload {
+            data,
+            source: source.clone(),
+            cluster_fill: cluster_fill.cloned(),
+            received_at: Instant::now(),
+        };
+        match self.tx.try_send(raw) {
+            Ok(()) => true,
+            Err(e) => {
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "intake queue full",
+                    mpsc::error::TrySendError::Closed(_) => "intake closed (shutting down)",
+                };
+                let outcome = if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    Outcome::Rejected
+                } else {
+                    Outcome::Abandoned
+                };
+                self.recorder.finish_raw(source, outcome, "intake", why);
+                false
+            }
+        }
+    }
+
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
+    }
+}
+
+/// What a source gets to run with.
+pub struct SourceContext {
+    pub intake: Intake,
+    /// Cancelled when intake stops (shutdown): close sessions and return.
+    pub shutdown: CancellationToken,
+}
+
+/// A fatal source error ends the runner with a non-zero exit (wrong
+/// credentials, a server without event streaming). Transient problems are
+/// the source's own business (retry with backoff) and never surface here.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("source {source_name}: {message}")]
+pub struct SourceError {
+    pub source_name: String,
+    pub message: String,
+}
+
+#[async_trait]
+pub trait Source: Send {
+    fn name(&self) -> &str;
+
+    /// Runs until `ctx.shutdown` is cancelled (then returns `Ok`) or a fatal
+    /// error. Owns its connection lifecycle: reconnects, liveness, backoff.
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
+}

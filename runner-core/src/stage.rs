@@ -1,0 +1,61 @@
+//! The `Stage` trait: one step of the ordered filter/transform chain.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::event::Event;
+use crate::outcome::Outcome;
+
+/// What a stage decided about one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep the event unchanged.
+    Pass,
+    /// Keep the event; the stage modified it in place.
+    Modified,
+    /// Stop here. `outcome` is the terminal outcome to record (`Filtered`,
+    /// `Duplicate`, `PluginDropped`, or `Invalid`).
+    Drop {
+        outcome: Outcome,
+        reason: Cow<'static, str>,
+    },
+}
+
+impl Verdict {
+    pub fn drop(outcome: Outcome, reason: impl Into<Cow<'static, str>>) -> Verdict {
+        Verdict::Drop {
+            outcome,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A stage's answer: synchronous stages answer `Ready` without allocating;
+/// stages that must wait return a boxed future.
+pub enum StageFuture<'a> {
+    Ready(Verdict),
+    Pending(Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>),
+}
+
+impl StageFuture<'_> {
+    pub async fn resolve(self) -> Verdict {
+        match self {
+            StageFuture::Ready(v) => v,
+            StageFuture::Pending(f) => f.await,
+        }
+    }
+}
+
+/// A pipeline stage. Stages run in the order `pipeline.toml` lists them, on
+/// one intake task, so `process` must be quick; a stage may mutate the event.
+pub trait Stage: Send + Sync {
+    /// The stage's name in logs and counters (e.g. `severity`, `wasm:deny-ns`).
+    fn name(&self) -> &str;
+
+    fn process<'a>(&'a self, event: &'a mut Event) -> StageFuture<'a>;
+
+    /// Called once for every event this stage passed, when that event reaches
+    /// its terminal outcome (e.g. dedup releases "in flight" keys here).
+    fn finished(&self, _event: &Event, _outcome: Outcome) {}
+}

@@ -1,0 +1,286 @@
+//! The `runner` binary's commands.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use runner_core::config::{ConfigErrors, Effective, Overrides};
+use runner_core::pipeline::{ChainResult, Pipeline, RunReport, StageChain};
+use runner_core::{Outcome, RawPayload, Recorder, Stage, StatsSnapshot};
+
+use crate::cli;
+use crate::compile::{self, Compiled};
+
+/// Exit codes (documented in README).
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FATAL: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+pub const EXIT_KILLED: u8 = 3;
+
+pub fn main() -> ExitCode {
+    let m = cli::command().get_matches();
+    let (name, sub) = m.subcommand().expect("subcommand required");
+    let ov = cli::overrides(sub, |k| std::env::var(k).ok());
+    match name {
+        "config-reference" => {
+            print!("{}", crate::settings::reference_table());
+            ExitCode::SUCCESS
+        }
+        "validate" => validate(&cli::config_path(sub), &ov),
+        "run" => {
+            let rt = runtime();
+            rt.block_on(run(&cli::config_path(sub), &ov))
+        }
+        "replay" => {
+            let file = sub.get_one::<String>("file").expect("required");
+            let rt = runtime();
+            rt.block_on(replay(Path::new(file), &cli::config_path(sub), &ov))
+        }
+        "demo" => {
+            let dir = sub
+                .get_one::<String>("workspace")
+                .map(std::path::PathBuf::from);
+            let rt = runtime();
+            rt.block_on(crate::demo::run(dir, &ov))
+        }
+        _ => unreachable!("clap rejects unknown subcommands"),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Initializes tracing once; `level` and `format` come from the compiled config.
+pub fn init_logging(level: &str, format: &str) {
+    use tracing_subscriber::EnvFilter;
+    // RUST_LOG, when set, refines LOG_LEVEL for debugging a single module.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| {
+            EnvFilter::new(format!(
+                "{level},rmcp=warn,wasmtime=warn,cranelift=warn,hyper=warn,reqwest=warn"
+            ))
+        });
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+fn print_errors(errs: &ConfigErrors) {
+    eprint!("error: {errs}");
+}
+
+pub fn log_effective(effective: &[Effective]) {
+    for e in effective {
+        tracing::info!(key = %e.key, value = %e.value, origin = e.origin.as_str(), "effective configuration");
+    }
+}
+
+fn validate(path: &Path, ov: &Overrides) -> ExitCode {
+    match compile::compile_file(path, ov, false) {
+        Ok(c) => {
+            println!("{}: valid", path.display());
+            println!(
+                "  sources: {}",
+                c.sources
+                    .iter()
+                    .map(|s| s.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!(
+                "  stages:  {}",
+                c.stages
+                    .iter()
+                    .map(|s| s.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            );
+            println!("  sink:    {}", c.sink.name());
+            println!("effective configuration:");
+            for e in &c.effective {
+                println!("  {} = {} ({})", e.key, e.value, e.origin.as_str());
+            }
+            ExitCode::from(EXIT_OK)
+        }
+        Err(errs) => {
+            print_errors(&errs);
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Logs the one `final statistics` record and returns the snapshot.
+pub fn log_final(report: &RunReport) {
+    let s = &report.stats;
+    tracing::info!(
+        received = s.received,
+        invalid = s.get(Outcome::Invalid),
+        filtered = s.get(Outcome::Filtered),
+        duplicate = s.get(Outcome::Duplicate),
+        dropped = s.get(Outcome::Dropped),
+        rejected = s.get(Outcome::Rejected),
+        plugin_dropped = s.get(Outcome::PluginDropped),
+        completed = s.get(Outcome::Completed),
+        failed = s.get(Outcome::Failed),
+        timed_out = s.get(Outcome::TimedOut),
+        abandoned = s.get(Outcome::Abandoned),
+        adds_up = s.adds_up(),
+        killed = report.shutdown.killed,
+        "final statistics"
+    );
+    for st in &report.stages {
+        tracing::info!(stage = %st.name, passed = st.passed, modified = st.modified, dropped = st.dropped, "stage statistics");
+    }
+}
+
+pub fn exit_code(report: &RunReport) -> ExitCode {
+    if report.fatal.is_some() {
+        ExitCode::from(EXIT_FATAL)
+    } else if report.shutdown.killed > 0 {
+        ExitCode::from(EXIT_KILLED)
+    } else {
+        ExitCode::from(EXIT_OK)
+    }
+}
+
+/// Runs a compiled pipeline until a signal (or a fatal source error).
+pub async fn run_compiled(c: Compiled) -> RunReport {
+    let (_settings, parts) = c.into_parts();
+    let (handle, join) = Pipeline::new(parts).start();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut n = 0;
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            n += 1;
+            if n == 1 {
+                tracing::info!(
+                    signal = name,
+                    "shutdown requested: draining (send again to force)"
+                );
+                h.shutdown();
+            } else {
+                tracing::warn!(signal = name, "second signal: killing running agents now");
+                h.force();
+            }
+        }
+    });
+    join.await.expect("pipeline task")
+}
+
+async fn run(path: &Path, ov: &Overrides) -> ExitCode {
+    let c = match compile::compile_file(path, ov, false) {
+        Ok(c) => c,
+        Err(errs) => {
+            print_errors(&errs);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(&c.settings.log_level, &c.settings.log_format);
+    tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "event runner starting");
+    log_effective(&c.effective);
+    let report = run_compiled(c).await;
+    if let Some(f) = &report.fatal {
+        tracing::error!(source = %f.source_name, error = %f.message, "fatal source error");
+        eprintln!("error: {f}");
+    }
+    log_final(&report);
+    exit_code(&report)
+}
+
+/// `runner replay`: recorded payloads through the configured stages, no agents.
+async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
+    let c = match compile::compile_file(config, ov, true) {
+        Ok(c) => c,
+        Err(errs) => {
+            print_errors(&errs);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging("warn", &c.settings.log_format);
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: cannot open {}: {e}", file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let stages: Arc<[Box<dyn Stage>]> = c.stages.into();
+    let recorder = Arc::new(Recorder::new(stages));
+    let chain = StageChain::new(recorder.clone());
+    let source: Arc<str> = Arc::from("replay");
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let mut passed = 0u64;
+    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: reading {}: {e}", file.display());
+                return ExitCode::from(EXIT_FATAL);
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        recorder.received();
+        let data =
+            serde_json::from_str(&line).unwrap_or_else(|_| serde_json::Value::String(line.clone()));
+        let raw = RawPayload {
+            data,
+            source: source.clone(),
+            cluster_fill: None,
+            received_at: tokio::time::Instant::now(),
+        };
+        let (verdict, ident) = match chain.process(raw).await {
+            ChainResult::Passed(env) => {
+                passed += 1;
+                // Replay stops before the router: no outcome is recorded for
+                // these; the summary reports them as "would run agent".
+                ("would-run-agent".to_string(), env.event.to_string())
+            }
+            ChainResult::Stopped(o) => (o.as_str().to_string(), String::new()),
+        };
+        let _ = writeln!(out, "line {:>5}: {:<16} {}", n + 1, verdict, ident);
+    }
+    let s: StatsSnapshot = recorder.snapshot();
+    let _ = writeln!(
+        out,
+        "\nsummary: received {} | would run agent {}",
+        s.received, passed
+    );
+    for o in [
+        Outcome::Invalid,
+        Outcome::Filtered,
+        Outcome::Duplicate,
+        Outcome::PluginDropped,
+    ] {
+        let _ = writeln!(out, "  {:<15} {}", o.as_str(), s.get(o));
+    }
+    for st in recorder.stage_stats() {
+        let _ = writeln!(
+            out,
+            "  stage {:<20} passed {} modified {} dropped {}",
+            st.name, st.passed, st.modified, st.dropped
+        );
+    }
+    ExitCode::from(EXIT_OK)
+}

@@ -1,0 +1,127 @@
+//! Command-line surface: flags are generated from the settings registry so
+//! they cannot drift from the environment variables they mirror.
+
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use runner_core::config::{Origin, Overrides};
+
+use crate::settings::SETTINGS;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  runner demo                                  # embedded simulated cluster, harmless agent
+  runner validate --config pipeline.toml       # check a pipeline, list every error
+  K8S_CLUSTER_MCP_ENDPOINT=http://127.0.0.1:8080/mcp runner run
+  runner run --severity-threshold WARNING --max-concurrent-agents 2
+  runner replay recorded.jsonl --config pipeline.toml
+";
+
+fn config_arg() -> Arg {
+    Arg::new("config")
+        .long("config")
+        .short('c')
+        .value_name("PATH")
+        .default_value("pipeline.toml")
+        .help("pipeline.toml to load")
+}
+
+fn with_setting_flags(mut cmd: Command) -> Command {
+    for s in SETTINGS.iter().filter(|s| !s.flag.is_empty()) {
+        cmd = cmd.arg(
+            Arg::new(s.env)
+                .long(s.flag)
+                .value_name("VALUE")
+                .action(ArgAction::Set)
+                .help(format!(
+                    "{} [env: {}] [default: {}]",
+                    s.doc, s.env, s.default
+                )),
+        );
+    }
+    cmd
+}
+
+pub fn command() -> Command {
+    Command::new("runner")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Event Runner: turns Kubernetes faults from an events-enabled kubernetes-mcp-server into read-only AI triage")
+        .after_help(EXAMPLES)
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(with_setting_flags(
+            Command::new("run")
+                .about("Run the pipeline until SIGTERM/SIGINT")
+                .arg(config_arg()),
+        ))
+        .subcommand(with_setting_flags(
+            Command::new("validate")
+                .about("Compile the pipeline (including WASM stages) and report every error; exit 0 when valid")
+                .arg(config_arg()),
+        ))
+        .subcommand(with_setting_flags(
+            Command::new("replay")
+                .about("Run recorded payloads (JSON lines) through the configured stages without launching agents")
+                .arg(Arg::new("file").required(true).value_name("FILE.jsonl"))
+                .arg(config_arg()),
+        ))
+        .subcommand(with_setting_flags(
+            Command::new("demo")
+                .about("Run the whole product against an embedded simulated cluster with a harmless agent, then print a summary")
+                .arg(Arg::new("workspace").long("demo-dir").value_name("DIR").help("Where the demo writes incidents [default: a fresh temp dir]")),
+        ))
+        .subcommand(Command::new("config-reference").about("Print the configuration reference table (docs/configuration.md)"))
+}
+
+/// Builds the override layers: environment, then flags on top.
+pub fn overrides(m: &ArgMatches, env: impl Fn(&str) -> Option<String>) -> Overrides {
+    let mut ov = Overrides::new();
+    for s in SETTINGS {
+        if let Some(v) = env(s.env).filter(|v| !v.is_empty()) {
+            ov.set(s.env, v, Origin::Env);
+        }
+        if !s.flag.is_empty()
+            && let Ok(Some(v)) = m.try_get_one::<String>(s.env)
+        {
+            ov.set(s.env, v.clone(), Origin::Flag);
+        }
+    }
+    ov
+}
+
+pub fn config_path(m: &ArgMatches) -> PathBuf {
+    m.get_one::<String>("config")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("pipeline.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_with_a_flag_parses_and_flags_beat_env() {
+        for s in SETTINGS.iter().filter(|s| !s.flag.is_empty()) {
+            let m = command()
+                .try_get_matches_from(["runner", "validate", &format!("--{}", s.flag), "flagval"])
+                .unwrap();
+            let (_, sub) = m.subcommand().unwrap();
+            let ov = overrides(sub, |k| (k == s.env).then(|| "envval".to_string()));
+            assert_eq!(ov.get(s.env), Some(("flagval", Origin::Flag)), "{}", s.env);
+            let m = command()
+                .try_get_matches_from(["runner", "validate"])
+                .unwrap();
+            let (_, sub) = m.subcommand().unwrap();
+            let ov = overrides(sub, |k| (k == s.env).then(|| "envval".to_string()));
+            assert_eq!(ov.get(s.env), Some(("envval", Origin::Env)), "{}", s.env);
+        }
+    }
+
+    #[test]
+    fn secrets_have_no_flags() {
+        for s in SETTINGS.iter().filter(|s| s.secret) {
+            assert!(s.flag.is_empty(), "{} must not be a flag", s.env);
+        }
+        command().debug_assert();
+    }
+}

@@ -1,0 +1,13 @@
+//! Event Runner built-in plugins and the `runner` CLI's library side.
+//!
+//! Dependencies flow plugins → core: `runner-core` never names anything here.
+
+pub mod app;
+pub mod cli;
+pub mod compile;
+pub mod demo;
+pub mod settings;
+pub mod sinks;
+pub mod sources;
+pub mod stages;
+pub mod testserver;

@@ -1,0 +1,270 @@
+//! The registry of every setting that has an environment variable (and a
+//! flag). `docs/configuration.md` is generated from this table
+//! (`runner config-reference`) and a test checks that it did not drift.
+
+/// One layered setting: `flag` > `env` > `pipeline.toml` `key` > `default`.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub env: &'static str,
+    /// Long flag without dashes, or "" when secret (secrets never come from flags).
+    pub flag: &'static str,
+    /// Where it lives in `pipeline.toml`.
+    pub key: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+    pub secret: bool,
+}
+
+macro_rules! s {
+    ($env:literal, $flag:literal, $key:literal, $default:literal, $doc:literal) => {
+        Setting {
+            env: $env,
+            flag: $flag,
+            key: $key,
+            default: $default,
+            doc: $doc,
+            secret: false,
+        }
+    };
+    (secret $env:literal, $key:literal, $doc:literal) => {
+        Setting {
+            env: $env,
+            flag: "",
+            key: $key,
+            default: "unset",
+            doc: $doc,
+            secret: true,
+        }
+    };
+}
+
+pub const K8S_CLUSTER_MCP_ENDPOINT: &str = "K8S_CLUSTER_MCP_ENDPOINT";
+pub const MCP_TOKEN: &str = "MCP_TOKEN";
+pub const MCP_TOKEN_FILE: &str = "MCP_TOKEN_FILE";
+pub const MCP_SUBSCRIBE_MODE: &str = "MCP_SUBSCRIBE_MODE";
+pub const RECONNECT_INITIAL_SECONDS: &str = "RECONNECT_INITIAL_SECONDS";
+pub const RECONNECT_MAX_SECONDS: &str = "RECONNECT_MAX_SECONDS";
+pub const PING_INTERVAL_SECONDS: &str = "PING_INTERVAL_SECONDS";
+pub const SUBSCRIPTION_CHECK_SECONDS: &str = "SUBSCRIPTION_CHECK_SECONDS";
+pub const SUBSCRIBE_TIMEOUT_SECONDS: &str = "SUBSCRIBE_TIMEOUT_SECONDS";
+pub const REQUEST_TIMEOUT_SECONDS: &str = "REQUEST_TIMEOUT_SECONDS";
+pub const SEVERITY_THRESHOLD: &str = "SEVERITY_THRESHOLD";
+pub const DEDUP_WINDOW_SECONDS: &str = "DEDUP_WINDOW_SECONDS";
+pub const DEDUP_MAX_KEYS: &str = "DEDUP_MAX_KEYS";
+pub const MAX_CONCURRENT_AGENTS: &str = "MAX_CONCURRENT_AGENTS";
+pub const GLOBAL_QUEUE_SIZE: &str = "GLOBAL_QUEUE_SIZE";
+pub const CLUSTER_QUEUE_SIZE: &str = "CLUSTER_QUEUE_SIZE";
+pub const QUEUE_OVERFLOW_POLICY: &str = "QUEUE_OVERFLOW_POLICY";
+pub const IDLE_WORKER_SECONDS: &str = "IDLE_WORKER_SECONDS";
+pub const INTAKE_QUEUE_SIZE: &str = "INTAKE_QUEUE_SIZE";
+pub const AGENT_COMMAND: &str = "AGENT_COMMAND";
+pub const AGENT_TIMEOUT: &str = "AGENT_TIMEOUT";
+pub const AGENT_MODEL: &str = "AGENT_MODEL";
+pub const WORKSPACE_ROOT: &str = "WORKSPACE_ROOT";
+pub const SHUTDOWN_TIMEOUT_SECONDS: &str = "SHUTDOWN_TIMEOUT_SECONDS";
+pub const SLACK_WEBHOOK_URL: &str = "SLACK_WEBHOOK_URL";
+pub const LOG_LEVEL: &str = "LOG_LEVEL";
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+
+pub const SETTINGS: &[Setting] = &[
+    s!(
+        "K8S_CLUSTER_MCP_ENDPOINT",
+        "mcp-endpoint",
+        "source.endpoint",
+        "required",
+        "MCP Streamable HTTP endpoint of the events server, e.g. http://127.0.0.1:8080/mcp. With several `[[source]]` entries, set it in the file instead."
+    ),
+    s!(secret "MCP_TOKEN", "source.token_env", "Bearer token for the MCP server (masked in logs)."),
+    s!(
+        "MCP_TOKEN_FILE",
+        "mcp-token-file",
+        "source.token_file",
+        "unset",
+        "File holding the bearer token (read at startup)."
+    ),
+    s!(
+        "MCP_SUBSCRIBE_MODE",
+        "mcp-mode",
+        "source.mode",
+        "faults",
+        "events_subscribe mode: faults, events, or resource-faults (older servers)."
+    ),
+    s!(
+        "RECONNECT_INITIAL_SECONDS",
+        "reconnect-initial",
+        "source.reconnect_initial_seconds",
+        "1",
+        "First reconnect delay; doubles per failure with ±10 % jitter."
+    ),
+    s!(
+        "RECONNECT_MAX_SECONDS",
+        "reconnect-max",
+        "source.reconnect_max_seconds",
+        "60",
+        "Upper bound of the reconnect delay."
+    ),
+    s!(
+        "PING_INTERVAL_SECONDS",
+        "ping-interval",
+        "source.ping_interval_seconds",
+        "30",
+        "Interval of MCP pings that prove the session is alive."
+    ),
+    s!(
+        "SUBSCRIPTION_CHECK_SECONDS",
+        "subscription-check-interval",
+        "source.subscription_check_seconds",
+        "60",
+        "Interval of events_list_subscriptions checks that detect a silently cancelled subscription."
+    ),
+    s!(
+        "SUBSCRIBE_TIMEOUT_SECONDS",
+        "subscribe-timeout",
+        "source.subscribe_timeout_seconds",
+        "30",
+        "Timeout of the events_subscribe call (the server can hang on it)."
+    ),
+    s!(
+        "REQUEST_TIMEOUT_SECONDS",
+        "request-timeout",
+        "source.request_timeout_seconds",
+        "10",
+        "Timeout of every other MCP request (initialize, setLevel, ping, list)."
+    ),
+    s!(
+        "SEVERITY_THRESHOLD",
+        "severity-threshold",
+        "stage.severity.threshold",
+        "ERROR",
+        "Events below this severity are filtered: DEBUG, INFO, WARNING, ERROR, CRITICAL."
+    ),
+    s!(
+        "DEDUP_WINDOW_SECONDS",
+        "dedup-window",
+        "stage.dedup.window_seconds",
+        "300",
+        "Events with a key seen within this window (or still queued/running) are duplicates."
+    ),
+    s!(
+        "DEDUP_MAX_KEYS",
+        "dedup-max-keys",
+        "stage.dedup.max_keys",
+        "100000",
+        "Bound of the dedup table; the oldest keys are evicted (counted)."
+    ),
+    s!(
+        "MAX_CONCURRENT_AGENTS",
+        "max-concurrent-agents",
+        "router.max_concurrent_agents",
+        "5",
+        "Global cap on running agents (min 1)."
+    ),
+    s!(
+        "GLOBAL_QUEUE_SIZE",
+        "global-queue-size",
+        "router.global_queue_size",
+        "100",
+        "Bound on events waiting across all clusters (min 1)."
+    ),
+    s!(
+        "CLUSTER_QUEUE_SIZE",
+        "cluster-queue-size",
+        "router.cluster_queue_size",
+        "10",
+        "Bound on events waiting per cluster (min 1)."
+    ),
+    s!(
+        "QUEUE_OVERFLOW_POLICY",
+        "queue-overflow-policy",
+        "router.overflow_policy",
+        "drop",
+        "drop: remove the oldest queued event; reject: refuse the newest."
+    ),
+    s!(
+        "IDLE_WORKER_SECONDS",
+        "idle-worker",
+        "router.idle_worker_seconds",
+        "60",
+        "An idle cluster worker is reaped after this long."
+    ),
+    s!(
+        "INTAKE_QUEUE_SIZE",
+        "intake-queue-size",
+        "settings.intake_queue_size",
+        "1024",
+        "Bound of the queue between sources and stages; a full queue rejects new payloads."
+    ),
+    s!(
+        "AGENT_COMMAND",
+        "agent-command",
+        "sink.command",
+        "preset",
+        "Command line run with sh -c in the incident workspace; overrides the sink's preset/command."
+    ),
+    s!(
+        "AGENT_TIMEOUT",
+        "agent-timeout",
+        "sink.timeout_seconds",
+        "300",
+        "Seconds before an agent's process group is terminated."
+    ),
+    s!(
+        "AGENT_MODEL",
+        "agent-model",
+        "sink.model",
+        "sonnet",
+        "Model name passed to the agent CLI."
+    ),
+    s!(
+        "WORKSPACE_ROOT",
+        "workspace-root",
+        "sink.workspace_root",
+        "./incidents",
+        "Directory of the incident workspaces."
+    ),
+    s!(
+        "SHUTDOWN_TIMEOUT_SECONDS",
+        "shutdown-timeout",
+        "settings.shutdown_timeout_seconds",
+        "30",
+        "Grace period for running agents after SIGTERM/SIGINT."
+    ),
+    s!(secret "SLACK_WEBHOOK_URL", "sink.slack_webhook_env", "Slack incoming webhook; unset disables Slack (masked in logs, never passed to agents)."),
+    s!(
+        "LOG_LEVEL",
+        "log-level",
+        "settings.log_level",
+        "info",
+        "debug, info, warn, error."
+    ),
+    s!(
+        "LOG_FORMAT",
+        "log-format",
+        "settings.log_format",
+        "text",
+        "text (for humans) or json."
+    ),
+];
+
+/// Markdown table of [`SETTINGS`] (the generated part of docs/configuration.md).
+pub fn reference_table() -> String {
+    let mut out = String::from(
+        "| variable | flag | pipeline.toml key | default | meaning |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for s in SETTINGS {
+        let flag = if s.flag.is_empty() {
+            "(env only, secret)".to_string()
+        } else {
+            format!("`--{}`", s.flag)
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | `{}` | `{}` | {} |\n",
+            s.env, flag, s.key, s.default, s.doc
+        ));
+    }
+    out
+}
+
+pub fn find(env: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.env == env)
+}

@@ -1,0 +1,3 @@
+//! Built-in sinks, one folder per sink.
+
+pub mod agent;

@@ -1,0 +1,3 @@
+//! Built-in sources, one folder per source.
+
+pub mod mcp;
