@@ -268,3 +268,30 @@ pub fn reference_table() -> String {
 pub fn find(env: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.env == env)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_configuration_md_matches_the_registry() {
+        let doc = include_str!("../../docs/configuration.md");
+        let begin = "<!-- BEGIN GENERATED: runner config-reference -->\n";
+        let start = doc.find(begin).expect("begin marker") + begin.len();
+        let end = doc.find("<!-- END GENERATED -->").expect("end marker");
+        assert_eq!(
+            &doc[start..end],
+            reference_table(),
+            "docs/configuration.md drifted: regenerate with `runner config-reference`"
+        );
+    }
+
+    #[test]
+    fn env_names_are_unique() {
+        let mut names: Vec<_> = SETTINGS.iter().map(|s| s.env).collect();
+        names.sort_unstable();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(n, names.len());
+    }
+}
