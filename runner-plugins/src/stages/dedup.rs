@@ -1,35 +1,727 @@
-//! `kind = "dedup"`: placeholder until the dedup issue lands (passes everything).
-// FIXME(issue 4): replaced by the real dedup stage.
+//! `kind = "dedup"`: suppresses an event whose key was admitted within
+//! `window_seconds`, or whose earlier event is still queued or running.
+//!
+//! Design:
+//! * The table is a `DashMap` (sharded locks, no global lock) keyed by the
+//!   *full* encoded key. Each field is written as a 4-byte length followed by
+//!   its bytes, so field boundaries are unambiguous (`"a-b"`,`"c"` and
+//!   `"a"`,`"b-c"` are different keys) and equal hashes never merge two
+//!   resources: the map compares the stored key on every hit.
+//! * A key is suppressed while it is in flight (admitted and not yet at its
+//!   terminal outcome, tracked through `Stage::finished`) or within the window
+//!   of its last admission, whichever is later. Duplicates do not extend the
+//!   window (a fault repeating every minute still gets an agent every window).
+//! * Expiry is lazy: an expired entry is reused on its next lookup. When the
+//!   table grows beyond `max_keys`, one caller (an atomic flag elects it)
+//!   removes expired entries and then the oldest (by last admission, in-flight
+//!   keys last) down to a low-water mark, so the scan is amortized over many
+//!   inserts. Evictions of live keys are counted.
+//! * Time is `tokio::time::Instant`, so tests run on tokio's paused clock.
 
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use runner_core::config::TableReader;
-use runner_core::{Event, Stage, StageFuture, Verdict};
+use runner_core::{Event, Outcome, Stage, StageFuture, Verdict};
+use tokio::time::Instant;
 
-#[derive(Debug, Clone)]
+use crate::settings::{DEDUP_MAX_KEYS, DEDUP_WINDOW_SECONDS};
+
+/// A field of the dedup key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyField {
+    Cluster,
+    Namespace,
+    Kind,
+    Name,
+    /// Falls back to cluster/namespace/kind/name/fault type when the server
+    /// sends no `faultId` (older servers): otherwise every such event would
+    /// share one key.
+    FaultId,
+    FaultType,
+    Uid,
+    ApiVersion,
+}
+
+impl KeyField {
+    pub const ALLOWED: &'static str =
+        "cluster, namespace, kind, name, fault_id, fault_type, uid, api_version";
+
+    pub fn parse(s: &str) -> Option<KeyField> {
+        Some(match s.trim() {
+            "cluster" => KeyField::Cluster,
+            "namespace" => KeyField::Namespace,
+            "kind" => KeyField::Kind,
+            "name" => KeyField::Name,
+            "fault_id" | "faultId" => KeyField::FaultId,
+            "fault_type" | "faultType" => KeyField::FaultType,
+            "uid" => KeyField::Uid,
+            "api_version" | "apiVersion" => KeyField::ApiVersion,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyField::Cluster => "cluster",
+            KeyField::Namespace => "namespace",
+            KeyField::Kind => "kind",
+            KeyField::Name => "name",
+            KeyField::FaultId => "fault_id",
+            KeyField::FaultType => "fault_type",
+            KeyField::Uid => "uid",
+            KeyField::ApiVersion => "api_version",
+        }
+    }
+}
+
+pub const DEFAULT_KEY: [KeyField; 4] = [
+    KeyField::Cluster,
+    KeyField::Namespace,
+    KeyField::Kind,
+    KeyField::Name,
+];
+
+/// Config type (what `pipeline.toml` says).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DedupConfig {
     pub window_seconds: u64,
+    pub key: Vec<KeyField>,
+    pub max_keys: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            window_seconds: 300,
+            key: DEFAULT_KEY.to_vec(),
+            max_keys: 100_000,
+        }
+    }
 }
 
 impl DedupConfig {
     pub fn read(r: &mut TableReader<'_>) -> Option<DedupConfig> {
-        let window_seconds = r.layered(
-            "window_seconds",
-            crate::settings::DEDUP_WINDOW_SECONDS,
-            300u64,
-        );
-        Some(DedupConfig { window_seconds })
+        let window_seconds = r.layered("window_seconds", DEDUP_WINDOW_SECONDS, 300u64);
+        let max_keys: usize = r.layered("max_keys", DEDUP_MAX_KEYS, 100_000usize);
+        let mut ok = true;
+        if max_keys < 1 {
+            r.error("max_keys", max_keys.to_string(), "an integer >= 1");
+            ok = false;
+        }
+        let mut key = Vec::new();
+        match r.opt::<Vec<String>>("key") {
+            None => key.extend_from_slice(&DEFAULT_KEY),
+            Some(names) => {
+                if names.is_empty() {
+                    r.error(
+                        "key",
+                        "[]",
+                        format!("a non-empty list of: {}", KeyField::ALLOWED),
+                    );
+                    ok = false;
+                }
+                for n in &names {
+                    match KeyField::parse(n) {
+                        Some(f) if !key.contains(&f) => key.push(f),
+                        Some(_) => {}
+                        None => {
+                            r.error(
+                                "key",
+                                format!("{n:?}"),
+                                format!("fields among: {}", KeyField::ALLOWED),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+            }
+        }
+        ok.then_some(DedupConfig {
+            window_seconds,
+            key,
+            max_keys,
+        })
     }
+
     pub fn build(&self) -> Box<dyn Stage> {
-        Box::new(DedupStage)
+        Box::new(DedupStage::new(self))
     }
 }
 
-pub struct DedupStage;
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Last time an event with this key passed the stage.
+    admitted: Instant,
+    /// Passed events not yet at their terminal outcome.
+    in_flight: u32,
+}
+
+/// Runtime type.
+pub struct DedupStage {
+    window: Duration,
+    key: Vec<KeyField>,
+    max_keys: usize,
+    table: DashMap<Box<[u8]>, Slot>,
+    /// Entries in `table`, kept here so the bound check does not lock every shard.
+    len: AtomicUsize,
+    evicting: AtomicBool,
+    evictions: AtomicU64,
+}
+
+const WITHIN_WINDOW: &str = "key seen within dedup window";
+const IN_FLIGHT: &str = "key still queued or running";
+
+impl DedupStage {
+    pub fn new(cfg: &DedupConfig) -> DedupStage {
+        DedupStage {
+            window: Duration::from_secs(cfg.window_seconds),
+            key: if cfg.key.is_empty() {
+                DEFAULT_KEY.to_vec()
+            } else {
+                cfg.key.clone()
+            },
+            max_keys: cfg.max_keys.max(1),
+            table: DashMap::new(),
+            len: AtomicUsize::new(0),
+            evicting: AtomicBool::new(false),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// Live keys evicted because the table was full.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Keys currently stored (live or expired-but-not-yet-reclaimed).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The encoded key: per field a 4-byte little-endian length, then bytes.
+    pub fn encode_key(&self, e: &Event) -> Vec<u8> {
+        fn put(buf: &mut Vec<u8>, s: &str) {
+            buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            buf.extend_from_slice(s.as_bytes());
+        }
+        let mut buf = Vec::with_capacity(96);
+        for f in &self.key {
+            // One tag byte per field: a key of fields (a, b) never equals (b, a)
+            // content-wise, and the fault_id fallback cannot mimic a real id.
+            buf.push(*f as u8);
+            let r = &e.resource;
+            match f {
+                KeyField::Cluster => put(&mut buf, &e.cluster),
+                KeyField::Namespace => put(&mut buf, &r.namespace),
+                KeyField::Kind => put(&mut buf, &r.kind),
+                KeyField::Name => put(&mut buf, &r.name),
+                KeyField::FaultType => put(&mut buf, &e.fault_type),
+                KeyField::Uid => put(&mut buf, &r.uid),
+                KeyField::ApiVersion => put(&mut buf, &r.api_version),
+                KeyField::FaultId => match &e.fault_id {
+                    Some(id) => {
+                        buf.push(1);
+                        put(&mut buf, id);
+                    }
+                    None => {
+                        buf.push(0);
+                        for s in [&e.cluster, &r.namespace, &r.kind, &r.name, &e.fault_type] {
+                            put(&mut buf, s);
+                        }
+                    }
+                },
+            }
+        }
+        buf
+    }
+
+    fn suppressed(&self, ent: &Slot, now: Instant) -> Option<&'static str> {
+        if ent.in_flight > 0 {
+            Some(IN_FLIGHT)
+        } else if now.saturating_duration_since(ent.admitted) < self.window {
+            Some(WITHIN_WINDOW)
+        } else {
+            None
+        }
+    }
+
+    /// Decides for one event; on pass the key is marked admitted and in flight.
+    fn check(&self, e: &Event) -> Verdict {
+        let key = self.encode_key(e);
+        let now = Instant::now();
+        // Fast path: known key (no allocation for the stored key).
+        if let Some(mut ent) = self.table.get_mut(&key[..]) {
+            return self.decide(&mut ent, now);
+        }
+        // The shard lock held by `entry` makes check-and-insert atomic: two
+        // racing events with one key yield exactly one admission.
+        match self.table.entry(key.into_boxed_slice()) {
+            Entry::Occupied(mut o) => return self.decide(o.get_mut(), now),
+            Entry::Vacant(v) => {
+                v.insert(Slot {
+                    admitted: now,
+                    in_flight: 1,
+                });
+            }
+        }
+        if self.len.fetch_add(1, Ordering::Relaxed) + 1 > self.max_keys {
+            self.evict(now);
+        }
+        Verdict::Pass
+    }
+
+    fn decide(&self, ent: &mut Slot, now: Instant) -> Verdict {
+        match self.suppressed(ent, now) {
+            Some(why) => Verdict::Drop {
+                outcome: Outcome::Duplicate,
+                reason: Cow::Borrowed(why),
+            },
+            None => {
+                ent.admitted = now;
+                ent.in_flight += 1;
+                Verdict::Pass
+            }
+        }
+    }
+
+    /// Brings the table back under `max_keys`: expired entries first, then
+    /// the oldest admissions (in-flight keys only when nothing else is left).
+    /// Shrinks to a low-water mark 1/16 below the bound so the O(n) scan runs
+    /// once per many inserts, not on each one.
+    fn evict(&self, now: Instant) {
+        if self.evicting.swap(true, Ordering::Acquire) {
+            return; // Another caller is already at it.
+        }
+        let target = self.max_keys - self.max_keys / 16;
+        let mut expired = 0usize;
+        self.table.retain(|_, ent| {
+            let keep = self.suppressed(ent, now).is_some();
+            if !keep {
+                expired += 1;
+            }
+            keep
+        });
+        self.len.fetch_sub(expired, Ordering::Relaxed);
+        let len = self.len.load(Ordering::Relaxed);
+        let mut evicted = 0usize;
+        if len > target {
+            // (in flight?, admitted): live idle keys go before in-flight ones.
+            let mut ages: Vec<(bool, Instant)> = self
+                .table
+                .iter()
+                .map(|r| (r.value().in_flight > 0, r.value().admitted))
+                .collect();
+            let excess = (len - target).min(ages.len());
+            if excess > 0 {
+                let (_, nth, _) = ages.select_nth_unstable(excess - 1);
+                let cutoff = *nth;
+                let mut budget = excess;
+                self.table.retain(|_, ent| {
+                    if budget > 0 && (ent.in_flight > 0, ent.admitted) <= cutoff {
+                        budget -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+                evicted = excess - budget;
+                self.len.fetch_sub(evicted, Ordering::Relaxed);
+                self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+            }
+        }
+        tracing::debug!(
+            expired,
+            evicted,
+            remaining = self.len.load(Ordering::Relaxed),
+            max_keys = self.max_keys,
+            "dedup table over max_keys: reclaimed expired keys and evicted the oldest"
+        );
+        self.evicting.store(false, Ordering::Release);
+    }
+}
 
 impl Stage for DedupStage {
     fn name(&self) -> &str {
         "dedup"
     }
-    fn process<'a>(&'a self, _event: &'a mut Event) -> StageFuture<'a> {
-        StageFuture::Ready(Verdict::Pass)
+
+    fn process<'a>(&'a self, event: &'a mut Event) -> StageFuture<'a> {
+        StageFuture::Ready(self.check(event))
+    }
+
+    fn finished(&self, event: &Event, _outcome: Outcome) {
+        let key = self.encode_key(event);
+        // Missing when evicted meanwhile: nothing to release.
+        if let Some(mut ent) = self.table.get_mut(&key[..]) {
+            ent.in_flight = ent.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runner_core::config::{ConfigErrors, Overrides};
+    use std::sync::Arc;
+
+    fn ev(cluster: &str, ns: &str, kind: &str, name: &str) -> Event {
+        Event::from_json(
+            serde_json::json!({"cluster": cluster, "severity": "critical", "faultType": "CrashLoop",
+                "resource": {"kind": kind, "name": name, "namespace": ns, "uid": "u1"}}),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn stage(window: u64, max_keys: usize) -> DedupStage {
+        DedupStage::new(&DedupConfig {
+            window_seconds: window,
+            max_keys,
+            ..DedupConfig::default()
+        })
+    }
+
+    fn passes(s: &DedupStage, e: &Event) -> bool {
+        match s.check(e) {
+            Verdict::Pass => true,
+            Verdict::Drop {
+                outcome: Outcome::Duplicate,
+                ..
+            } => false,
+            v => panic!("unexpected verdict {v:?}"),
+        }
+    }
+
+    /// Admission followed by the terminal outcome (the common case).
+    fn admit_and_finish(s: &DedupStage, e: &Event) -> bool {
+        let p = passes(s, e);
+        if p {
+            s.finished(e, Outcome::Completed);
+        }
+        p
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_expiry_with_paused_clock() {
+        let s = stage(300, 100);
+        let e = ev("c", "ns", "Pod", "p");
+        assert!(admit_and_finish(&s, &e));
+        tokio::time::advance(Duration::from_secs(299)).await;
+        assert!(!passes(&s, &e), "inside the window");
+        // Duplicates do not slide the window: it counts from the admission.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(admit_and_finish(&s, &e), "window over");
+        assert!(!passes(&s, &e));
+        // A different resource is never affected.
+        assert!(passes(&s, &ev("c", "ns", "Pod", "q")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_suppresses_beyond_window() {
+        let s = stage(10, 100);
+        let e = ev("c", "ns", "Pod", "p");
+        assert!(passes(&s, &e)); // queued/running: no finished() yet
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        match s.check(&e) {
+            Verdict::Drop { reason, .. } => assert_eq!(reason, IN_FLIGHT),
+            v => panic!("{v:?}"),
+        }
+        s.finished(&e, Outcome::Completed);
+        // Finished long after the window: admitted again at once.
+        assert!(passes(&s, &e));
+        // Finished within the window of the admission: window still applies.
+        s.finished(&e, Outcome::Dropped);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        match s.check(&e) {
+            Verdict::Drop { reason, .. } => assert_eq!(reason, WITHIN_WINDOW),
+            v => panic!("{v:?}"),
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(passes(&s, &e));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_window_only_in_flight() {
+        let s = stage(0, 100);
+        let e = ev("c", "ns", "Pod", "p");
+        assert!(passes(&s, &e));
+        assert!(!passes(&s, &e));
+        s.finished(&e, Outcome::Failed);
+        assert!(passes(&s, &e));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bound_evicts_oldest_and_counts() {
+        let s = stage(300, 3);
+        let names = ["k1", "k2", "k3", "k4"];
+        for n in names {
+            assert!(admit_and_finish(&s, &ev("c", "ns", "Pod", n)));
+            assert!(s.len() <= 3, "len {} after {n}", s.len());
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(s.evictions(), 1);
+        assert_eq!(s.len(), 3);
+        // k1 (oldest) was forgotten; k2..k4 still suppress.
+        assert!(!passes(&s, &ev("c", "ns", "Pod", "k2")));
+        assert!(!passes(&s, &ev("c", "ns", "Pod", "k4")));
+        assert!(admit_and_finish(&s, &ev("c", "ns", "Pod", "k1")));
+        assert_eq!(
+            s.evictions(),
+            2,
+            "re-admitting k1 evicted the next oldest (k2)"
+        );
+        assert!(admit_and_finish(&s, &ev("c", "ns", "Pod", "k2")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_keys_are_reclaimed_before_live_ones() {
+        let s = stage(10, 4);
+        for n in ["old1", "old2"] {
+            assert!(admit_and_finish(&s, &ev("c", "ns", "Pod", n)));
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        for n in ["a", "b", "c"] {
+            assert!(admit_and_finish(&s, &ev("c", "ns", "Pod", n)));
+        }
+        // 5 > 4: the two expired keys go, no live key is evicted.
+        assert_eq!(s.evictions(), 0);
+        assert_eq!(s.len(), 3);
+        assert!(!passes(&s, &ev("c", "ns", "Pod", "a")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_keys_are_evicted_last() {
+        let s = stage(300, 2);
+        let busy = ev("c", "ns", "Pod", "busy");
+        assert!(passes(&s, &busy)); // stays in flight
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(admit_and_finish(&s, &ev("c", "ns", "Pod", "x")));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(admit_and_finish(&s, &ev("c", "ns", "Pod", "y")));
+        assert_eq!(s.evictions(), 1);
+        // The older but in-flight key survived; x was evicted.
+        assert!(!passes(&s, &busy));
+        assert!(passes(&s, &ev("c", "ns", "Pod", "x")));
+    }
+
+    #[test]
+    fn field_boundaries_never_collide() {
+        let s = stage(300, 100);
+        // Same concatenation under a naive "-" or "" separator.
+        let a = ev("c", "a-b", "Pod", "c");
+        let b = ev("c", "a", "Pod", "b-c");
+        let c = ev("c", "ab", "Pod", "c");
+        let d = ev("c", "a", "Pod", "bc");
+        assert_ne!(s.encode_key(&a), s.encode_key(&b));
+        assert_ne!(s.encode_key(&c), s.encode_key(&d));
+        for e in [&a, &b, &c, &d] {
+            assert!(passes(&s, e), "{e}");
+        }
+        // Same namespace, different names/kinds: distinct.
+        assert!(passes(&s, &ev("c", "ns", "Pod", "web-1")));
+        assert!(passes(&s, &ev("c", "ns", "Pod", "web-2")));
+        assert!(passes(&s, &ev("c", "ns", "Deployment", "web-1")));
+        assert!(passes(&s, &ev("other", "ns", "Pod", "web-1")));
+        // Cluster-scoped (empty namespace) vs a namespace: distinct.
+        assert!(passes(&s, &ev("c", "", "Node", "n1")));
+        assert_eq!(s.len(), 9);
+    }
+
+    #[test]
+    fn hash_collisions_compare_full_key() {
+        // Force every key into one bucket: a constant hasher.
+        #[derive(Default, Clone)]
+        struct Zero;
+        impl std::hash::Hasher for Zero {
+            fn finish(&self) -> u64 {
+                0
+            }
+            fn write(&mut self, _: &[u8]) {}
+        }
+        let m: DashMap<Box<[u8]>, u32, std::hash::BuildHasherDefault<Zero>> = DashMap::default();
+        let s = stage(300, 100);
+        let a = s.encode_key(&ev("c", "a-b", "Pod", "c"));
+        let b = s.encode_key(&ev("c", "a", "Pod", "b-c"));
+        m.insert(a.clone().into_boxed_slice(), 1);
+        assert!(m.get(&b[..]).is_none(), "equal hash, different key");
+        m.insert(b.clone().into_boxed_slice(), 2);
+        assert_eq!((*m.get(&a[..]).unwrap(), *m.get(&b[..]).unwrap()), (1, 2));
+    }
+
+    #[test]
+    fn fault_id_key() {
+        let s = DedupStage::new(&DedupConfig {
+            key: vec![KeyField::FaultId],
+            ..DedupConfig::default()
+        });
+        let mk = |id: Option<&str>, name: &str| {
+            let mut v = serde_json::json!({"cluster": "c", "severity": "critical", "faultType": "CrashLoop",
+                "resource": {"kind": "Pod", "name": name, "namespace": "ns"}});
+            if let Some(id) = id {
+                v["faultId"] = id.into();
+            }
+            Event::from_json(v, None).unwrap()
+        };
+        assert!(passes(&s, &mk(Some("aaaa"), "p1")));
+        // Same fault id, other container/pod name: duplicate by fault id.
+        assert!(!passes(&s, &mk(Some("aaaa"), "p2")));
+        // Different fault id on the same resource (another container): new.
+        assert!(passes(&s, &mk(Some("bbbb"), "p1")));
+        // No faultId: falls back to the resource identity, not one shared key.
+        assert!(passes(&s, &mk(None, "p1")));
+        assert!(passes(&s, &mk(None, "p2")));
+        assert!(!passes(&s, &mk(None, "p2")));
+    }
+
+    #[test]
+    fn fault_type_in_key() {
+        let s = DedupStage::new(&DedupConfig {
+            key: vec![
+                KeyField::Cluster,
+                KeyField::Namespace,
+                KeyField::Kind,
+                KeyField::Name,
+                KeyField::FaultType,
+            ],
+            ..DedupConfig::default()
+        });
+        let mut a = ev("c", "ns", "Pod", "p");
+        let mut b = a.clone();
+        b.fault_type = "PodCrash".into();
+        assert!(passes(&s, &a));
+        assert!(passes(&s, &b));
+        a.fault_type = "PodCrash".into();
+        assert!(!passes(&s, &a));
+    }
+
+    #[test]
+    fn concurrent_threads_admit_each_key_exactly_once() {
+        let s = Arc::new(stage(300, 1_000_000));
+        let keys: Vec<Event> = (0..200)
+            .map(|i| ev(&format!("c{}", i % 7), "ns", "Pod", &format!("p{i}")))
+            .collect();
+        let keys = Arc::new(keys);
+        let passed = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (s, keys, passed) = (s.clone(), keys.clone(), passed.clone());
+                std::thread::spawn(move || {
+                    let mut mine = Vec::new();
+                    for round in 0..20 {
+                        for j in 0..keys.len() {
+                            let e = &keys[(j + t * 31 + round) % keys.len()];
+                            if passes(&s, e) {
+                                passed.fetch_add(1, Ordering::Relaxed);
+                                mine.push(e.resource.name.clone());
+                            }
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all: Vec<String> = threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(passed.load(Ordering::Relaxed), 200);
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 200, "every key admitted exactly once");
+        assert_eq!(s.len(), 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_tasks_with_release() {
+        // Each task admits, "runs", and finishes; per key at most one event may
+        // be in flight at any instant (window 0: only in-flight suppression).
+        let s = Arc::new(stage(0, 1_000_000));
+        let running: Arc<Vec<AtomicU64>> = Arc::new((0..10).map(|_| AtomicU64::new(0)).collect());
+        let admitted = Arc::new(AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..32u64 {
+            let (s, running, admitted) = (s.clone(), running.clone(), admitted.clone());
+            tasks.spawn(async move {
+                for i in 0..200u64 {
+                    let k = ((t + i) % 10) as usize;
+                    let e = ev("c", "ns", "Pod", &format!("p{k}"));
+                    if passes(&s, &e) {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                        let before = running[k].fetch_add(1, Ordering::SeqCst);
+                        assert_eq!(before, 0, "two admissions of key {k} in flight");
+                        tokio::task::yield_now().await;
+                        running[k].fetch_sub(1, Ordering::SeqCst);
+                        s.finished(&e, Outcome::Completed);
+                    }
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        assert!(admitted.load(Ordering::Relaxed) >= 10);
+        // Everything released: every key passes again.
+        for k in 0..10 {
+            assert!(passes(&s, &ev("c", "ns", "Pod", &format!("p{k}"))));
+        }
+    }
+
+    fn read(toml_text: &str, ov: &Overrides) -> (Option<DedupConfig>, ConfigErrors) {
+        let mut errs = ConfigErrors::default();
+        let mut eff = Vec::new();
+        let mut r = TableReader::new(
+            "stage[1]",
+            toml_text.parse().unwrap(),
+            ov,
+            &mut errs,
+            &mut eff,
+        );
+        let c = DedupConfig::read(&mut r);
+        r.finish();
+        (c, errs)
+    }
+
+    #[test]
+    fn config_defaults_overrides_and_errors() {
+        let (c, errs) = read("", &Overrides::new());
+        assert!(errs.is_empty(), "{errs}");
+        assert_eq!(c.unwrap(), DedupConfig::default());
+
+        let mut ov = Overrides::new();
+        ov.set(DEDUP_WINDOW_SECONDS, "60", runner_core::config::Origin::Env);
+        ov.set(DEDUP_MAX_KEYS, "5", runner_core::config::Origin::Env);
+        let (c, errs) = read("key = ['faultId', 'fault_type', 'fault_id']", &ov);
+        assert!(errs.is_empty(), "{errs}");
+        let c = c.unwrap();
+        assert_eq!(c.window_seconds, 60);
+        assert_eq!(c.max_keys, 5);
+        assert_eq!(c.key, vec![KeyField::FaultId, KeyField::FaultType]);
+
+        let (c, errs) = read(
+            "key = ['cluster', 'labels', 'podname']\nmax_keys = 0",
+            &Overrides::new(),
+        );
+        assert!(c.is_none());
+        let text = errs.to_string();
+        assert_eq!(errs.len(), 3, "{text}");
+        assert!(
+            text.contains("stage[1].key: invalid value \"labels\""),
+            "{text}"
+        );
+        assert!(text.contains("\"podname\""), "{text}");
+        assert!(
+            text.contains("stage[1].max_keys: invalid value 0"),
+            "{text}"
+        );
+        let (_, errs) = read("key = []", &Overrides::new());
+        assert_eq!(errs.len(), 1, "{errs}");
     }
 }
