@@ -12,9 +12,12 @@
 //! * global slots are handed out first come, first served (tokio's
 //!   semaphore is FIFO), so a busy cluster cannot starve the others: after
 //!   each run a worker queues behind everyone already waiting.
+//! * a sink that ignores the kill signal is aborted [`KILL_WAIT`] after it,
+//!   so shutdown always returns.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +30,10 @@ use crate::envelope::Envelope;
 use crate::outcome::Outcome;
 use crate::record::Recorder;
 use crate::sink::{Sink, SinkResult};
+
+/// How long a running sink call may take to honour the kill signal before
+/// its task is aborted (dropped) and the event recorded `abandoned`.
+pub const KILL_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverflowPolicy {
@@ -160,6 +167,12 @@ impl Router {
         self.inner.limits
     }
 
+    /// Events queued for one cluster (0 for an unknown cluster).
+    pub fn cluster_depth(&self, cluster: &str) -> usize {
+        let st = self.inner.state.lock().unwrap();
+        st.clusters.get(cluster).map_or(0, |c| c.events.len())
+    }
+
     pub fn snapshot(&self) -> RouterSnapshot {
         let st = self.inner.state.lock().unwrap();
         RouterSnapshot {
@@ -214,9 +227,11 @@ impl Router {
                         let c = c.clone();
                         st.order.remove(&seq);
                         let cq = st.clusters.get_mut(&c).expect("cluster of queued event");
-                        // Oldest of all is the head of its own queue (FIFO per cluster).
-                        let old = cq.events.pop_front().expect("non-empty");
-                        debug_assert_eq!(old.seq, seq);
+                        // The oldest of all is normally the head of its own
+                        // queue; search anyway so callers that admit out of
+                        // seq order cannot make us drop the wrong event.
+                        let pos = cq.events.iter().position(|e| e.seq == seq).unwrap_or(0);
+                        let old = cq.events.remove(pos).expect("non-empty");
                         st.queued -= 1;
                         evicted = Some((old, "global", st.queued + 1));
                     }
@@ -250,11 +265,11 @@ impl Router {
         }
         if let Some((cluster, notify)) = spawn {
             let inner2 = self.inner.clone();
-            inner
-                .workers
-                .lock()
-                .unwrap()
-                .spawn(worker(inner2, cluster, notify));
+            let mut workers = inner.workers.lock().unwrap();
+            // A JoinSet keeps finished tasks until joined: without this, every
+            // reaped worker of a long run would stay allocated.
+            while workers.try_join_next().is_some() {}
+            workers.spawn(worker(inner2, cluster, notify));
         }
     }
 
@@ -423,17 +438,42 @@ async fn worker(inner: Arc<Inner>, cluster: String, notify: Arc<Notify>) {
         let kill = inner.kill.clone();
         let env = Arc::new(env);
         let env2 = env.clone();
-        let res = tokio::spawn(async move { sink.handle(&env2, kill).await }).await;
+        let mut task = tokio::spawn(async move { sink.handle(&env2, kill).await });
+        let res = tokio::select! {
+            r = &mut task => r,
+            _ = async {
+                inner.kill.cancelled().await;
+                tokio::time::sleep(KILL_WAIT).await;
+            } => {
+                // The sink ignored the kill signal: drop its future (child
+                // handles with kill_on_drop die with it) so shutdown returns.
+                tracing::error!(seq = env.seq, cluster = %cluster, "sink ignored the kill signal; aborting it");
+                task.abort();
+                (&mut task).await
+            }
+        };
         let res = match res {
             Ok(r) => r,
+            Err(e) if e.is_cancelled() => {
+                SinkResult::abandoned("killed: sink did not stop after the kill signal")
+            }
             Err(e) => SinkResult::failed(format!("sink panicked: {e}")),
         };
-        inner.recorder.finish(
-            &env,
-            res.outcome,
-            inner.sink.name(),
-            res.reason.as_deref().unwrap_or(""),
-        );
+        // A panicking `Stage::finished` hook must not take the worker down:
+        // the slot and the cluster would stay taken for good. The outcome is
+        // counted before the hooks run.
+        if std::panic::catch_unwind(AssertUnwindSafe(|| {
+            inner.recorder.finish(
+                &env,
+                res.outcome,
+                inner.sink.name(),
+                res.reason.as_deref().unwrap_or(""),
+            )
+        }))
+        .is_err()
+        {
+            tracing::error!(seq = env.seq, "recording the outcome panicked");
+        }
         {
             let mut st = inner.state.lock().unwrap();
             st.running -= 1;
