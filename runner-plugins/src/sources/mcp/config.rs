@@ -1,0 +1,336 @@
+//! `[[source]] kind = "mcp"`: reading and validating one MCP source.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runner_core::config::TableReader;
+use serde_json::{Map, Value};
+
+use crate::settings as env;
+
+pub const MODES: &str = "faults, events, resource-faults";
+
+/// A validated MCP source configuration.
+#[derive(Clone)]
+pub struct McpSourceConfig {
+    pub name: String,
+    pub endpoint: String,
+    pub mode: String,
+    /// Fills an empty `cluster` in payloads (server running in-cluster).
+    pub cluster: Option<String>,
+    /// Extra `events_subscribe` arguments besides `mode` (context, filters).
+    pub arguments: Map<String, Value>,
+    /// Bearer token (never logged; see `token_origin`).
+    pub token: Option<Arc<str>>,
+    /// Where the token came from, for the startup log.
+    pub token_origin: String,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    pub ping_interval: Duration,
+    pub subscription_check: Duration,
+    pub subscribe_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Consecutive failed attempts before failures are logged at error level.
+    pub failure_alert_after: u32,
+    /// A session subscribed for this long resets the backoff.
+    pub healthy_after: Duration,
+}
+
+impl std::fmt::Debug for McpSourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpSourceConfig")
+            .field("name", &self.name)
+            .field("endpoint", &runner_core::config::mask(&self.endpoint))
+            .field("mode", &self.mode)
+            .field("cluster", &self.cluster)
+            .field("token", &self.token.as_ref().map(|_| "****"))
+            .finish_non_exhaustive()
+    }
+}
+
+fn secs(r: &mut TableReader<'_>, key: &'static str, env: &str, default: u64) -> Duration {
+    let v: u64 = r.layered(key, env, default);
+    if v == 0 {
+        r.error(key, "0", "an integer >= 1 (seconds)");
+        return Duration::from_secs(default);
+    }
+    Duration::from_secs(v)
+}
+
+/// Validates an http(s) URL with a host; returns a description of what is wrong.
+pub fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    let url = reqwest::Url::parse(endpoint).map_err(|_| "not a URL")?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("scheme must be http or https");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("missing host");
+    }
+    Ok(())
+}
+
+impl McpSourceConfig {
+    pub fn read(r: &mut TableReader<'_>, index: usize) -> Option<McpSourceConfig> {
+        let name: String = r.opt("name").unwrap_or_else(|| format!("mcp-{index}"));
+        let endpoint: Option<String> =
+            r.layered_opt("endpoint", env::K8S_CLUSTER_MCP_ENDPOINT, false);
+        let mut ok = true;
+        match &endpoint {
+            None => {
+                r.error(
+                    "endpoint",
+                    "(missing)",
+                    "an http(s) URL such as http://127.0.0.1:8080/mcp (or K8S_CLUSTER_MCP_ENDPOINT)",
+                );
+                ok = false;
+            }
+            Some(e) => {
+                if let Err(why) = check_endpoint(e) {
+                    r.error(
+                        "endpoint",
+                        format!("{:?}", runner_core::config::mask(e)),
+                        format!("an http(s) URL such as http://127.0.0.1:8080/mcp ({why})"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let mode: String = r.layered("mode", env::MCP_SUBSCRIBE_MODE, "faults".to_string());
+        if !MODES.split(", ").any(|m| m == mode) {
+            r.error("mode", format!("{mode:?}"), format!("one of {MODES}"));
+            ok = false;
+        }
+        let cluster: Option<String> = r.opt::<String>("cluster").filter(|c| !c.is_empty());
+
+        // events_subscribe arguments: the events-mode filters are sent as
+        // given; the server ignores them in faults mode (protocol §2.3).
+        let mut arguments = Map::new();
+        let context: Option<String> = r.opt("context");
+        if let Some(c) = context.filter(|c| !c.is_empty()) {
+            arguments.insert("context".into(), Value::String(c));
+        }
+        let namespaces: Option<Vec<String>> = r.opt("namespaces");
+        if let Some(ns) = namespaces.filter(|n| !n.is_empty()) {
+            arguments.insert(
+                "namespaces".into(),
+                Value::Array(ns.into_iter().map(Value::String).collect()),
+            );
+        }
+        for (key, arg) in [
+            ("label_selector", "labelSelector"),
+            ("involved_kind", "involvedKind"),
+            ("involved_name", "involvedName"),
+            ("involved_namespace", "involvedNamespace"),
+            ("reason", "reason"),
+        ] {
+            if let Some(v) = r.opt::<String>(key).filter(|v| !v.is_empty()) {
+                arguments.insert(arg.into(), Value::String(v));
+            }
+        }
+        if let Some(t) = r.opt::<String>("event_type").filter(|v| !v.is_empty()) {
+            if t != "Normal" && t != "Warning" {
+                r.error("event_type", format!("{t:?}"), "Normal or Warning");
+                ok = false;
+            } else if t == "Normal" && mode == "faults" {
+                r.error(
+                    "event_type",
+                    "\"Normal\"",
+                    "Warning (faults mode cannot filter for Normal events)",
+                );
+                ok = false;
+            }
+            arguments.insert("type".into(), Value::String(t));
+        }
+
+        // Token: a file wins over an environment variable.
+        let token_env: String = r
+            .opt("token_env")
+            .unwrap_or_else(|| env::MCP_TOKEN.to_string());
+        let token_file: Option<String> = r.layered_opt("token_file", env::MCP_TOKEN_FILE, false);
+        let (token, token_origin) = match token_file {
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(t) if !t.trim().is_empty() => {
+                    (Some(Arc::from(t.trim())), format!("file {path}"))
+                }
+                Ok(_) => {
+                    r.error(
+                        "token_file",
+                        format!("{path:?}"),
+                        "a file holding a non-empty token",
+                    );
+                    ok = false;
+                    (None, String::new())
+                }
+                Err(e) => {
+                    r.error(
+                        "token_file",
+                        format!("{path:?}"),
+                        format!("a readable file ({e})"),
+                    );
+                    ok = false;
+                    (None, String::new())
+                }
+            },
+            None => match std::env::var(&token_env) {
+                Ok(t) if !t.trim().is_empty() => {
+                    (Some(Arc::from(t.trim())), format!("env {token_env}"))
+                }
+                _ => (None, "none".to_string()),
+            },
+        };
+
+        let reconnect_initial = secs(
+            r,
+            "reconnect_initial_seconds",
+            env::RECONNECT_INITIAL_SECONDS,
+            1,
+        );
+        let reconnect_max = secs(r, "reconnect_max_seconds", env::RECONNECT_MAX_SECONDS, 60);
+        if reconnect_max < reconnect_initial {
+            r.error(
+                "reconnect_max_seconds",
+                reconnect_max.as_secs().to_string(),
+                format!(
+                    ">= reconnect_initial_seconds ({})",
+                    reconnect_initial.as_secs()
+                ),
+            );
+            ok = false;
+        }
+        let ping_interval = secs(r, "ping_interval_seconds", env::PING_INTERVAL_SECONDS, 30);
+        let subscription_check = secs(
+            r,
+            "subscription_check_seconds",
+            env::SUBSCRIPTION_CHECK_SECONDS,
+            60,
+        );
+        let subscribe_timeout = secs(
+            r,
+            "subscribe_timeout_seconds",
+            env::SUBSCRIBE_TIMEOUT_SECONDS,
+            30,
+        );
+        let request_timeout = secs(
+            r,
+            "request_timeout_seconds",
+            env::REQUEST_TIMEOUT_SECONDS,
+            10,
+        );
+        let failure_alert_after: u32 = r.opt("failure_alert_after").unwrap_or(5);
+        if !ok {
+            return None;
+        }
+        Some(McpSourceConfig {
+            name,
+            endpoint: endpoint.expect("checked above"),
+            mode,
+            cluster,
+            arguments,
+            token,
+            token_origin,
+            reconnect_initial,
+            reconnect_max,
+            ping_interval,
+            subscription_check,
+            subscribe_timeout,
+            request_timeout,
+            failure_alert_after: failure_alert_after.max(1),
+            // Long enough to have passed at least one liveness check.
+            healthy_after: reconnect_max.max(ping_interval).max(subscription_check),
+        })
+    }
+
+    pub fn build(&self) -> Box<dyn runner_core::Source> {
+        Box::new(super::McpSource::new(self.clone()))
+    }
+
+    /// The logger whose notifications carry this mode's payloads.
+    pub fn logger(&self) -> String {
+        format!("kubernetes/{}", self.mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runner_core::config::{ConfigErrors, Overrides};
+
+    fn read(text: &str, ov: &Overrides) -> (Option<McpSourceConfig>, ConfigErrors) {
+        let mut errs = ConfigErrors::default();
+        let mut eff = Vec::new();
+        let mut r = TableReader::new("source[0]", text.parse().unwrap(), ov, &mut errs, &mut eff);
+        let c = McpSourceConfig::read(&mut r, 0);
+        r.finish();
+        (c, errs)
+    }
+
+    #[test]
+    fn defaults_and_arguments() {
+        let (c, errs) = read(
+            "endpoint = 'http://127.0.0.1:1/mcp'\ncontext = 'prod'\nnamespaces = ['a']\ncluster = 'c1'",
+            &Overrides::new(),
+        );
+        assert!(errs.is_empty(), "{errs}");
+        let c = c.unwrap();
+        assert_eq!(c.mode, "faults");
+        assert_eq!(c.logger(), "kubernetes/faults");
+        assert_eq!(c.cluster.as_deref(), Some("c1"));
+        assert_eq!(c.arguments["context"], "prod");
+        assert_eq!(c.arguments["namespaces"][0], "a");
+        assert_eq!(c.reconnect_initial, Duration::from_secs(1));
+        assert_eq!(c.reconnect_max, Duration::from_secs(60));
+        assert_eq!(c.name, "mcp-0");
+    }
+
+    #[test]
+    fn every_error_at_once() {
+        let (c, errs) = read(
+            "endpoint = 'ftp://x'\nmode = 'all'\nping_interval_seconds = 0\nreconnect_initial_seconds = 9\nreconnect_max_seconds = 3\ntypo = 1",
+            &Overrides::new(),
+        );
+        assert!(c.is_none());
+        let text = errs.to_string();
+        for needle in [
+            "source[0].endpoint",
+            "source[0].mode",
+            "source[0].ping_interval_seconds",
+            "source[0].reconnect_max_seconds",
+            "source[0].typo",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in {text}");
+        }
+    }
+
+    #[test]
+    fn env_endpoint_and_missing_endpoint() {
+        let (_, errs) = read("", &Overrides::new());
+        assert!(errs.to_string().contains("endpoint: missing"), "{errs}");
+        let mut ov = Overrides::new();
+        ov.set(
+            env::K8S_CLUSTER_MCP_ENDPOINT,
+            "https://mcp.example:8443/mcp",
+            runner_core::config::Origin::Env,
+        );
+        let (c, errs) = read("", &ov);
+        assert!(errs.is_empty(), "{errs}");
+        assert_eq!(c.unwrap().endpoint, "https://mcp.example:8443/mcp");
+    }
+
+    #[test]
+    fn token_file_is_read_and_masked_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tok");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        let (c, errs) = read(
+            &format!(
+                "endpoint = 'http://h/mcp'\ntoken_file = {:?}",
+                p.display().to_string()
+            ),
+            &Overrides::new(),
+        );
+        assert!(errs.is_empty(), "{errs}");
+        let c = c.unwrap();
+        assert_eq!(c.token.as_deref(), Some("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}
