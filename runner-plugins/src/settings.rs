@@ -60,6 +60,9 @@ pub const INTAKE_QUEUE_SIZE: &str = "INTAKE_QUEUE_SIZE";
 pub const AGENT_COMMAND: &str = "AGENT_COMMAND";
 pub const AGENT_TIMEOUT: &str = "AGENT_TIMEOUT";
 pub const AGENT_MODEL: &str = "AGENT_MODEL";
+pub const AGENT_KILL_GRACE: &str = "AGENT_KILL_GRACE";
+pub const AGENT_ENV_ALLOW: &str = "AGENT_ENV_ALLOW";
+pub const AGENT_FAILURE_ALERT_THRESHOLD: &str = "AGENT_FAILURE_ALERT_THRESHOLD";
 pub const WORKSPACE_ROOT: &str = "WORKSPACE_ROOT";
 pub const SHUTDOWN_TIMEOUT_SECONDS: &str = "SHUTDOWN_TIMEOUT_SECONDS";
 pub const SLACK_WEBHOOK_URL: &str = "SLACK_WEBHOOK_URL";
@@ -197,7 +200,7 @@ pub const SETTINGS: &[Setting] = &[
     s!(
         "AGENT_COMMAND",
         "agent-command",
-        "sink.command",
+        "sink.command_line",
         "preset",
         "Command line run with sh -c in the incident workspace; overrides the sink's preset/command."
     ),
@@ -214,6 +217,27 @@ pub const SETTINGS: &[Setting] = &[
         "sink.model",
         "sonnet",
         "Model name passed to the agent CLI."
+    ),
+    s!(
+        "AGENT_KILL_GRACE",
+        "agent-kill-grace",
+        "sink.kill_grace_seconds",
+        "10",
+        "Seconds between SIGTERM and SIGKILL of a timed-out agent's process group."
+    ),
+    s!(
+        "AGENT_ENV_ALLOW",
+        "agent-env-allow",
+        "sink.env_allow",
+        "none",
+        "Comma-separated extra environment variables passed to agents (besides PATH, HOME, LANG); the runner's secrets are refused."
+    ),
+    s!(
+        "AGENT_FAILURE_ALERT_THRESHOLD",
+        "agent-failure-alert-threshold",
+        "sink.failure_alert_threshold",
+        "3",
+        "Consecutive agent failures before one Slack \"agents degraded\" message (min 1)."
     ),
     s!(
         "WORKSPACE_ROOT",

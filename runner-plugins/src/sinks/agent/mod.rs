@@ -1,34 +1,367 @@
-//! `kind = "agent"`: placeholder until the agent sink issue lands.
-// FIXME(issue 5): replaced by the real agent sink.
+//! `kind = "agent"`: one read-only AI agent subprocess per incident, in its
+//! own workspace, with a report and an optional Slack message afterwards.
+//! The contract with the agent is documented in `docs/agents.md`.
+
+mod config;
+pub mod presets;
+pub mod process;
+pub mod prompt;
+pub mod report;
+pub mod slack;
+pub mod workspace;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use runner_core::config::TableReader;
-use runner_core::{CancellationToken, Envelope, Sink, SinkResult};
+use runner_core::{CancellationToken, Envelope, Outcome, Sink, SinkResult};
+use tokio::time::Instant;
 
-#[derive(Debug, Clone)]
-pub struct AgentSinkConfig {}
+pub use config::{AgentCommand, AgentSinkConfig, BASE_ENV, DEFAULT_PROMPT, INCIDENT_VARS};
+pub use presets::Preset;
+use process::{Exit, Launch};
+use report::Findings;
+use slack::{Breaker, BreakerSignal, Notifier};
+use workspace::{IncidentDoc, Status, Workspace, clean_line, rfc3339_now};
 
-impl AgentSinkConfig {
-    pub fn read(r: &mut TableReader<'_>, _base_dir: &Path) -> Option<AgentSinkConfig> {
-        let _: Option<String> = r.opt("preset");
-        Some(AgentSinkConfig {})
+/// The agent's report is read at most this far (it is shown, not parsed).
+const MAX_INVESTIGATION_BYTES: u64 = 1024 * 1024;
+/// Lines of the agent's stderr quoted in the report of a failure.
+const STDERR_TAIL_LINES: usize = 20;
+
+pub struct AgentSink {
+    cfg: AgentSinkConfig,
+    /// PATH, HOME, LANG and `env_allow`, captured from the runner's
+    /// environment once; secrets were refused by the config.
+    passthrough: Vec<(String, String)>,
+    slack: Option<Notifier>,
+    breaker: Mutex<Breaker>,
+}
+
+impl AgentSink {
+    /// Builds the sink; a webhook in `cfg.slack_webhook` enables Slack.
+    pub fn new(cfg: AgentSinkConfig) -> AgentSink {
+        let slack = cfg.slack_webhook.as_ref().and_then(|url| {
+            let masked = runner_core::config::mask(url);
+            match slack::Webhook::new(url.clone(), cfg.slack.request_timeout) {
+                Ok(w) => Some(Notifier::new(Arc::new(w), cfg.slack.clone(), masked)),
+                Err(e) => {
+                    tracing::error!(webhook = %masked, error = %e, "slack disabled: cannot build the HTTP client");
+                    None
+                }
+            }
+        });
+        let passthrough = BASE_ENV
+            .iter()
+            .map(|s| s.to_string())
+            .chain(cfg.env_allow.iter().cloned())
+            .filter(|n| !config::is_secret_name(n, &cfg.slack_webhook_env))
+            .filter_map(|n| std::env::var(&n).ok().map(|v| (n, v)))
+            .collect();
+        AgentSink {
+            cfg,
+            passthrough,
+            slack,
+            breaker: Mutex::new(Breaker::default()),
+        }
     }
-    pub fn build(&self) -> Result<Arc<dyn Sink>, String> {
-        Ok(Arc::new(AgentSink))
+
+    fn launch(&self, ws: &Workspace, doc: &IncidentDoc) -> Launch {
+        let dir = ws.dir.display().to_string();
+        let prompt = ws.prompt_file().display().to_string();
+        let argv = match &self.cfg.command {
+            AgentCommand::Shell(line) => vec!["sh".into(), "-c".into(), line.clone()],
+            AgentCommand::Argv(t) => presets::expand(t, &self.cfg.model, &prompt, &dir),
+            AgentCommand::Preset(p) => {
+                presets::expand(&p.template(), &self.cfg.model, &prompt, &dir)
+            }
+        };
+        // Event text becomes environment values only, cleaned of control
+        // characters (a NUL would make the spawn fail).
+        let v = |s: &str| clean_line(s, 1024);
+        let r = &doc.resource;
+        let mut env = self.passthrough.clone();
+        env.extend([
+            ("INCIDENT_ID".to_string(), doc.id.clone()),
+            ("INCIDENT_DIR".into(), dir.clone()),
+            ("EVENT_FILE".into(), ws.event_file().display().to_string()),
+            ("PROMPT_FILE".into(), prompt),
+            ("AGENT_MODEL".into(), self.cfg.model.clone()),
+            ("CLUSTER".into(), v(&doc.cluster)),
+            ("NAMESPACE".into(), v(&doc.namespace)),
+            ("RESOURCE_KIND".into(), v(&r.kind)),
+            ("RESOURCE_NAME".into(), v(&r.name)),
+            ("FAULT_ID".into(), v(doc.fault_id.as_deref().unwrap_or(""))),
+            ("SEVERITY".into(), doc.severity.clone()),
+        ]);
+        Launch {
+            argv,
+            cwd: ws.dir.clone(),
+            env,
+            stdout: ws.stdout_log(),
+            stderr: ws.stderr_log(),
+        }
+    }
+
+    /// Outcome of an agent that ran, judged by its exit and its report.
+    fn judge(&self, exit: &Exit, ws: &Workspace) -> (Status, SinkResult) {
+        match exit {
+            Exit::Killed => (
+                Status::Abandoned,
+                SinkResult::abandoned("killed at shutdown: grace period over"),
+            ),
+            Exit::TimedOut { forced } => (
+                Status::TimedOut,
+                SinkResult::timed_out(format!(
+                    "agent exceeded its timeout of {}s{}",
+                    self.cfg.timeout.as_secs_f64(),
+                    if *forced {
+                        " (SIGKILL after grace)"
+                    } else {
+                        ""
+                    }
+                )),
+            ),
+            Exit::Exited { code: Some(0), .. } => {
+                let min = self.cfg.min_investigation_bytes;
+                // symlink_metadata: a link planted by the agent is not a report.
+                match std::fs::symlink_metadata(ws.investigation()) {
+                    Ok(m) if m.is_file() && m.len() >= min => {
+                        (Status::Completed, SinkResult::completed())
+                    }
+                    Ok(m) if m.is_file() => (
+                        Status::Failed,
+                        SinkResult::failed(format!(
+                            "output/investigation.md too small ({} bytes, minimum {min})",
+                            m.len()
+                        )),
+                    ),
+                    Ok(_) => (
+                        Status::Failed,
+                        SinkResult::failed("output/investigation.md is not a regular file"),
+                    ),
+                    Err(_) => (
+                        Status::Failed,
+                        SinkResult::failed(
+                            "agent exited 0 without writing output/investigation.md",
+                        ),
+                    ),
+                }
+            }
+            Exit::Exited { code: Some(c), .. } => (
+                Status::Failed,
+                SinkResult::failed(format!("agent exited with code {c}")),
+            ),
+            Exit::Exited { signal, .. } => (
+                Status::Failed,
+                SinkResult::failed(format!(
+                    "agent killed by signal {}",
+                    signal.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
+                )),
+            ),
+        }
+    }
+
+    /// Records the final state: reports, then `incident.json` (so a reader
+    /// that sees a terminal status finds the report), Slack, breaker.
+    fn finish(
+        &self,
+        ws: &Workspace,
+        doc: &mut IncidentDoc,
+        status: Status,
+        result: SinkResult,
+        started: Option<Instant>,
+        exit_code: Option<i32>,
+    ) -> SinkResult {
+        doc.status = status;
+        doc.completed_at = Some(rfc3339_now());
+        doc.duration_ms = started.map(|s| s.elapsed().as_millis() as u64);
+        doc.exit_code = exit_code;
+        doc.failure_reason = result.reason.clone();
+
+        let investigation = read_capped(&ws.investigation());
+        let stderr_tail = (status != Status::Completed)
+            .then(|| read_capped(&ws.stderr_log()))
+            .flatten()
+            .map(|s| tail_lines(&s, STDERR_TAIL_LINES));
+        let md = report::render_markdown(
+            doc,
+            &Findings {
+                investigation: investigation.as_deref(),
+                stderr_tail: stderr_tail.as_deref(),
+            },
+        );
+        let html = report::render_html(&format!("Incident {}", doc.id), &md);
+        for (name, bytes) in [
+            ("report.md", md.as_bytes()),
+            ("report.html", html.as_bytes()),
+        ] {
+            if let Err(e) = ws.write_atomic(name, bytes) {
+                tracing::error!(incident = %doc.id, error = %e, "cannot write {name}");
+            }
+        }
+        if let Err(e) = ws.write_incident(doc) {
+            tracing::error!(incident = %doc.id, error = %e, "cannot write incident.json");
+        }
+
+        let outcome = result.outcome;
+        let reason = result.reason.as_deref().unwrap_or("");
+        if outcome == Outcome::Completed {
+            tracing::info!(incident = %doc.id, outcome = %outcome, duration_ms = doc.duration_ms, report = %ws.report_md().display(), "agent finished");
+        } else {
+            tracing::warn!(incident = %doc.id, outcome = %outcome, reason = %reason, duration_ms = doc.duration_ms, workspace = %ws.dir.display(), "agent finished");
+        }
+
+        if outcome == Outcome::Abandoned {
+            return result;
+        }
+        let signal = {
+            let mut b = self.breaker.lock().expect("breaker lock");
+            if outcome == Outcome::Completed {
+                b.success()
+            } else {
+                b.failure(self.cfg.failure_alert_threshold)
+            }
+        };
+        match &signal {
+            Some(BreakerSignal::Degraded(n)) => {
+                tracing::error!(consecutive_failures = n, last_reason = %reason, "agents degraded")
+            }
+            Some(BreakerSignal::Recovered(n)) => {
+                tracing::info!(after_failures = n, "agents recovered")
+            }
+            None => {}
+        }
+        if let Some(slack) = &self.slack {
+            let rc = investigation.as_deref().and_then(report::root_cause);
+            slack.send(
+                format!("incident {}", doc.id),
+                slack::incident_message(doc, rc.as_ref(), &ws.report_md()),
+            );
+            match signal {
+                Some(BreakerSignal::Degraded(n)) => {
+                    slack.send("agents degraded".into(), slack::degraded_message(n, reason))
+                }
+                Some(BreakerSignal::Recovered(n)) => {
+                    slack.send("agents recovered".into(), slack::recovered_message(n))
+                }
+                None => {}
+            }
+        }
+        result
     }
 }
 
-pub struct AgentSink;
+fn read_capped(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_INVESTIGATION_BYTES)
+        .read_to_end(&mut buf)
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn tail_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
 
 #[async_trait]
 impl Sink for AgentSink {
     fn name(&self) -> &str {
         "agent"
     }
-    async fn handle(&self, _envelope: &Envelope, _kill: CancellationToken) -> SinkResult {
-        SinkResult::failed("agent sink not implemented yet")
+
+    async fn handle(&self, envelope: &Envelope, kill: CancellationToken) -> SinkResult {
+        let ev = &envelope.event;
+        // Small local writes; done inline (each well under a millisecond).
+        let ws = match Workspace::create(&self.cfg.workspace_root, envelope.seq) {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::error!(root = %self.cfg.workspace_root.display(), error = %e, "cannot create incident workspace");
+                let mut b = self.breaker.lock().expect("breaker lock");
+                b.failure(self.cfg.failure_alert_threshold);
+                return SinkResult::failed(format!("cannot create incident workspace: {e}"));
+            }
+        };
+        let mut doc = IncidentDoc::new(&ws.id, ev);
+        let prompt = prompt::render(&self.cfg.prompt, &doc, &ws);
+        let prepared = ws
+            .write_event(&ev.raw)
+            .and_then(|_| ws.write_atomic("prompt.md", prompt.as_bytes()))
+            .and_then(|_| ws.write_incident(&doc));
+        if let Err(e) = prepared {
+            return self.finish(
+                &ws,
+                &mut doc,
+                Status::Failed,
+                SinkResult::failed(format!("cannot prepare workspace: {e}")),
+                None,
+                None,
+            );
+        }
+        if kill.is_cancelled() {
+            return self.finish(
+                &ws,
+                &mut doc,
+                Status::Abandoned,
+                SinkResult::abandoned("shutdown before the agent started"),
+                None,
+                None,
+            );
+        }
+
+        let launch = self.launch(&ws, &doc);
+        let started = Instant::now();
+        doc.started_at = Some(rfc3339_now());
+        doc.status = Status::Running;
+        let running = match process::spawn(&launch, &ws.id) {
+            Ok(r) => r,
+            Err(e) => {
+                return self.finish(
+                    &ws,
+                    &mut doc,
+                    Status::Failed,
+                    SinkResult::failed(format!("cannot start agent: {e}")),
+                    Some(started),
+                    None,
+                );
+            }
+        };
+        if let Err(e) = ws.write_incident(&doc) {
+            tracing::error!(incident = %doc.id, error = %e, "cannot write incident.json");
+        }
+        tracing::info!(
+            incident = %doc.id,
+            pid = running.pid,
+            cluster = %clean_line(&ev.cluster, 253),
+            namespace = %clean_line(&ev.resource.namespace, 253),
+            resource = %format!("{}/{}", clean_line(&ev.resource.kind, 253), clean_line(&ev.resource.name, 253)),
+            fault_type = %clean_line(&ev.fault_type, 253),
+            severity = %ev.severity,
+            workspace = %ws.dir.display(),
+            "agent started"
+        );
+        let exit = running
+            .wait(self.cfg.timeout, self.cfg.kill_grace, &kill)
+            .await;
+        let exit_code = match &exit {
+            Exit::Exited { code, .. } => *code,
+            _ => None,
+        };
+        let (status, result) = self.judge(&exit, &ws);
+        self.finish(&ws, &mut doc, status, result, Some(started), exit_code)
+    }
+
+    async fn close(&self) {
+        if let Some(slack) = &self.slack {
+            slack.close().await;
+        }
     }
 }

@@ -1,0 +1,299 @@
+//! `[sink] kind = "agent"`: reading and validating the table.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runner_core::Sink;
+use runner_core::config::TableReader;
+
+use super::presets::{Preset, unknown_placeholders};
+use super::slack::SlackOptions;
+use crate::settings as env;
+
+/// The read-only triage prompt shipped with the binary.
+pub const DEFAULT_PROMPT: &str = include_str!("../../../prompts/triage.md");
+
+/// Variables the runner sets for every agent; `env_allow` cannot name them.
+pub const INCIDENT_VARS: [&str; 11] = [
+    "INCIDENT_ID",
+    "INCIDENT_DIR",
+    "EVENT_FILE",
+    "PROMPT_FILE",
+    "AGENT_MODEL",
+    "CLUSTER",
+    "NAMESPACE",
+    "RESOURCE_KIND",
+    "RESOURCE_NAME",
+    "FAULT_ID",
+    "SEVERITY",
+];
+
+/// Always passed through when set in the runner's environment.
+pub const BASE_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
+
+/// How the agent is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentCommand {
+    Preset(Preset),
+    /// Generic argv with placeholders (`command = [...]`).
+    Argv(Vec<String>),
+    /// `AGENT_COMMAND`: a command line run with `sh -c` in the workspace.
+    /// No placeholder is substituted; the script reads `$PROMPT_FILE` etc.
+    Shell(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentSinkConfig {
+    pub command: AgentCommand,
+    pub model: String,
+    pub timeout: Duration,
+    /// Between SIGTERM and SIGKILL of the process group.
+    pub kill_grace: Duration,
+    /// Relative paths resolve against the process working directory.
+    pub workspace_root: PathBuf,
+    /// The prompt template's text (the default or `prompt_file`'s content).
+    pub prompt: String,
+    /// Extra environment names passed through to the agent.
+    pub env_allow: Vec<String>,
+    pub min_investigation_bytes: u64,
+    /// Name of the variable holding the webhook (for messages only).
+    pub slack_webhook_env: String,
+    /// The webhook itself, read from the environment; never logged unmasked.
+    pub slack_webhook: Option<String>,
+    pub slack: SlackOptions,
+    /// Consecutive failed/timed-out agents before one "degraded" message.
+    pub failure_alert_threshold: u32,
+}
+
+impl AgentSinkConfig {
+    /// Defaults for everything but the command and the workspace root
+    /// (for tests and the embedded demo).
+    pub fn new(command: AgentCommand, workspace_root: impl Into<PathBuf>) -> Self {
+        AgentSinkConfig {
+            command,
+            model: "sonnet".into(),
+            timeout: Duration::from_secs(300),
+            kill_grace: Duration::from_secs(10),
+            workspace_root: workspace_root.into(),
+            prompt: DEFAULT_PROMPT.to_string(),
+            env_allow: Vec::new(),
+            min_investigation_bytes: 100,
+            slack_webhook_env: env::SLACK_WEBHOOK_URL.into(),
+            slack_webhook: None,
+            slack: SlackOptions::default(),
+            failure_alert_threshold: 3,
+        }
+    }
+
+    /// Reads `[sink]` (kind already removed). Every problem is reported
+    /// through `r`; `None` when any was found.
+    pub fn read(r: &mut TableReader<'_>, base_dir: &Path) -> Option<AgentSinkConfig> {
+        let before = r.errors().len();
+        let preset: Option<String> = r.opt("preset");
+        let argv: Option<Vec<String>> = r.opt("command");
+        let line: Option<String> = r.layered_opt("command_line", env::AGENT_COMMAND, false);
+        let model: String = r.layered("model", env::AGENT_MODEL, "sonnet".to_string());
+        let timeout: u64 = r.layered("timeout_seconds", env::AGENT_TIMEOUT, 300);
+        let grace: u64 = r.layered("kill_grace_seconds", env::AGENT_KILL_GRACE, 10);
+        let root: String = r.layered(
+            "workspace_root",
+            env::WORKSPACE_ROOT,
+            "./incidents".to_string(),
+        );
+        let prompt_file: Option<String> = r.opt("prompt_file");
+        let env_allow: Vec<String> = r.layered("env_allow", env::AGENT_ENV_ALLOW, Vec::new());
+        let min_bytes: u64 = r.opt("min_investigation_bytes").unwrap_or(100);
+        let webhook_env: String = r
+            .opt("slack_webhook_env")
+            .unwrap_or_else(|| env::SLACK_WEBHOOK_URL.to_string());
+        let threshold: u32 = r.layered(
+            "failure_alert_threshold",
+            env::AGENT_FAILURE_ALERT_THRESHOLD,
+            3,
+        );
+
+        let command = match (line, preset, argv) {
+            (Some(l), _, _) => {
+                if l.trim().is_empty() {
+                    r.error("command_line", "\"\"", "a non-empty command line");
+                }
+                Some(AgentCommand::Shell(l))
+            }
+            (None, Some(_), Some(_)) => {
+                r.error(
+                    "command",
+                    "(set together with preset)",
+                    "exactly one of `preset` or `command` (or AGENT_COMMAND)",
+                );
+                None
+            }
+            (None, None, None) => {
+                r.error(
+                    "preset",
+                    "(missing)",
+                    format!(
+                        "{} (or `command = [...]`, or AGENT_COMMAND)",
+                        Preset::ALLOWED
+                    ),
+                );
+                None
+            }
+            (None, Some(p), None) => match Preset::parse(&p) {
+                Some(p) => Some(AgentCommand::Preset(p)),
+                None => {
+                    r.error("preset", format!("{p:?}"), Preset::ALLOWED);
+                    None
+                }
+            },
+            (None, None, Some(a)) => {
+                if a.first().is_none_or(|c| c.trim().is_empty()) {
+                    r.error(
+                        "command",
+                        format!("{a:?}"),
+                        "a non-empty array whose first element is the program",
+                    );
+                }
+                for arg in &a {
+                    for u in unknown_placeholders(arg) {
+                        r.error(
+                            "command",
+                            format!("{u:?}"),
+                            "placeholders {model}, {prompt_file}, {workspace}",
+                        );
+                    }
+                }
+                Some(AgentCommand::Argv(a))
+            }
+        };
+
+        if model.is_empty()
+            || !model
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:/@-".contains(c))
+        {
+            r.error(
+                "model",
+                format!("{model:?}"),
+                "a non-empty model name of letters, digits and . _ : / @ -",
+            );
+        }
+        if timeout < 1 {
+            r.error("timeout_seconds", timeout.to_string(), "an integer >= 1");
+        }
+        if root.trim().is_empty() {
+            r.error("workspace_root", "\"\"", "a directory path");
+        } else if Path::new(&root).exists() && !Path::new(&root).is_dir() {
+            r.error(
+                "workspace_root",
+                format!("{root:?}"),
+                "a directory (this is a file)",
+            );
+        }
+        let prompt = match prompt_file {
+            None => DEFAULT_PROMPT.to_string(),
+            Some(p) => {
+                let path = base_dir.join(&p);
+                match std::fs::read_to_string(&path) {
+                    Ok(t) if !t.trim().is_empty() => t,
+                    Ok(_) => {
+                        r.error("prompt_file", format!("{p:?}"), "a non-empty file");
+                        String::new()
+                    }
+                    Err(e) => {
+                        r.error(
+                            "prompt_file",
+                            format!("{p:?}"),
+                            format!("a readable file relative to the config's directory ({e})"),
+                        );
+                        String::new()
+                    }
+                }
+            }
+        };
+        if !is_env_name(&webhook_env) {
+            r.error(
+                "slack_webhook_env",
+                format!("{webhook_env:?}"),
+                "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+            );
+        }
+        for name in &env_allow {
+            if let Err(why) = check_allowed_name(name, &webhook_env) {
+                r.error("env_allow", format!("{name:?}"), why);
+            }
+        }
+        if threshold < 1 {
+            r.error(
+                "failure_alert_threshold",
+                threshold.to_string(),
+                "an integer >= 1",
+            );
+        }
+        // The secret comes from the environment only, never from a flag or the file.
+        let slack_webhook = std::env::var(&webhook_env).ok().filter(|v| !v.is_empty());
+        if let Some(url) = &slack_webhook
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            r.error(
+                &format!("slack_webhook_env ({webhook_env})"),
+                runner_core::config::mask(url),
+                "an http(s) URL",
+            );
+        }
+
+        if r.errors().len() > before {
+            return None;
+        }
+        Some(AgentSinkConfig {
+            command: command?,
+            model,
+            timeout: Duration::from_secs(timeout),
+            kill_grace: Duration::from_secs(grace),
+            workspace_root: PathBuf::from(root),
+            prompt,
+            env_allow,
+            min_investigation_bytes: min_bytes,
+            slack_webhook_env: webhook_env,
+            slack_webhook,
+            slack: SlackOptions::default(),
+            failure_alert_threshold: threshold,
+        })
+    }
+
+    pub fn build(&self) -> Result<Arc<dyn Sink>, String> {
+        for name in &self.env_allow {
+            check_allowed_name(name, &self.slack_webhook_env)
+                .map_err(|why| format!("env_allow {name:?}: {why}"))?;
+        }
+        Ok(Arc::new(super::AgentSink::new(self.clone())))
+    }
+}
+
+pub fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Names that hold the runner's own secrets: never passed to an agent.
+pub fn is_secret_name(name: &str, webhook_env: &str) -> bool {
+    name == webhook_env
+        || name == env::MCP_TOKEN_FILE
+        || crate::settings::SETTINGS
+            .iter()
+            .any(|s| s.secret && s.env == name)
+}
+
+fn check_allowed_name(name: &str, webhook_env: &str) -> Result<(), String> {
+    if !is_env_name(name) {
+        return Err("an environment variable name ([A-Za-z_][A-Za-z0-9_]*)".into());
+    }
+    if is_secret_name(name, webhook_env) {
+        return Err("a name that does not hold a runner secret (webhook, tokens are never passed to agents)".into());
+    }
+    if INCIDENT_VARS.contains(&name) || BASE_ENV.contains(&name) {
+        return Err("a name the runner does not already set (PATH, HOME, LANG and the incident variables are always passed)".into());
+    }
+    Ok(())
+}

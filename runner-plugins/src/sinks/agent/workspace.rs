@@ -1,0 +1,282 @@
+//! Incident workspaces: ids, directory layout, `incident.json` written
+//! atomically, and the sanitizing of untrusted event text. Event strings
+//! never name a path: the id is generated, every file name is a constant.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use runner_core::Event;
+
+/// Lifecycle of an incident, as written to `incident.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Created,
+    Running,
+    Completed,
+    Failed,
+    TimedOut,
+    Abandoned,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceDoc {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+}
+
+/// `incident.json`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentDoc {
+    pub id: String,
+    pub fault_id: Option<String>,
+    pub cluster: String,
+    pub namespace: String,
+    pub resource: ResourceDoc,
+    pub fault_type: String,
+    pub severity: String,
+    pub context: String,
+    /// Detection time as sent by the server.
+    pub timestamp: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub failure_reason: Option<String>,
+    pub duration_ms: Option<u64>,
+}
+
+impl IncidentDoc {
+    pub fn new(id: &str, ev: &Event) -> Self {
+        let r = &ev.resource;
+        IncidentDoc {
+            id: id.to_string(),
+            fault_id: ev.fault_id.clone(),
+            cluster: ev.cluster.clone(),
+            namespace: r.namespace.clone(),
+            resource: ResourceDoc {
+                api_version: r.api_version.clone(),
+                kind: r.kind.clone(),
+                name: r.name.clone(),
+                namespace: r.namespace.clone(),
+                uid: r.uid.clone(),
+            },
+            fault_type: ev.fault_type.clone(),
+            severity: ev.severity.to_string(),
+            context: ev.context.clone(),
+            timestamp: ev.timestamp.clone(),
+            created_at: rfc3339_now(),
+            started_at: None,
+            completed_at: None,
+            status: Status::Created,
+            exit_code: None,
+            failure_reason: None,
+            duration_ms: None,
+        }
+    }
+}
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    (
+        y,
+        m,
+        day,
+        s / 3600,
+        s % 3600 / 60,
+        s % 60,
+        d.subsec_millis(),
+    )
+}
+
+/// UTC `2026-11-27T12:15:00.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let (y, mo, d, h, mi, s, ms) = parts(t);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+}
+
+pub fn rfc3339_now() -> String {
+    rfc3339(SystemTime::now())
+}
+
+/// Time-sortable id `20261127T121500Z-000042-9f3a1c2e`: wall time, the
+/// event's intake sequence and randomness. Nothing from the event's text.
+pub fn incident_id(t: SystemTime, seq: u64) -> String {
+    let (y, mo, d, h, mi, s, _) = parts(t);
+    let rnd: u32 = rand::random();
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{seq:06}-{rnd:08x}")
+}
+
+/// Untrusted text made safe for an environment value or a single log/table
+/// line: control characters (NUL included) become spaces, length is bounded.
+pub fn clean_line(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.len() > max {
+        let mut cut = max;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+/// Paths of one workspace.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub id: String,
+    pub dir: PathBuf,
+}
+
+impl Workspace {
+    /// Creates `root/<id>/` (0700) with `output/` and `logs/`. The root is
+    /// created if missing. A new id is drawn if the name is taken.
+    pub fn create(root: &Path, seq: u64) -> std::io::Result<Workspace> {
+        fs::create_dir_all(root)?;
+        let root = root.canonicalize()?;
+        let mut last = None;
+        for _ in 0..8 {
+            let id = incident_id(SystemTime::now(), seq);
+            let dir = root.join(&id);
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {
+                    // Explicit: the umask must not widen or narrow it.
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+                    for sub in ["output", "logs"] {
+                        fs::DirBuilder::new().mode(0o700).create(dir.join(sub))?;
+                    }
+                    return Ok(Workspace { id, dir });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free incident id")))
+    }
+
+    pub fn event_file(&self) -> PathBuf {
+        self.dir.join("event.json")
+    }
+    pub fn prompt_file(&self) -> PathBuf {
+        self.dir.join("prompt.md")
+    }
+    pub fn incident_file(&self) -> PathBuf {
+        self.dir.join("incident.json")
+    }
+    pub fn investigation(&self) -> PathBuf {
+        self.dir.join("output").join("investigation.md")
+    }
+    pub fn stdout_log(&self) -> PathBuf {
+        self.dir.join("logs").join("agent-stdout.log")
+    }
+    pub fn stderr_log(&self) -> PathBuf {
+        self.dir.join("logs").join("agent-stderr.log")
+    }
+    pub fn report_md(&self) -> PathBuf {
+        self.dir.join("report.md")
+    }
+    pub fn report_html(&self) -> PathBuf {
+        self.dir.join("report.html")
+    }
+
+    /// Writes a file of the workspace (0600), replacing it atomically.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        write_atomic(&self.dir.join(name), bytes)
+    }
+
+    pub fn write_event(&self, raw: &Value) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(raw).map_err(std::io::Error::other)?;
+        self.write_atomic("event.json", &bytes)
+    }
+
+    /// `incident.json`: readers see the old or the new document, never half.
+    pub fn write_incident(&self, doc: &IncidentDoc) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
+        self.write_atomic("incident.json", &bytes)
+    }
+}
+
+/// Temp file in the same directory, fsync, rename over the target.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{:08x}", rand::random::<u32>()));
+    let res = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_781_700_123);
+        assert_eq!(rfc3339(t), "2026-11-27T12:15:00.123Z");
+        // Leap day.
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000Z");
+        let id = incident_id(t, 42);
+        assert!(id.starts_with("20000229T000000Z-000042-"), "{id}");
+        assert_eq!(id.len(), "20000229T000000Z-000042-".len() + 8);
+    }
+
+    #[test]
+    fn ids_sort_by_time() {
+        let a = incident_id(UNIX_EPOCH + Duration::from_secs(1_000_000_000), 999_999);
+        let b = incident_id(UNIX_EPOCH + Duration::from_secs(1_000_000_001), 1);
+        assert!(a < b);
+    }
+
+    #[test]
+    fn clean_line_strips_controls() {
+        assert_eq!(clean_line("a\0b\nc", 100), "a b c");
+        assert_eq!(clean_line("ééé", 3), "é");
+    }
+}

@@ -1,0 +1,105 @@
+//! The agent's environment is an allow-list. Alone in its test binary
+//! because it sets variables of the process (before any thread starts).
+
+mod agent_support;
+
+use std::collections::BTreeMap;
+
+use agent_support::*;
+use runner_core::{CancellationToken, Outcome, Sink};
+use runner_plugins::sinks::agent::{AgentSink, INCIDENT_VARS};
+
+#[test]
+fn agent_environment_is_allow_listed() {
+    // SAFETY: set before the runtime (or any other thread of this test
+    // binary, which holds only this test) exists.
+    unsafe {
+        std::env::set_var(
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/SECRETHOOK",
+        );
+        std::env::set_var("MCP_TOKEN", "secret-mcp-token");
+        std::env::set_var("MCP_TOKEN_FILE", "/run/secrets/mcp");
+        std::env::set_var("RUNNER_TEST_ALLOWED", "yes");
+        std::env::set_var("RUNNER_TEST_NOT_ALLOWED", "no");
+        std::env::set_var("LANG", "C.UTF-8");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let script = fake_agent(tmp.path(), "env.sh", &format!("env > env.txt\n{GOOD}"));
+        let mut cfg = config_shell(&root, &script);
+        cfg.model = "haiku".into();
+        // Even listed, the runner's secrets are not passed (the config
+        // reader refuses them; the sink filters them again).
+        cfg.env_allow = vec![
+            "RUNNER_TEST_ALLOWED".into(),
+            "SLACK_WEBHOOK_URL".into(),
+            "MCP_TOKEN".into(),
+        ];
+        assert!(cfg.build().is_err(), "build refuses secret names");
+        let sink = AgentSink::new(cfg);
+        let res = sink.handle(&envelope(7), CancellationToken::new()).await;
+        assert_eq!(res.outcome, Outcome::Completed, "{res:?}");
+
+        let dir = only_incident(&root);
+        let text = std::fs::read_to_string(dir.join("env.txt")).unwrap();
+        let env: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        for secret in [
+            "SLACK_WEBHOOK_URL",
+            "MCP_TOKEN",
+            "MCP_TOKEN_FILE",
+            "RUNNER_TEST_NOT_ALLOWED",
+        ] {
+            assert!(!env.contains_key(secret), "{secret} leaked: {text}");
+        }
+        assert!(
+            !text.contains("SECRETHOOK") && !text.contains("secret-mcp-token"),
+            "{text}"
+        );
+        assert_eq!(env["RUNNER_TEST_ALLOWED"], "yes");
+        assert_eq!(env["LANG"], "C.UTF-8");
+        assert!(env.contains_key("PATH"));
+        let canon = dir.canonicalize().unwrap();
+        let id = canon.file_name().unwrap().to_str().unwrap();
+        assert_eq!(env["INCIDENT_ID"], id);
+        assert_eq!(env["INCIDENT_DIR"], canon.to_str().unwrap());
+        assert_eq!(
+            env["EVENT_FILE"],
+            canon.join("event.json").to_str().unwrap()
+        );
+        assert_eq!(
+            env["PROMPT_FILE"],
+            canon.join("prompt.md").to_str().unwrap()
+        );
+        assert_eq!(env["AGENT_MODEL"], "haiku");
+        assert_eq!(env["CLUSTER"], "prod-us-east-1");
+        assert_eq!(env["NAMESPACE"], "payments");
+        assert_eq!(env["RESOURCE_KIND"], "Pod");
+        assert_eq!(env["RESOURCE_NAME"], "payments-api-7d9f8b6c5-x2k4q");
+        assert_eq!(env["FAULT_ID"], "f00d");
+        assert_eq!(env["SEVERITY"], "CRITICAL");
+        // Nothing else, except what the shells add themselves.
+        let mut allowed: Vec<&str> = vec![
+            "PATH",
+            "HOME",
+            "LANG",
+            "RUNNER_TEST_ALLOWED",
+            "PWD",
+            "OLDPWD",
+            "SHLVL",
+            "_",
+        ];
+        allowed.extend(INCIDENT_VARS);
+        for k in env.keys() {
+            assert!(
+                allowed.contains(k),
+                "unexpected variable {k} in the agent's environment"
+            );
+        }
+    });
+}

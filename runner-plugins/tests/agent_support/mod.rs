@@ -1,0 +1,176 @@
+//! Shared helpers of the agent sink tests: events, fake agents, process checks.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runner_core::{Envelope, Event};
+use runner_plugins::sinks::agent::{AgentCommand, AgentSinkConfig};
+use serde_json::{Value, json};
+
+pub fn payload(cluster: &str, ns: &str, kind: &str, name: &str) -> Value {
+    json!({
+        "subscriptionId": "sub-1",
+        "cluster": cluster,
+        "faultId": "f00d",
+        "faultType": "CrashLoop",
+        "severity": "critical",
+        "resource": {"apiVersion": "v1", "kind": kind, "name": name, "namespace": ns, "uid": "u-1"},
+        "context": "Container entered CrashLoopBackOff state, restart count: 5",
+        "timestamp": "2026-11-27T12:00:00Z"
+    })
+}
+
+pub fn envelope_of(raw: Value, seq: u64) -> Envelope {
+    Envelope {
+        seq,
+        event: Event::from_json(raw, None).expect("valid test event"),
+        source: Arc::from("test"),
+        received_at: tokio::time::Instant::now(),
+        passed_stages: 0,
+    }
+}
+
+pub fn envelope(seq: u64) -> Envelope {
+    envelope_of(
+        payload(
+            "prod-us-east-1",
+            "payments",
+            "Pod",
+            "payments-api-7d9f8b6c5-x2k4q",
+        ),
+        seq,
+    )
+}
+
+/// Writes `body` as an sh script.
+pub fn fake_agent(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    path
+}
+
+/// Runs the script as `command = ["sh", script]` (the script is the group leader).
+pub fn config(root: &Path, script: &Path) -> AgentSinkConfig {
+    let mut c = AgentSinkConfig::new(
+        AgentCommand::Argv(vec!["sh".into(), script.display().to_string()]),
+        root,
+    );
+    c.timeout = Duration::from_secs(20);
+    c.kill_grace = Duration::from_secs(1);
+    c
+}
+
+/// Runs the script the `AGENT_COMMAND` way: a command line through `sh -c`.
+pub fn config_shell(root: &Path, script: &Path) -> AgentSinkConfig {
+    let mut c = config(root, script);
+    c.command = AgentCommand::Shell(format!("sh '{}'", script.display()));
+    c
+}
+
+/// An investigation long enough to count (with a root cause).
+pub const GOOD: &str = r#"mkdir -p output
+cat > output/investigation.md <<'MD'
+# Investigation
+
+## Summary
+The payments API pod is crash looping since the last rollout.
+
+## Root Cause
+Confidence: HIGH
+The image tag v2.3.1 lacks the DATABASE_URL default and the process exits at start.
+Pods of the previous ReplicaSet were healthy.
+
+## Evidence
+kubectl logs --previous shows "DATABASE_URL not set".
+MD
+echo agent-stdout-marker"#;
+
+/// True when `pid` is gone or a zombie (dead, only waiting to be reaped by
+/// an init that may not reap in a container).
+pub fn pid_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            state.starts_with('Z') || state.starts_with('X')
+        }
+    }
+}
+
+pub fn read_pid(path: &Path) -> u32 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits (real time, bounded) until `path` exists.
+pub async fn wait_for_file(path: &Path) {
+    for _ in 0..400 {
+        if path.exists()
+            && std::fs::metadata(path)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+/// The only incident directory under `root`.
+pub fn only_incident(root: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.into_iter().next().unwrap()
+}
+
+pub fn incident_json(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("incident.json")).unwrap()).unwrap()
+}
+
+/// Log capture for tracing (current-thread runtimes: spawned tasks log on
+/// the same thread, so the thread-local default subscriber sees them).
+#[derive(Clone, Default)]
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
+
+impl Capture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+pub fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let cap = Capture::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(cap.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let guard = tracing::subscriber::set_default(sub);
+    (cap, guard)
+}
