@@ -25,6 +25,10 @@ fi
 cargo build --release --locked --target wasm32-wasip2 \
     --manifest-path "$examples/Cargo.toml" --target-dir "$examples/target"
 
+# The guests' plain-Rust unit tests (glob matching, redaction) run on the
+# host: they are not in the main workspace, so nothing else runs them.
+cargo test --locked --quiet --manifest-path "$examples/Cargo.toml" --target-dir "$examples/target"
+
 mkdir -p "$dist"
 count=0
 for crate in namespace-filter noise-suppressor redactor; do

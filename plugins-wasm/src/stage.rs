@@ -285,6 +285,7 @@ impl WasmStage {
         let mut linker: Linker<HostState> = Linker::new(engine);
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| format!("a loadable plugin (linking the host interface failed: {e:#})"))?;
+        provide_hash_seed(&mut linker, &component)?;
         // Everything else the component imports (WASI from the Rust
         // standard library, mostly) traps if called: that is the sandbox.
         linker
@@ -553,6 +554,32 @@ impl Stage for WasmStage {
         }
         StageFuture::Ready(self.run(event))
     }
+}
+
+/// Rust's `HashMap::new()` asks WASI for a hash seed; without one, any
+/// plugin using a `HashMap` would trap. A seed reveals nothing about the
+/// host, so this is the one WASI function we implement (any 0.2.x version).
+fn provide_hash_seed(linker: &mut Linker<HostState>, component: &Component) -> Result<(), String> {
+    let names: Vec<String> = component
+        .component_type()
+        .imports(engine())
+        .map(|(n, _)| n.to_string())
+        .filter(|n| n.starts_with("wasi:random/insecure-seed@0.2."))
+        .collect();
+    for name in names {
+        linker
+            .instance(&name)
+            .and_then(|mut i| {
+                i.func_wrap("insecure-seed", |_, (): ()| {
+                    use std::hash::BuildHasher;
+                    // Keys of a fresh RandomState come from the OS.
+                    let s = std::collections::hash_map::RandomState::new();
+                    Ok(((s.hash_one(1u8), s.hash_one(2u8)),))
+                })
+            })
+            .map_err(|e| format!("a loadable plugin (linking {name} failed: {e:#})"))?;
+    }
+    Ok(())
 }
 
 fn severity_to_wit(s: Severity) -> wit::Severity {

@@ -400,3 +400,44 @@ fn config_is_read_and_errors_read_like_validate_output() {
         "{text}"
     );
 }
+
+/// The two WASI functions the Rust standard library may call: a hash seed
+/// (provided) and the environment (not provided: traps).
+const WASI_SUBSET: &str = "package wasi:random@0.2.6;
+interface insecure-seed { insecure-seed: func() -> tuple<u64, u64>; }
+package wasi:cli@0.2.6 {
+  interface environment { get-environment: func() -> list<tuple<string, string>>; }
+}";
+
+#[test]
+fn wasi_calls_trap_except_the_hash_seed() {
+    let wit = WIT.replace(
+        "world plugin {\n",
+        "world plugin {\n    import wasi:random/insecure-seed@0.2.6;\n    import wasi:cli/environment@0.2.6;\n",
+    );
+    // Asks for a seed on every call (a HashMap would); reads the
+    // environment when the event is CRITICAL.
+    let body = format!(
+        "(call $seed (i32.const 2048))
+    (if (i32.eq (i32.load8_u offset={SEVERITY_OFFSET} (local.get $ev)) (i32.const 4))
+      (then (call $env (i32.const 2048))))
+    {KEEP}"
+    );
+    let wat = plugin_wat("0.1.0", INIT_OK, &body).replacen(
+        "(memory (export \"memory\") 1)",
+        "(import \"wasi:random/insecure-seed@0.2.6\" \"insecure-seed\" (func $seed (param i32)))
+  (import \"wasi:cli/environment@0.2.6\" \"get-environment\" (func $env (param i32)))
+  (memory (export \"memory\") 1)",
+        1,
+    );
+    let (_d, mut cfg) = config_for(&componentize_with(&wat, &wit, &[WASI_SUBSET]));
+    cfg.on_error = OnError::Drop;
+    let stage = build(&cfg);
+    assert_eq!(verdict(&stage, &mut warning()), Verdict::Pass);
+    let v = verdict(&stage, &mut critical());
+    let reason = drop_reason(&v);
+    assert!(
+        reason.contains("wasi:cli/environment@0.2.6#get-environment") && reason.contains("trapped"),
+        "{reason}"
+    );
+}

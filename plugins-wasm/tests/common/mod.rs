@@ -91,8 +91,19 @@ pub fn on_critical(body: &str) -> String {
 /// Wraps a core module into a component for the `plugin` world of `wit`,
 /// the way wit-bindgen + wasm-component-ld do for Rust guests.
 pub fn componentize(core_wat: &str, wit: &str) -> Vec<u8> {
+    componentize_with(core_wat, wit, &[])
+}
+
+/// Like [`componentize`], with extra WIT packages (e.g. WASI) the world
+/// may import.
+pub fn componentize_with(core_wat: &str, wit: &str, deps: &[&str]) -> Vec<u8> {
     let mut module = wat::parse_str(core_wat).expect("test WAT parses");
     let mut resolve = wit_parser::Resolve::default();
+    for (i, dep) in deps.iter().enumerate() {
+        resolve
+            .push_str(format!("dep{i}.wit"), dep)
+            .expect("dependency WIT parses");
+    }
     let pkg = resolve
         .push_str("event-runner-plugin.wit", wit)
         .expect("test WIT parses");

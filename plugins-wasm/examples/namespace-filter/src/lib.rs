@@ -10,6 +10,7 @@
 
 use std::sync::OnceLock;
 
+use event_runner::plugin::host::{LogLevel, log};
 use exports::event_runner::plugin::filter::{Event, Guest, Verdict};
 use plugin_kit::{any_glob, check_keys, get, list};
 
@@ -29,6 +30,7 @@ struct NamespaceFilter;
 
 impl Guest for NamespaceFilter {
     fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        plugin_kit::forward_panics(|m| log(LogLevel::Error, m));
         const KEYS: [&str; 4] = [
             "allow_namespaces",
             "deny_namespaces",

@@ -29,6 +29,7 @@ struct NoiseSuppressor;
 
 impl Guest for NoiseSuppressor {
     fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        plugin_kit::forward_panics(|m| log(LogLevel::Error, m));
         if config.is_empty() {
             return Err(
                 "no rules configured; add NAME = \"FAULT_TYPE_GLOB | CONTEXT_GLOB\"".to_string(),

@@ -2,6 +2,16 @@
 //! matching names against glob patterns. Plain Rust, no bindings: copy it or
 //! depend on it.
 
+/// Sends panic messages to `log` (pass the plugin's `host::log` wrapped in a
+/// closure). Without this a panic still stops the call (the stage's
+/// `on_error` applies), but its message is lost: the default panic hook
+/// writes to stderr, which plugins do not have.
+pub fn forward_panics(log: fn(&str)) {
+    std::panic::set_hook(Box::new(move |info| {
+        log(&format!("plugin panicked: {info}"))
+    }));
+}
+
 /// Splits a comma-separated config value into trimmed, non-empty items.
 /// (`config` arrays in `pipeline.toml` arrive joined with commas.)
 pub fn list(value: &str) -> Vec<String> {

@@ -17,6 +17,7 @@
 
 use std::sync::OnceLock;
 
+use event_runner::plugin::host::{LogLevel, log};
 use exports::event_runner::plugin::filter::{Event, Guest, Severity, Verdict};
 use plugin_kit::{any_glob, check_keys, get, list};
 
@@ -142,6 +143,7 @@ struct Redactor;
 
 impl Guest for Redactor {
     fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        plugin_kit::forward_panics(|m| log(LogLevel::Error, m));
         check_keys(&config, &["keys", "production_namespaces", "raise_to"])?;
         let keys: Vec<String> = list(get(&config, "keys").unwrap_or(DEFAULT_KEYS))
             .into_iter()
