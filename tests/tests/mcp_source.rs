@@ -1,0 +1,439 @@
+//! End to end: the real `runner` binary against the in-process test MCP
+//! server on loopback. Counters come from the runner's `final statistics`
+//! record and its debug audit lines (`event validated`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use e2e::{Runner, num, quick_sink_toml};
+use runner_plugins::testserver::{Scenario, ServerOptions, Step, TestServer, fault};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(20);
+
+/// A pipeline with one MCP source and short liveness intervals.
+fn config(url: &str, extra: &str) -> String {
+    format!(
+        r#"[settings]
+log_level = "debug"
+log_format = "json"
+shutdown_timeout_seconds = 2
+
+[[source]]
+kind = "mcp"
+name = "it"
+endpoint = "{url}"
+ping_interval_seconds = 1
+subscription_check_seconds = 1
+subscribe_timeout_seconds = 1
+request_timeout_seconds = 2
+reconnect_initial_seconds = 1
+reconnect_max_seconds = 2
+{extra}
+
+{}"#,
+        quick_sink_toml(std::path::Path::new("{dir}/incidents"))
+    )
+}
+
+fn wait_sub(active: u64) -> Step {
+    Step::WaitForSubscriber {
+        active,
+        timeout_ms: 20_000,
+    }
+}
+
+fn storm(count: u64, first: u64) -> Step {
+    Step::Storm { count, first }
+}
+
+/// Fault ids of every `event validated` audit record, with counts.
+fn validated_ids(r: &Runner) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for f in r.messages("event validated") {
+        let id = f
+            .get("fault_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        *m.entry(id).or_insert(0) += 1;
+    }
+    m
+}
+
+fn expected_ids(range: std::ops::Range<u64>) -> Vec<String> {
+    range
+        .map(|i| fault(i)["faultId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits for `n` validated events, gives stragglers a moment, stops the
+/// runner and returns its final statistics.
+async fn finish(mut r: Runner, validated: usize) -> (Runner, Value) {
+    assert!(
+        r.wait_for_count("event validated", validated, T).await,
+        "expected {validated} validated events\n{}",
+        r.dump()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = r.stop(T).await;
+    let stats = r
+        .final_stats()
+        .unwrap_or_else(|| panic!("no final statistics\n{}", r.dump()));
+    assert!(
+        status.code().is_some(),
+        "runner killed by a signal\n{}",
+        r.dump()
+    );
+    (r, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_received_exactly_once_per_emission() {
+    let repeated = fault(1000);
+    let server = TestServer::start(Scenario::new(vec![
+        wait_sub(1),
+        storm(20, 0),
+        Step::Emit {
+            data: repeated.clone(),
+            repeat: 3,
+            logger: "kubernetes/faults".into(),
+            level: "warning".into(),
+        },
+        // Other loggers are counted and ignored, never submitted.
+        Step::Emit {
+            data: Value::String("Permission denied - check RBAC".into()),
+            repeat: 1,
+            logger: "kubernetes-mcp-server".into(),
+            level: "error".into(),
+        },
+    ]))
+    .await
+    .unwrap();
+    let r = Runner::start(&config(&server.url(), ""));
+    tokio::time::timeout(T, server.scenario_finished())
+        .await
+        .expect("scenario finished");
+    let (r, stats) = finish(r, 23).await;
+    assert_eq!(num(&stats, "received"), 23, "{}", r.dump());
+    assert_eq!(
+        server.stats().delivered,
+        24,
+        "23 faults + 1 diagnostic delivered"
+    );
+    assert_eq!(num(&stats, "invalid"), 0);
+    let ids = validated_ids(&r);
+    for id in expected_ids(0..20) {
+        assert_eq!(
+            ids.get(&id),
+            Some(&1),
+            "fault {id} not exactly once\n{}",
+            r.dump()
+        );
+    }
+    assert_eq!(ids.get(repeated["faultId"].as_str().unwrap()), Some(&3));
+    let stopped = r.messages("MCP source stopped");
+    assert_eq!(num(&stopped[0], "other_loggers"), 1);
+    assert_eq!(
+        num(&stopped[0], "sessions"),
+        1,
+        "no reconnect expected\n{}",
+        r.dump()
+    );
+    assert!(stats["adds_up"].as_bool().unwrap_or(false), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_are_counted_invalid_and_skipped() {
+    let server = TestServer::start(Scenario::new(vec![
+        wait_sub(1),
+        storm(2, 0),
+        Step::Malformed { count: 5 },
+        // Not JSON at all: dropped by the transport, must not kill the session.
+        Step::GarbageFrame {},
+        storm(2, 2),
+    ]))
+    .await
+    .unwrap();
+    let r = Runner::start(&config(&server.url(), ""));
+    tokio::time::timeout(T, server.scenario_finished())
+        .await
+        .expect("scenario finished");
+    let (r, stats) = finish(r, 4).await;
+    assert_eq!(num(&stats, "received"), 9, "{}", r.dump());
+    assert_eq!(num(&stats, "invalid"), 5, "{}", r.dump());
+    assert_eq!(validated_ids(&r).len(), 4);
+    assert_eq!(num(&r.messages("MCP source stopped")[0], "sessions"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_mid_stream_resubscribes_and_receives_later_events() {
+    let server = TestServer::start(Scenario::new(vec![
+        wait_sub(1),
+        storm(3, 0),
+        Step::Sleep { ms: 200 },
+        Step::Restart { down_ms: 1500 },
+        wait_sub(1),
+        storm(3, 3),
+    ]))
+    .await
+    .unwrap();
+    let r = Runner::start(&config(&server.url(), ""));
+    tokio::time::timeout(Duration::from_secs(40), server.scenario_finished())
+        .await
+        .expect("scenario finished");
+    assert!(server.stats().sessions_created >= 2);
+    let (r, stats) = finish(r, 6).await;
+    assert_eq!(num(&stats, "received"), 6, "{}", r.dump());
+    let ids = validated_ids(&r);
+    for id in expected_ids(0..6) {
+        assert_eq!(ids.get(&id), Some(&1), "fault {id}\n{}", r.dump());
+    }
+    assert!(
+        !r.messages("MCP session lost; reconnecting with a fresh session")
+            .is_empty(),
+        "{}",
+        r.dump()
+    );
+    assert!(r.count("subscribed to MCP events") >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_stream_cut_is_repaired_within_the_liveness_interval() {
+    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let c = server.control();
+    let r = Runner::start(&config(&server.url(), ""));
+    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+    c.storm(2, 0).await;
+    assert!(
+        r.wait_for_count("event validated", 2, T).await,
+        "{}",
+        r.dump()
+    );
+    // Cut the GET stream; like the real server (§5.3) the subscription is
+    // gone too, and nothing tells the client.
+    let cut = Instant::now();
+    c.kill_streams();
+    assert_eq!(server.stats().active_subscriptions, 0);
+    assert!(
+        c.wait_for_subscriber(1, T).await,
+        "not repaired\n{}",
+        r.dump()
+    );
+    let repaired = cut.elapsed();
+    // Liveness check every 1 s + first backoff ≤ 1.1 s + session setup.
+    assert!(
+        repaired < Duration::from_secs(5),
+        "repair took {repaired:?}"
+    );
+    c.storm(2, 2).await;
+    let (r, stats) = finish(r, 4).await;
+    assert_eq!(num(&stats, "received"), 4, "{}", r.dump());
+    for id in expected_ids(0..4) {
+        assert_eq!(
+            validated_ids(&r).get(&id),
+            Some(&1),
+            "fault {id}\n{}",
+            r.dump()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silently_cancelled_subscription_is_found_by_the_list_check() {
+    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let c = server.control();
+    let r = Runner::start(&config(&server.url(), ""));
+    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+    // Stream stays open: only events_list_subscriptions can reveal this.
+    c.cancel_subscriptions();
+    let t = Instant::now();
+    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    let lost = r
+        .wait_for(T, |f| {
+            f.get("reason")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.contains("vanished"))
+        })
+        .await;
+    assert!(lost.is_some(), "{}", r.dump());
+    // The old session was deleted: its zombie watcher cannot double events.
+    assert!(server.stats().deletes >= 1);
+    c.storm(3, 0).await;
+    let (r, stats) = finish(r, 3).await;
+    assert_eq!(num(&stats, "received"), 3, "{}", r.dump());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_session_and_subscription_error_start_fresh_sessions() {
+    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let c = server.control();
+    let r = Runner::start(&config(&server.url(), ""));
+    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+    // Forgotten session: the GET stream is cut and every request gets 404.
+    let before = server.stats().sessions_created;
+    c.drop_sessions();
+    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+    assert!(server.stats().sessions_created > before);
+    assert_eq!(
+        r.count("MCP session lost; reconnecting with a fresh session"),
+        1
+    );
+    let before = server.stats().sessions_created;
+    c.subscription_error().await;
+    assert!(
+        r.wait_for_text("server reported a subscription error", T)
+            .await
+            .is_some(),
+        "{}",
+        r.dump()
+    );
+    let deadline = Instant::now() + T;
+    while server.stats().sessions_created == before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c.wait_for_subscriber(1, T).await);
+    c.storm(2, 0).await;
+    let (r, stats) = finish(r, 2).await;
+    assert_eq!(num(&stats, "received"), 2, "{}", r.dump());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_subscribe_times_out_and_is_retried() {
+    let server = TestServer::start(Scenario::new(vec![Step::HangSubscribe { count: 1 }]))
+        .await
+        .unwrap();
+    tokio::time::timeout(T, server.scenario_finished())
+        .await
+        .unwrap();
+    let c = server.control();
+    let r = Runner::start(&config(&server.url(), ""));
+    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+    assert!(
+        r.wait_for_text("events_subscribe timed out", T)
+            .await
+            .is_some(),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(
+        server.stats().subscribes,
+        1,
+        "the hung call is not counted as answered"
+    );
+    c.storm(2, 0).await;
+    let (r, stats) = finish(r, 2).await;
+    assert_eq!(num(&stats, "received"), 2, "{}", r.dump());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_honours_retry_after() {
+    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let c = server.control();
+    c.fail_next(429, 1, Some("3".into()));
+    let started = Instant::now();
+    let r = Runner::start(&config(&server.url(), ""));
+    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let retry = r
+        .messages("MCP session lost; reconnecting with a fresh session")
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("{}", r.dump()));
+    assert!(num(&retry, "delay_ms") >= 3000, "{retry}");
+    assert!(retry["reason"].as_str().unwrap().contains("429"), "{retry}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_at_startup_exits_1_with_a_clear_message() {
+    let opts = ServerOptions {
+        require_token: Some("s3cret-token".into()),
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_with(([127, 0, 0, 1], 0).into(), opts, Scenario::empty())
+        .await
+        .unwrap();
+    let mut r = Runner::start(&config(&server.url(), ""));
+    let status = r
+        .wait_exit(T)
+        .await
+        .unwrap_or_else(|| panic!("still running\n{}", r.dump()));
+    assert_eq!(status.code(), Some(1), "{}", r.dump());
+    let all = r.lines().join("\n");
+    assert!(all.contains("rejected the credentials"), "{all}");
+    assert!(all.contains("retrying will not help"), "{all}");
+    assert_eq!(server.stats().subscribes, 0);
+
+    // The right token, from the default MCP_TOKEN variable, works and is never logged.
+    let c = server.control();
+    let r = Runner::builder(&config(&server.url(), ""))
+        .env("MCP_TOKEN", "s3cret-token")
+        .spawn();
+    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+    c.storm(1, 0).await;
+    let (r, _) = finish(r, 1).await;
+    assert!(
+        !r.lines().iter().any(|l| l.contains("s3cret-token")),
+        "token leaked"
+    );
+    assert!(r.wait_for_text("env MCP_TOKEN", T).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_sources_feed_one_pipeline_and_fill_the_cluster() {
+    let a = TestServer::start(Scenario::empty()).await.unwrap();
+    let b = TestServer::start(Scenario::empty()).await.unwrap();
+    let cfg = format!(
+        r#"[settings]
+log_level = "debug"
+log_format = "json"
+shutdown_timeout_seconds = 2
+
+[[source]]
+kind = "mcp"
+name = "east"
+endpoint = "{}"
+
+[[source]]
+kind = "mcp"
+name = "west"
+endpoint = "{}"
+cluster = "west-filled"
+
+{}"#,
+        a.url(),
+        b.url(),
+        quick_sink_toml(std::path::Path::new("{dir}/incidents"))
+    );
+    let r = Runner::start(&cfg);
+    assert!(a.control().wait_for_subscriber(1, T).await, "{}", r.dump());
+    assert!(b.control().wait_for_subscriber(1, T).await, "{}", r.dump());
+    a.control().storm(2, 0).await;
+    let mut in_cluster = fault(7);
+    in_cluster["cluster"] = Value::String(String::new());
+    b.control().emit(&in_cluster).await;
+    let (r, stats) = finish(r, 3).await;
+    assert_eq!(num(&stats, "received"), 3, "{}", r.dump());
+    let clusters: Vec<String> = r
+        .messages("event validated")
+        .iter()
+        .map(|f| f["cluster"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        clusters.contains(&"west-filled".to_string()),
+        "{clusters:?}"
+    );
+    assert_eq!(
+        clusters.iter().filter(|c| *c == "kind-events-test").count(),
+        2
+    );
+}
