@@ -119,6 +119,9 @@ impl Overrides {
             }
         }
     }
+    pub fn remove(&mut self, name: &str) {
+        self.values.remove(name);
+    }
     pub fn get(&self, name: &str) -> Option<(&str, Origin)> {
         self.values.get(name).map(|(v, o)| (v.as_str(), *o))
     }

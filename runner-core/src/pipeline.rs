@@ -90,6 +90,8 @@ pub struct StageChain {
 }
 
 /// Where an event ended inside the chain.
+// Not boxed: `Passed` is the common case and moves straight into the router.
+#[allow(clippy::large_enum_variant)]
 pub enum ChainResult {
     /// Passed every stage; route it.
     Passed(Envelope),
