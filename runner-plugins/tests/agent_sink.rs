@@ -185,6 +185,23 @@ async fn failures_are_detected() {
     let dir = only_incident(&root);
     assert_eq!(incident_json(&dir)["status"], "failed");
     assert!(dir.join("report.md").exists());
+
+    // The workspace root cannot be created (a file is in the way).
+    let blocker = tmp.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let script = fake_agent(tmp.path(), "never.sh", "touch \"$INCIDENT_DIR/../../RAN\"");
+    let res = AgentSink::new(config(&blocker.join("root"), &script))
+        .handle(&envelope(3), CancellationToken::new())
+        .await;
+    assert_eq!(res.outcome, Outcome::Failed);
+    assert!(
+        res.reason
+            .as_deref()
+            .unwrap()
+            .contains("cannot create incident workspace"),
+        "{res:?}"
+    );
+    assert!(!tmp.path().join("RAN").exists());
 }
 
 #[tokio::test]
@@ -449,6 +466,7 @@ preset = "claude"
 command = ["x", "{promptfile}"]
 model = "a b"
 timeout_seconds = 0
+kill_grace_seconds = 99999
 prompt_file = "missing.md"
 env_allow = ["SLACK_WEBHOOK_URL", "MCP_TOKEN", "bad-name", "INCIDENT_ID", "OK_NAME"]
 failure_alert_threshold = 0
@@ -463,6 +481,7 @@ typo = 1
         "sink.command: invalid value (set together with preset)",
         "sink.model: invalid value \"a b\"",
         "sink.timeout_seconds: invalid value 0",
+        "sink.kill_grace_seconds: invalid value 99999",
         "sink.prompt_file: invalid value \"missing.md\"",
         "sink.env_allow: invalid value \"SLACK_WEBHOOK_URL\"; allowed: a name that does not hold a runner secret",
         "sink.env_allow: invalid value \"MCP_TOKEN\"",
@@ -473,7 +492,7 @@ typo = 1
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
-    assert_eq!(errs.len(), 10, "{text}");
+    assert_eq!(errs.len(), 11, "{text}");
 
     let (c, errs) = read(
         "preset = \"bash\"\nslack_webhook_env = \"MY_HOOK\"\nenv_allow = [\"MY_HOOK\"]",

@@ -154,11 +154,13 @@ async fn a_stalled_slack_never_blocks_the_sender() {
 
 /// One request the webhook server received: when, path, JSON body.
 type Received = (std::time::Instant, String, Value);
+/// A scripted answer: status and optional Retry-After.
+type Answer = (u16, Option<&'static str>);
 
 #[derive(Clone, Default)]
 struct Hook {
     /// (status, retry-after) per request, then 200.
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
     got: Arc<Mutex<Vec<Received>>>,
 }
 
@@ -202,7 +204,7 @@ fn fields_text(msg: &Value) -> String {
 
 #[tokio::test]
 async fn webhook_retries_429_and_500_then_delivers() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs();
     let h = Hook::default();
     h.script
         .lock()
@@ -260,7 +262,13 @@ async fn webhook_retries_429_and_500_then_delivers() {
     assert!(msg["text"].as_str().unwrap().contains("CrashLoop"));
 
     let text = logs.text();
-    assert!(text.contains("slack message sent"), "{text}");
+    let id = dir.file_name().unwrap().to_str().unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("slack message sent")
+            && l.contains(id)
+            && l.contains("attempts=3")),
+        "{text}"
+    );
     assert!(
         !text.contains("SECRETXYZ"),
         "webhook leaked into logs:\n{text}"
@@ -271,7 +279,7 @@ async fn webhook_retries_429_and_500_then_delivers() {
 
 #[tokio::test]
 async fn unreachable_webhook_is_logged_masked_and_does_not_block() {
-    let (logs, _guard) = capture_logs();
+    let logs = capture_logs();
     // A port nobody listens on.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -289,7 +297,13 @@ async fn unreachable_webhook_is_logged_masked_and_does_not_block() {
     assert_eq!(res.outcome, Outcome::Completed);
     sink.close().await;
     let text = logs.text();
-    assert!(text.contains("slack message not delivered"), "{text}");
+    let dir = only_incident(&root);
+    let id = dir.file_name().unwrap().to_str().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("slack message not delivered") && l.contains(id)),
+        "{text}"
+    );
     assert!(
         !text.contains("SECRETABC"),
         "webhook leaked into logs:\n{text}"

@@ -136,8 +136,9 @@ pub fn incident_json(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("incident.json")).unwrap()).unwrap()
 }
 
-/// Log capture for tracing (current-thread runtimes: spawned tasks log on
-/// the same thread, so the thread-local default subscriber sees them).
+/// Log capture for tracing: one global subscriber per test binary (scoped
+/// `set_default` subscribers race with tracing's per-callsite interest cache
+/// when tests run in parallel). Tests look for their own markers in it.
 #[derive(Clone, Default)]
 pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
 
@@ -164,13 +165,17 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
     }
 }
 
-pub fn capture_logs() -> (Capture, tracing::subscriber::DefaultGuard) {
-    let cap = Capture::default();
-    let sub = tracing_subscriber::fmt()
-        .with_writer(cap.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let guard = tracing::subscriber::set_default(sub);
-    (cap, guard)
+pub fn capture_logs() -> Capture {
+    static CAP: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAP.get_or_init(|| {
+        let cap = Capture::default();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(cap.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::set_global_default(sub).expect("one global subscriber");
+        cap
+    })
+    .clone()
 }

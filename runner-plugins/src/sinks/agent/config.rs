@@ -29,6 +29,9 @@ pub const INCIDENT_VARS: [&str; 11] = [
     "SEVERITY",
 ];
 
+const MAX_TIMEOUT_SECONDS: u64 = 7 * 24 * 3600;
+const MAX_GRACE_SECONDS: u64 = 3600;
+
 /// Always passed through when set in the runner's environment.
 pub const BASE_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
 
@@ -178,8 +181,20 @@ impl AgentSinkConfig {
                 "a non-empty model name of letters, digits and . _ : / @ -",
             );
         }
-        if timeout < 1 {
-            r.error("timeout_seconds", timeout.to_string(), "an integer >= 1");
+        // Bounded so deadline arithmetic cannot overflow.
+        if !(1..=MAX_TIMEOUT_SECONDS).contains(&timeout) {
+            r.error(
+                "timeout_seconds",
+                timeout.to_string(),
+                format!("an integer in 1..={MAX_TIMEOUT_SECONDS} (one week)"),
+            );
+        }
+        if grace > MAX_GRACE_SECONDS {
+            r.error(
+                "kill_grace_seconds",
+                grace.to_string(),
+                format!("an integer in 0..={MAX_GRACE_SECONDS}"),
+            );
         }
         if root.trim().is_empty() {
             r.error("workspace_root", "\"\"", "a directory path");

@@ -152,12 +152,15 @@ impl AgentSink {
                 Status::Failed,
                 SinkResult::failed(format!("agent exited with code {c}")),
             ),
-            Exit::Exited { signal, .. } => (
+            Exit::Exited {
+                signal: Some(sig), ..
+            } => (
                 Status::Failed,
-                SinkResult::failed(format!(
-                    "agent killed by signal {}",
-                    signal.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
-                )),
+                SinkResult::failed(format!("agent killed by signal {sig}")),
+            ),
+            Exit::Exited { .. } => (
+                Status::Failed,
+                SinkResult::failed("agent's exit status could not be read"),
             ),
         }
     }
@@ -215,40 +218,42 @@ impl AgentSink {
         if outcome == Outcome::Abandoned {
             return result;
         }
-        let signal = {
-            let mut b = self.breaker.lock().expect("breaker lock");
-            if outcome == Outcome::Completed {
-                b.success()
-            } else {
-                b.failure(self.cfg.failure_alert_threshold)
-            }
-        };
-        match &signal {
-            Some(BreakerSignal::Degraded(n)) => {
-                tracing::error!(consecutive_failures = n, last_reason = %reason, "agents degraded")
-            }
-            Some(BreakerSignal::Recovered(n)) => {
-                tracing::info!(after_failures = n, "agents recovered")
-            }
-            None => {}
-        }
         if let Some(slack) = &self.slack {
             let rc = investigation.as_deref().and_then(report::root_cause);
             slack.send(
                 format!("incident {}", doc.id),
                 slack::incident_message(doc, rc.as_ref(), &ws.report_md()),
             );
-            match signal {
-                Some(BreakerSignal::Degraded(n)) => {
-                    slack.send("agents degraded".into(), slack::degraded_message(n, reason))
-                }
-                Some(BreakerSignal::Recovered(n)) => {
-                    slack.send("agents recovered".into(), slack::recovered_message(n))
-                }
-                None => {}
-            }
         }
+        self.breaker_record(&result);
         result
+    }
+
+    /// Feeds the circuit breaker; logs and posts its degraded/recovered signals.
+    fn breaker_record(&self, result: &SinkResult) {
+        let signal = {
+            let mut b = self.breaker.lock().expect("breaker lock");
+            match result.outcome {
+                Outcome::Completed => b.success(),
+                Outcome::Abandoned => None,
+                _ => b.failure(self.cfg.failure_alert_threshold),
+            }
+        };
+        let reason = result.reason.as_deref().unwrap_or("");
+        let (label, body) = match signal {
+            None => return,
+            Some(BreakerSignal::Degraded(n)) => {
+                tracing::error!(consecutive_failures = n, last_reason = %reason, "agents degraded");
+                ("agents degraded", slack::degraded_message(n, reason))
+            }
+            Some(BreakerSignal::Recovered(n)) => {
+                tracing::info!(after_failures = n, "agents recovered");
+                ("agents recovered", slack::recovered_message(n))
+            }
+        };
+        if let Some(slack) = &self.slack {
+            slack.send(label.into(), body);
+        }
     }
 }
 
@@ -285,9 +290,9 @@ impl Sink for AgentSink {
             Ok(ws) => ws,
             Err(e) => {
                 tracing::error!(root = %self.cfg.workspace_root.display(), error = %e, "cannot create incident workspace");
-                let mut b = self.breaker.lock().expect("breaker lock");
-                b.failure(self.cfg.failure_alert_threshold);
-                return SinkResult::failed(format!("cannot create incident workspace: {e}"));
+                let result = SinkResult::failed(format!("cannot create incident workspace: {e}"));
+                self.breaker_record(&result);
+                return result;
             }
         };
         let mut doc = IncidentDoc::new(&ws.id, ev);
