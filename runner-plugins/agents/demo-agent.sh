@@ -19,6 +19,14 @@ ftype=$(sed -n 's/.*"faultType"[[:space:]]*:[[:space:]]*"\([^"\\]*\)".*/\1/p' "$
 [ -n "$ftype" ] || ftype=$(sed -n 's/.*"reason"[[:space:]]*:[[:space:]]*"\([^"\\]*\)".*/\1/p' "$EVENT_FILE" | head -n 1)
 [ -n "$ftype" ] || ftype="Unknown"
 
+# What the server said about it (event.json is pretty-printed by the runner:
+# one key per line). JSON escapes stay as they are; it is only displayed.
+field() {
+  sed -n "s/^[[:space:]]*\"$1\"[[:space:]]*:[[:space:]]*\"\\(.*\\)\",\\{0,1\\}[[:space:]]*\$/\\1/p" "$EVENT_FILE" | head -n 1
+}
+ctx=$(field context)
+[ -n "$ctx" ] || ctx=$(field message)
+
 case "$ftype" in
   CrashLoop*|BackOff)
     cause="The container keeps exiting shortly after start, so the kubelet restarts it with back-off."
@@ -45,7 +53,11 @@ esac
   printf 'This report was written by the built-in demo agent from the event alone; no cluster was queried.\n\n'
   printf '## Root Cause\n\n'
   printf '**Confidence: LOW** (derived from the fault type only)\n\n'
-  printf '%s\n\n' "$cause"
+  printf '%s\n' "$cause"
+  if [ -n "$ctx" ]; then
+    printf 'The cluster reported: %s\n' "$ctx"
+  fi
+  printf '\n'
   printf '## Evidence\n\n'
   printf 'The event as received (event.json):\n\n'
   printf '````json\n'

@@ -85,13 +85,16 @@ async fn completed_incident_has_full_workspace() {
     assert!(md.contains("agent finished: **completed**"));
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
-    assert!(html.contains("<h2>Root Cause</h2>"));
+    // The agent's headings nest under the report's "Agent findings".
+    assert!(html.contains("<h2>Agent findings</h2>"), "{html}");
+    assert!(html.contains("<h3>Root Cause</h3>"), "{html}");
     // Atomic writes leave no temp files behind; written files are private.
     for e in std::fs::read_dir(&dir).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
         assert!(!name.starts_with('.'), "leftover {name}");
     }
     assert_eq!(mode(&dir.join("incident.json")), 0o600);
+    assert_eq!(mode(&dir.join("logs/agent-stdout.log")), 0o600);
 }
 
 #[tokio::test]

@@ -73,8 +73,17 @@ pub fn spawn(l: &Launch, label: &str) -> Result<Running, String> {
     let Some((prog, args)) = l.argv.split_first() else {
         return Err("empty command".into());
     };
-    let out = File::create(&l.stdout).map_err(|e| format!("create stdout log: {e}"))?;
-    let err = File::create(&l.stderr).map_err(|e| format!("create stderr log: {e}"))?;
+    let create = |p: &PathBuf| {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(p)
+    };
+    let out: File = create(&l.stdout).map_err(|e| format!("create stdout log: {e}"))?;
+    let err: File = create(&l.stderr).map_err(|e| format!("create stderr log: {e}"))?;
     let mut cmd = tokio::process::Command::new(prog);
     cmd.args(args)
         .current_dir(&l.cwd)

@@ -194,7 +194,11 @@ pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
             what.push_str(&format!(", exit code {c}"));
         }
         if let Some(d) = doc.duration_ms {
-            what.push_str(&format!(", {:.1} s", d as f64 / 1000.0));
+            if d < 1000 {
+                what.push_str(&format!(", {d} ms"));
+            } else {
+                what.push_str(&format!(", {:.1} s", d as f64 / 1000.0));
+            }
         }
         if let Some(why) = &doc.failure_reason {
             what.push_str(&format!(" — {}", md_inline(why)));
@@ -205,7 +209,7 @@ pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
     m.push_str("\n## Agent findings\n\n");
     match findings.investigation {
         Some(inv) if !inv.trim().is_empty() => {
-            m.push_str(inv.trim_end());
+            m.push_str(demote_headings(inv).trim_end());
             m.push('\n');
         }
         _ => m.push_str("_The agent produced no investigation._\n"),
@@ -218,6 +222,46 @@ pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
         ));
     }
     m
+}
+
+/// Moves every ATX heading outside code fences one level down, so the
+/// agent's `# Title` nests under the report's "Agent findings".
+pub fn demote_headings(md: &str) -> String {
+    let mut out = String::with_capacity(md.len() + 64);
+    let mut fence: Option<(char, usize)> = None;
+    for line in md.split_inclusive('\n') {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        let run = |c: char| t.chars().take_while(|x| *x == c).count();
+        match fence {
+            Some((c, n)) => {
+                if indent < 4 && run(c) >= n && t[run(c)..].trim().is_empty() {
+                    fence = None;
+                }
+            }
+            None => {
+                if indent < 4 {
+                    for c in ['`', '~'] {
+                        if run(c) >= 3 {
+                            fence = Some((c, run(c)));
+                        }
+                    }
+                    let h = run('#');
+                    if fence.is_none()
+                        && (1..=5).contains(&h)
+                        && t[h..].starts_with([' ', '\t', '\n'])
+                    {
+                        out.push_str(&line[..indent]);
+                        out.push('#');
+                        out.push_str(t);
+                        continue;
+                    }
+                }
+            }
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 fn dangerous_url(u: &str) -> bool {
@@ -316,6 +360,17 @@ mod tests {
         let page = render_html("a <b> & \"c\"", "# hi");
         assert!(page.contains("<title>a &lt;b&gt; &amp; &quot;c&quot;</title>"));
         assert!(page.contains("<h1>hi</h1>"));
+    }
+
+    #[test]
+    fn headings_demoted_outside_fences() {
+        let md = "# T\n## Root Cause\nx\n```\n# not a heading\n```\n~~~~\n## no\n~~~~\n###### six\n#tag\n";
+        assert_eq!(
+            demote_headings(md),
+            "## T\n### Root Cause\nx\n```\n# not a heading\n```\n~~~~\n## no\n~~~~\n###### six\n#tag\n"
+        );
+        // The root cause is still found in the demoted text.
+        assert!(root_cause(&demote_headings(md)).is_some());
     }
 
     #[test]
