@@ -229,6 +229,18 @@ impl AgentSink {
         result
     }
 
+    fn finish_blocking(
+        &self,
+        ws: &Workspace,
+        doc: &mut IncidentDoc,
+        status: Status,
+        result: SinkResult,
+        started: Option<Instant>,
+        exit_code: Option<i32>,
+    ) -> SinkResult {
+        blocking(|| self.finish(ws, doc, status, result, started, exit_code))
+    }
+
     /// Feeds the circuit breaker; logs and posts its degraded/recovered signals.
     fn breaker_record(&self, result: &SinkResult) {
         let signal = {
@@ -254,6 +266,17 @@ impl AgentSink {
         if let Some(slack) = &self.slack {
             slack.send(label.into(), body);
         }
+    }
+}
+
+/// Runs filesystem work (fsyncs included) without stalling the other tasks
+/// of a multi-thread runtime's worker; inline on a current-thread runtime
+/// (tests), where `block_in_place` is not available.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -285,8 +308,7 @@ impl Sink for AgentSink {
 
     async fn handle(&self, envelope: &Envelope, kill: CancellationToken) -> SinkResult {
         let ev = &envelope.event;
-        // Small local writes; done inline (each well under a millisecond).
-        let ws = match Workspace::create(&self.cfg.workspace_root, envelope.seq) {
+        let ws = match blocking(|| Workspace::create(&self.cfg.workspace_root, envelope.seq)) {
             Ok(ws) => ws,
             Err(e) => {
                 tracing::error!(root = %self.cfg.workspace_root.display(), error = %e, "cannot create incident workspace");
@@ -297,12 +319,13 @@ impl Sink for AgentSink {
         };
         let mut doc = IncidentDoc::new(&ws.id, ev);
         let prompt = prompt::render(&self.cfg.prompt, &doc, &ws);
-        let prepared = ws
-            .write_event(&ev.raw)
-            .and_then(|_| ws.write_atomic("prompt.md", prompt.as_bytes()))
-            .and_then(|_| ws.write_incident(&doc));
+        let prepared = blocking(|| {
+            ws.write_event(&ev.raw)
+                .and_then(|_| ws.write_atomic("prompt.md", prompt.as_bytes()))
+                .and_then(|_| ws.write_incident(&doc))
+        });
         if let Err(e) = prepared {
-            return self.finish(
+            return self.finish_blocking(
                 &ws,
                 &mut doc,
                 Status::Failed,
@@ -312,7 +335,7 @@ impl Sink for AgentSink {
             );
         }
         if kill.is_cancelled() {
-            return self.finish(
+            return self.finish_blocking(
                 &ws,
                 &mut doc,
                 Status::Abandoned,
@@ -329,7 +352,7 @@ impl Sink for AgentSink {
         let running = match process::spawn(&launch, &ws.id) {
             Ok(r) => r,
             Err(e) => {
-                return self.finish(
+                return self.finish_blocking(
                     &ws,
                     &mut doc,
                     Status::Failed,
@@ -361,7 +384,7 @@ impl Sink for AgentSink {
             _ => None,
         };
         let (status, result) = self.judge(&exit, &ws);
-        self.finish(&ws, &mut doc, status, result, Some(started), exit_code)
+        self.finish_blocking(&ws, &mut doc, status, result, Some(started), exit_code)
     }
 
     async fn close(&self) {
