@@ -362,7 +362,7 @@ impl Sink for AgentSink {
                 );
             }
         };
-        if let Err(e) = ws.write_incident(&doc) {
+        if let Err(e) = blocking(|| ws.write_incident(&doc)) {
             tracing::error!(incident = %doc.id, error = %e, "cannot write incident.json");
         }
         tracing::info!(
