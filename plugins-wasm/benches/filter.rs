@@ -114,6 +114,12 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    // Part of every WASM call: the host serializes the original payload for
+    // `raw-json`.
+    let ev = sample("payments");
+    g.bench_function("host_raw_json_to_string", |b| {
+        b.iter(|| serde_json::to_string(&*ev.raw).unwrap())
+    });
     // A modifier: the event crosses the boundary both ways (replace).
     let ev = sample("payments");
     g.bench_function("wasm_redactor/replace", |b| {
