@@ -144,10 +144,10 @@ impl host::Host for HostState {
         let msg = clean_line(&message, MAX_LOG_LEN);
         let stage = &*self.stage;
         match level {
-            LogLevel::Debug => tracing::debug!(target: "plugin", stage, "{msg}"),
-            LogLevel::Info => tracing::info!(target: "plugin", stage, "{msg}"),
-            LogLevel::Warn => tracing::warn!(target: "plugin", stage, "{msg}"),
-            LogLevel::Error => tracing::error!(target: "plugin", stage, "{msg}"),
+            LogLevel::Debug => tracing::debug!(target: "plugin", stage = %stage, "{msg}"),
+            LogLevel::Info => tracing::info!(target: "plugin", stage = %stage, "{msg}"),
+            LogLevel::Warn => tracing::warn!(target: "plugin", stage = %stage, "{msg}"),
+            LogLevel::Error => tracing::error!(target: "plugin", stage = %stage, "{msg}"),
         }
     }
 }

@@ -61,6 +61,7 @@ fn infinite_loop_is_stopped_within_its_deadline_and_next_event_is_processed() {
     let start = Instant::now();
     let v = verdict(&stage, &mut critical());
     let took = start.elapsed();
+    eprintln!("runaway plugin interrupted after {took:?} (timeout_ms = 20)");
     assert_eq!(v, Verdict::Pass, "on_error = pass");
     assert!(
         took >= Duration::from_millis(20) && took < Duration::from_millis(220),
@@ -439,5 +440,83 @@ fn wasi_calls_trap_except_the_hash_seed() {
     assert!(
         reason.contains("wasi:cli/environment@0.2.6#get-environment") && reason.contains("trapped"),
         "{reason}"
+    );
+}
+
+/// Captures what the runner would log while `f` runs.
+fn capture_logs(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(move || out.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(sub, f);
+    String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn plugin_logs_are_tagged_sanitized_and_capped() {
+    // Logs "bo\nm"-style text 40 times per event: only 16 lines are kept.
+    let body = format!(
+        "(local $i i32)
+    (i32.store8 (i32.const 1026) (i32.const 10))
+    (loop $again
+      (call $log (i32.const 2) (i32.const 1024) (i32.const 4))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 40))))
+    {KEEP}"
+    );
+    let (_d, cfg) = config_for(&component(INIT_OK, &body));
+    let logs = capture_logs(|| {
+        let stage = build(&cfg);
+        assert_eq!(verdict(&stage, &mut warning()), Verdict::Pass);
+    });
+    let plugin_lines: Vec<&str> = logs.lines().filter(|l| l.contains(" plugin: ")).collect();
+    // One from init (info "boom") and 16 from the call (warn "bo m").
+    assert_eq!(plugin_lines.len(), 17, "{logs}");
+    assert!(
+        plugin_lines[1].contains("WARN plugin: bo m stage=wasm:test-plugin"),
+        "tagged, control characters replaced: {logs}"
+    );
+    assert!(
+        logs.contains("plugin log lines dropped") && logs.contains("suppressed=24"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn disabling_logs_one_loud_line() {
+    let (_d, mut cfg) = config_for(&component(INIT_OK, "unreachable"));
+    cfg.on_error = OnError::Disable;
+    cfg.disable_after = 2;
+    let logs = capture_logs(|| {
+        let stage = build(&cfg);
+        for _ in 0..6 {
+            assert_eq!(verdict(&stage, &mut critical()), Verdict::Pass);
+        }
+        assert_eq!(stage.stats().failures, 2);
+    });
+    assert_eq!(logs.matches("WASM plugin failed").count(), 2, "{logs}");
+    let loud: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("WASM STAGE DISABLED"))
+        .collect();
+    assert_eq!(loud.len(), 1, "{logs}");
+    assert!(
+        loud[0].contains("ERROR") && loud[0].contains("after 2 consecutive failures"),
+        "{logs}"
     );
 }
