@@ -79,6 +79,8 @@ pub enum InvalidEvent {
     },
     #[error("field `severity`: {0}")]
     Severity(String),
+    #[error("field `{0}` contains a control character")]
+    ControlChar(&'static str),
 }
 
 impl InvalidEvent {
@@ -90,6 +92,7 @@ impl InvalidEvent {
             InvalidEvent::Missing(_) => "missing_field",
             InvalidEvent::TooLong { .. } => "too_long",
             InvalidEvent::Severity(_) => "bad_severity",
+            InvalidEvent::ControlChar(_) => "control_char",
         }
     }
 }
@@ -178,6 +181,12 @@ fn truncate_utf8(s: &mut String, max: usize) {
 }
 
 fn check_len(field: &'static str, v: &str) -> Result<(), InvalidEvent> {
+    // Identity fields end up in log lines and reports: a control character
+    // (newline, escape) there is never from a real cluster and could forge
+    // log lines, so the event is invalid.
+    if v.chars().any(char::is_control) {
+        return Err(InvalidEvent::ControlChar(field));
+    }
     if v.len() > MAX_NAME_LEN {
         return Err(InvalidEvent::TooLong {
             field,
@@ -294,8 +303,16 @@ impl Event {
         check_len("resource.namespace", &ev.resource.namespace)?;
         check_len("resource.kind", &ev.resource.kind)?;
         check_len("faultType", &ev.fault_type)?;
+        check_len("resource.uid", &ev.resource.uid)?;
+        check_len("resource.apiVersion", &ev.resource.api_version)?;
         if let Some(f) = &ev.fault_id {
             check_len("faultId", f)?;
+        }
+        if let Some(s) = &ev.subscription_id {
+            check_len("subscriptionId", s)?;
+        }
+        if let Some(t) = &ev.timestamp {
+            check_len("timestamp", t)?;
         }
         truncate_utf8(&mut ev.context, MAX_CONTEXT_LEN);
         ev.raw = Arc::new(raw);
@@ -453,6 +470,14 @@ mod tests {
                 "bad_severity",
             ),
             (r#"{"cluster":"c","event":"x"}"#, "malformed"),
+            (
+                r#"{"cluster":"c\nFAKE LOG","severity":"critical","resource":{"name":"n"}}"#,
+                "control_char",
+            ),
+            (
+                r#"{"cluster":"c","severity":"critical","resource":{"name":"n\u001b[31m"}}"#,
+                "control_char",
+            ),
         ] {
             let err = Event::from_str(text, None).unwrap_err();
             assert_eq!(err.kind(), kind, "{text}: {err}");

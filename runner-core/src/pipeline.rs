@@ -1,6 +1,7 @@
 //! The pipeline runtime: sources → intake queue → parse/validate → stages
 //! (in configured order) → router → sink, with graceful shutdown.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -95,8 +96,8 @@ pub struct StageChain {
 pub enum ChainResult {
     /// Passed every stage; route it.
     Passed(Envelope),
-    /// Already recorded with this outcome.
-    Stopped(Outcome),
+    /// Already recorded with this outcome; the reason (for `runner replay`).
+    Stopped(Outcome, Cow<'static, str>),
 }
 
 impl StageChain {
@@ -128,7 +129,7 @@ impl StageChain {
                     "event invalid"
                 );
                 self.recorder.finish_raw_quiet(Outcome::Invalid);
-                return ChainResult::Stopped(Outcome::Invalid);
+                return ChainResult::Stopped(Outcome::Invalid, Cow::Owned(err.to_string()));
             }
         };
         let mut env = Envelope {
@@ -164,7 +165,7 @@ impl StageChain {
                 Verdict::Drop { outcome, reason } => {
                     c.dropped.fetch_add(1, Ordering::Relaxed);
                     self.recorder.finish(&env, outcome, stage.name(), &reason);
-                    return ChainResult::Stopped(outcome);
+                    return ChainResult::Stopped(outcome, reason);
                 }
             }
             env.passed_stages = i + 1;

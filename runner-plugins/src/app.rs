@@ -257,7 +257,7 @@ async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
                 // these; the summary reports them as "would run agent".
                 ("would-run-agent".to_string(), env.event.to_string())
             }
-            ChainResult::Stopped(o) => (o.as_str().to_string(), String::new()),
+            ChainResult::Stopped(o, reason) => (o.as_str().to_string(), format!("({reason})")),
         };
         let _ = writeln!(out, "line {:>5}: {:<16} {}", n + 1, verdict, ident);
     }
