@@ -76,15 +76,14 @@ async fn finish(mut r: Runner, validated: usize) -> (Runner, Value) {
         r.dump()
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = Instant::now();
     let status = r.stop(T).await;
     let stats = r
         .final_stats()
         .unwrap_or_else(|| panic!("no final statistics\n{}", r.dump()));
-    assert!(
-        status.code().is_some(),
-        "runner killed by a signal\n{}",
-        r.dump()
-    );
+    assert_eq!(status.code(), Some(0), "clean exit expected\n{}", r.dump());
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(5), "slow shutdown {took:?}");
     (r, stats)
 }
 
@@ -132,6 +131,15 @@ async fn events_received_exactly_once_per_emission() {
         );
     }
     assert_eq!(ids.get(repeated["faultId"].as_str().unwrap()), Some(&3));
+    // Server order is kept (the source's current-thread runtime runs rmcp's
+    // per-notification tasks in arrival order).
+    let order: Vec<String> = r
+        .messages("event validated")
+        .iter()
+        .take(20)
+        .map(|f| f["fault_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(order, expected_ids(0..20));
     let stopped = r.messages("MCP source stopped");
     assert_eq!(num(&stopped[0], "other_loggers"), 1);
     assert_eq!(
@@ -141,6 +149,47 @@ async fn events_received_exactly_once_per_emission() {
         r.dump()
     );
     assert!(stats["adds_up"].as_bool().unwrap_or(false), "{stats}");
+    // SIGTERM: the source unsubscribed and deleted its session.
+    let st = server.stats();
+    assert_eq!((st.unsubscribes, st.deletes), (1, 1), "{st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_back_off_alert_and_recover_when_the_server_appears() {
+    let port = e2e::free_port();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let r = Runner::start(&config(&url, "failure_alert_after = 3"));
+    // 1 s, 2 s (cap) with ±10 % jitter; the third failure logs at error level.
+    let alert = r
+        .wait_for_message("MCP session failed repeatedly; still retrying", T)
+        .await
+        .unwrap_or_else(|| panic!("{}", r.dump()));
+    assert_eq!(num(&alert, "consecutive_failures"), 3, "{alert}");
+    let warns = r.messages("MCP session lost; reconnecting with a fresh session");
+    assert_eq!(warns.len(), 2, "{}", r.dump());
+    let d1 = num(&warns[0], "delay_ms");
+    let d2 = num(&warns[1], "delay_ms");
+    assert!((900..=1100).contains(&d1), "{d1}");
+    assert!((1800..=2200).contains(&d2), "{d2}");
+    assert!((1800..=2200).contains(&num(&alert, "delay_ms")), "{alert}");
+    assert_eq!(num(&warns[0], "next_attempt"), 2);
+    assert_eq!(num(&alert, "next_attempt"), 4);
+    // The server shows up: the runner connects without a restart.
+    let server = TestServer::start_with(
+        ([127, 0, 0, 1], port).into(),
+        ServerOptions::default(),
+        Scenario::empty(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        server.control().wait_for_subscriber(1, T).await,
+        "{}",
+        r.dump()
+    );
+    server.control().storm(1, 0).await;
+    let (r, stats) = finish(r, 1).await;
+    assert_eq!(num(&stats, "received"), 1, "{}", r.dump());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

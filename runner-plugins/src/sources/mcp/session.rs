@@ -212,7 +212,20 @@ impl Attempt<'_> {
         };
         self.close(service, &signals, matches!(end, End::Shutdown))
             .await;
-        end
+        // However the session ended, a subscribed one counts as connected
+        // (backoff reset after a healthy period, credentials proven).
+        match end {
+            End::Retry {
+                reason,
+                subscribed_for: None,
+                retry_after,
+            } if subscribed_at.is_some() => End::Retry {
+                reason,
+                subscribed_for: subscribed_at.map(|t| t.elapsed()),
+                retry_after,
+            },
+            other => other,
+        }
     }
 
     async fn live(
@@ -410,7 +423,8 @@ impl Attempt<'_> {
         signals: &SessionSignals,
         unsubscribe: bool,
     ) {
-        let short = self.cfg.request_timeout.min(Duration::from_secs(2));
+        // Together well inside the pipeline's 5 s wait for sources.
+        let short = self.cfg.request_timeout.min(Duration::from_secs(1));
         if unsubscribe && let Some(id) = signals.subscription_id.get() {
             let mut args = Map::new();
             args.insert("subscriptionId".into(), Value::String(id.clone()));
