@@ -486,3 +486,32 @@ cluster = "west-filled"
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_server_is_detected_by_the_ping_timeout() {
+    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let c = server.control();
+    let r = Runner::start(&config(&server.url(), ""));
+    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+    // Connections stay open, nothing answers, the GET stream stays silent.
+    c.freeze();
+    let lost = r
+        .wait_for(T, |f| {
+            f.get("reason")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.contains("timed out"))
+        })
+        .await;
+    assert!(lost.is_some(), "stall not detected\n{}", r.dump());
+    c.thaw();
+    // The stale session may still list its subscription: wait for the
+    // runner's own new one.
+    assert!(
+        r.wait_for_count("subscribed to MCP events", 2, T).await,
+        "{}",
+        r.dump()
+    );
+    c.storm(1, 0).await;
+    let (r, stats) = finish(r, 1).await;
+    assert_eq!(num(&stats, "received"), 1, "{}", r.dump());
+}

@@ -106,6 +106,15 @@ async fn mcp(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // A frozen server accepts the request and never answers it.
+    let mut frozen = inner.frozen.subscribe();
+    if *frozen.borrow() {
+        let epoch = inner.epoch();
+        tokio::select! {
+            _ = frozen.wait_for(|f| !*f) => {}
+            _ = epoch.cancelled() => return text(StatusCode::SERVICE_UNAVAILABLE, "server restarting"),
+        }
+    }
     // Scripted failures first: they model a proxy or an auth layer in front.
     {
         let mut f = inner.fail_next.lock().unwrap();

@@ -158,6 +158,8 @@ pub(crate) struct Inner {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     fail_next: Mutex<Option<FailNext>>,
     hang_subscribe: AtomicU64,
+    /// While true every request stalls (TCP open, no answer).
+    frozen: watch::Sender<bool>,
     /// Cancelled on restart/shutdown: releases hung requests.
     epoch: Mutex<CancellationToken>,
     counters: Counters,
@@ -488,6 +490,7 @@ impl TestServer {
             sessions: Mutex::new(HashMap::new()),
             fail_next: Mutex::new(None),
             hang_subscribe: AtomicU64::new(0),
+            frozen: watch::Sender::new(false),
             epoch: Mutex::new(CancellationToken::new()),
             counters: Counters::default(),
             changed: Notify::new(),
@@ -640,6 +643,14 @@ impl Control {
             };
             http::serve(&self.0, listener);
         }
+    }
+    /// Stalls every request until [`thaw`](Self::thaw) (or a restart):
+    /// a frozen server whose connections stay open.
+    pub fn freeze(&self) {
+        self.0.frozen.send_replace(true);
+    }
+    pub fn thaw(&self) {
+        self.0.frozen.send_replace(false);
     }
     /// The next `count` `events_subscribe` calls never answer.
     pub fn hang_subscribe(&self, count: u64) {

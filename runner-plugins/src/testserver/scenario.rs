@@ -15,6 +15,8 @@
 //! {"subscription_error": {}}      # degrade + kubernetes/subscription_error
 //! {"drop_sessions": {}}           # forget sessions: 404 from now on
 //! {"restart": {"down_ms": 500}}   # cut everything, port closed for a while
+//! {"freeze": {}}                 # every request stalls, connections stay open
+//! {"thaw": {}}
 //! {"hang_subscribe": {"count": 1}}
 //! {"fail_next": {"status": 429, "count": 2, "retry_after": "1"}}
 //! ```
@@ -79,6 +81,8 @@ pub enum Step {
         #[serde(default)]
         down_ms: u64,
     },
+    Freeze {},
+    Thaw {},
     HangSubscribe {
         #[serde(default = "one")]
         count: u64,
@@ -158,6 +162,8 @@ impl Scenario {
                 Step::SubscriptionError {} => c.subscription_error().await,
                 Step::DropSessions {} => c.drop_sessions(),
                 Step::Restart { down_ms } => c.restart(Duration::from_millis(down_ms)).await,
+                Step::Freeze {} => c.freeze(),
+                Step::Thaw {} => c.thaw(),
                 Step::HangSubscribe { count } => c.hang_subscribe(count),
                 Step::FailNext {
                     status,
@@ -190,10 +196,12 @@ mod tests {
 {"drop_sessions": {}}
 {"restart": {"down_ms": 10}}
 {"hang_subscribe": {}}
+{"freeze": {}}
+{"thaw": {}}
 {"fail_next": {"status": 429, "retry_after": "1"}}
 "#;
         let s = Scenario::parse(text).unwrap();
-        assert_eq!(s.steps.len(), 14);
+        assert_eq!(s.steps.len(), 16);
         assert!(matches!(s.steps[1], Step::Emit { repeat: 2, .. }));
         let err = Scenario::parse("{\"emit\": {}}\n{\"nope\": {}}").unwrap_err();
         assert!(err.contains("line 1"), "{err}");
