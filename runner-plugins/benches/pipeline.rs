@@ -1,0 +1,254 @@
+//! In-process pipeline throughput on one core (current-thread runtime):
+//! parse → validate → severity → dedup → route, next to the cost of parsing
+//! alone, measured in the same run on the same payloads.
+//!
+//! `cargo bench -p runner-plugins --bench pipeline`
+//!
+//! Payloads: ~1 KB flat FaultEvents (protocol doc §4.1 field order) over 100
+//! clusters, 4 namespaces, 8192 distinct resources, 20 % `warning` (filtered
+//! by the ERROR threshold). Benchmarks:
+//! * `parse/serde_json::from_str`: text → `serde_json::Value`;
+//! * `parse/from_str+Event::from_json`: the above plus the event model's
+//!   validation: the "parsing alone" baseline;
+//! * `chain/parse+validate+severity+dedup`: the `StageChain` with the real
+//!   severity and dedup stages, no router;
+//! * `pipeline/…+route (agents busy)`: the same plus `Router::admit` with
+//!   every agent slot taken (a storm: queueing, overflow `drop`, outcome
+//!   recording);
+//! * `pipeline/…+route (noop agent)`: the same plus the router's workers
+//!   dispatching every routed event to a sink that returns at once, all on
+//!   the same thread (dispatch cost per agent run).
+//!
+//! The dedup window is 300 s on tokio's paused clock; when the payload set
+//! wraps, the clock advances 301 s so keys pass again (each resource is
+//! admitted once per cycle; its repeats inside a cycle are duplicates).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use runner_core::pipeline::{ChainResult, StageChain};
+use runner_core::router::{OverflowPolicy, Router, RouterLimits};
+use runner_core::{
+    CancellationToken, Envelope, Event, RawPayload, Recorder, Severity, Sink, SinkResult, Stage,
+};
+use runner_plugins::stages::dedup::DedupConfig;
+use runner_plugins::stages::severity::SeverityConfig;
+use serde_json::Value;
+
+const PAYLOADS: usize = 16_384;
+const RESOURCES: usize = 8_192;
+
+/// One ~1 KB payload in the §4.1 shape and field order.
+fn payload(i: usize) -> String {
+    let r = (i * 2_654_435_761) % RESOURCES; // scatter: repeats are not adjacent
+    let cluster = r % 100;
+    let ns = ["payments", "checkout", "search", "default"][r % 4];
+    let (fault, sev) = if i.is_multiple_of(5) {
+        ("PodCrash", "warning")
+    } else {
+        ("CrashLoop", "critical")
+    };
+    let head = format!(
+        r#"{{"subscriptionId":"sub-3f9a2c71","cluster":"prod-cluster-{cluster:03}","faultId":"{:016x}","faultType":"{fault}","severity":"{sev}","resource":{{"apiVersion":"v1","kind":"Pod","name":"{ns}-api-7d9f8b6c5-{r:05}","namespace":"{ns}","uid":"3f1c2e4a-8b7d-4c6e-9a1f-{r:012}"}},"context":"Container entered CrashLoopBackOff state, restart count: {}, waiting message: back-off 5m0s restarting failed container=app pod={ns}-api-7d9f8b6c5-{r:05}_{ns}(3f1c2e4a-8b7d-4c6e-9a1f-{r:012}), last exit code: 1, last reason: Error, termination message: "#,
+        (r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        i % 50
+    );
+    let tail = r#"","timestamp":"2025-12-20T14:02:11Z"}"#;
+    let pad = 1024usize.saturating_sub(head.len() + tail.len());
+    let filler: String =
+        "panic: runtime error: invalid memory address or nil pointer dereference; "
+            .chars()
+            .cycle()
+            .take(pad)
+            .collect();
+    format!("{head}{filler}{tail}")
+}
+
+struct Noop;
+
+/// Every agent slot stays taken: the storm case, where routing is queueing
+/// plus overflow handling.
+struct Busy;
+
+#[async_trait]
+impl Sink for Busy {
+    fn name(&self) -> &str {
+        "busy"
+    }
+    async fn handle(&self, _env: &Envelope, kill: CancellationToken) -> SinkResult {
+        kill.cancelled().await;
+        SinkResult::abandoned("killed")
+    }
+}
+
+#[async_trait]
+impl Sink for Noop {
+    fn name(&self) -> &str {
+        "noop"
+    }
+    async fn handle(&self, _env: &Envelope, _kill: CancellationToken) -> SinkResult {
+        SinkResult::completed()
+    }
+}
+
+fn stages() -> Arc<[Box<dyn Stage>]> {
+    let sev = SeverityConfig {
+        threshold: Severity::Error,
+    };
+    let dedup = DedupConfig {
+        window_seconds: 300,
+        ..DedupConfig::default()
+    };
+    vec![sev.build(), dedup.build()].into()
+}
+
+fn raw(text: &str, src: &Arc<str>) -> RawPayload {
+    RawPayload {
+        data: serde_json::from_str(text).unwrap(),
+        source: src.clone(),
+        cluster_fill: None,
+        received_at: tokio::time::Instant::now(),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let payloads: Vec<String> = (0..PAYLOADS).map(payload).collect();
+    let avg = payloads.iter().map(String::len).sum::<usize>() / payloads.len();
+    eprintln!("payloads: {PAYLOADS}, average size {avg} bytes, {RESOURCES} resources");
+    let src: Arc<str> = Arc::from("bench");
+    // Paused clock: the dedup window is advanced explicitly, not waited for.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_secs(1));
+
+    let mut i = 0usize;
+    g.bench_function("parse/serde_json::from_str", |b| {
+        b.iter(|| {
+            i = (i + 1) % PAYLOADS;
+            serde_json::from_str::<Value>(&payloads[i]).unwrap()
+        })
+    });
+    g.bench_function("parse/from_str+Event::from_json", |b| {
+        b.iter(|| {
+            i = (i + 1) % PAYLOADS;
+            let v: Value = serde_json::from_str(&payloads[i]).unwrap();
+            Event::from_json(v, None).unwrap()
+        })
+    });
+
+    g.bench_function("chain/parse+validate+severity+dedup", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let rec = Arc::new(Recorder::new(stages()));
+                let chain = StageChain::new(rec.clone());
+                let t0 = Instant::now();
+                for n in 0..iters as usize {
+                    let k = n % PAYLOADS;
+                    if k == 0 && n > 0 {
+                        tokio::time::advance(Duration::from_secs(301)).await;
+                    }
+                    rec.received();
+                    if let ChainResult::Passed(env) = chain.process(raw(&payloads[k], &src)).await {
+                        // No router here: release the dedup key at once.
+                        rec.finish(&env, runner_core::Outcome::Completed, "bench", "");
+                    }
+                }
+                t0.elapsed()
+            })
+        })
+    });
+
+    g.bench_function(
+        "pipeline/parse+validate+severity+dedup+route (agents busy)",
+        |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let rec = Arc::new(Recorder::new(stages()));
+                    let chain = StageChain::new(rec.clone());
+                    let router = Router::new(RouterLimits::default(), Arc::new(Busy), rec.clone());
+                    let t0 = Instant::now();
+                    for n in 0..iters as usize {
+                        let k = n % PAYLOADS;
+                        if k == 0 && n > 0 {
+                            tokio::time::advance(Duration::from_secs(301)).await;
+                        }
+                        rec.received();
+                        if let ChainResult::Passed(env) =
+                            chain.process(raw(&payloads[k], &src)).await
+                        {
+                            router.admit(env);
+                        }
+                        if n % 32 == 31 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    let d = t0.elapsed();
+                    router
+                        .shutdown(Duration::ZERO, CancellationToken::new())
+                        .await;
+                    assert!(rec.snapshot().adds_up());
+                    d
+                })
+            })
+        },
+    );
+
+    g.bench_function(
+        "pipeline/parse+validate+severity+dedup+route (noop agent)",
+        |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let rec = Arc::new(Recorder::new(stages()));
+                    let chain = StageChain::new(rec.clone());
+                    let limits = RouterLimits {
+                        max_concurrent: 5,
+                        global_queue: 100,
+                        cluster_queue: 10,
+                        policy: OverflowPolicy::Drop,
+                        idle_reap: Duration::from_secs(3600),
+                    };
+                    let router = Router::new(limits, Arc::new(Noop), rec.clone());
+                    let t0 = Instant::now();
+                    for n in 0..iters as usize {
+                        let k = n % PAYLOADS;
+                        if k == 0 && n > 0 {
+                            router.wait_idle().await;
+                            tokio::time::advance(Duration::from_secs(301)).await;
+                        }
+                        rec.received();
+                        if let ChainResult::Passed(env) =
+                            chain.process(raw(&payloads[k], &src)).await
+                        {
+                            router.admit(env);
+                        }
+                        // Let the router's workers and the sink run on this thread.
+                        if n % 32 == 31 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    router.wait_idle().await;
+                    let d = t0.elapsed();
+                    router
+                        .shutdown(Duration::ZERO, CancellationToken::new())
+                        .await;
+                    let s = rec.snapshot();
+                    assert!(s.adds_up(), "{s:?}");
+                    d
+                })
+            })
+        },
+    );
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
