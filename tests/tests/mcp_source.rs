@@ -515,3 +515,28 @@ async fn frozen_server_is_detected_by_the_ping_timeout() {
     let (r, stats) = finish(r, 1).await;
     assert_eq!(num(&stats, "received"), 1, "{}", r.dump());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_mode_consumes_kubernetes_events_and_ignores_faults() {
+    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let c = server.control();
+    let r = Runner::start(&config(
+        &server.url(),
+        "mode = \"events\"\nnamespaces = [\"default\"]",
+    ));
+    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+    let ev = serde_json::json!({
+        "cluster": "kind-events-test",
+        "event": {"namespace": "default", "timestamp": "2025-12-20T14:05:01Z", "type": "Warning",
+                  "reason": "BackOff", "message": "Back-off restarting failed container",
+                  "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": "web-1",
+                                     "namespace": "default", "uid": "u-1"}, "count": 7}
+    });
+    c.emit_with("kubernetes/events", "info", &ev).await;
+    // A faults-mode payload has no subscriber in events mode.
+    c.storm(1, 0).await;
+    c.emit_with("kubernetes/events", "info", &ev).await;
+    let (r, stats) = finish(r, 2).await;
+    assert_eq!(num(&stats, "received"), 2, "{}", r.dump());
+    assert_eq!(num(&stats, "invalid"), 0, "{}", r.dump());
+}

@@ -303,8 +303,10 @@ impl Attempt<'_> {
         let start = Instant::now();
         let mut ping = tokio::time::interval_at(start + cfg.ping_interval, cfg.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut check =
-            tokio::time::interval_at(start + cfg.subscription_check, cfg.subscription_check);
+        // The first check comes early: a notification sent before rmcp's
+        // GET stream was open cancels the new subscription (§5.3).
+        let first_check = cfg.subscription_check.min(Duration::from_secs(5));
+        let mut check = tokio::time::interval_at(start + first_check, cfg.subscription_check);
         check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
