@@ -143,8 +143,9 @@ impl McpSourceConfig {
         }
 
         // Token: a file wins over an environment variable.
-        let token_env: String = r
-            .opt("token_env")
+        let explicit_env: Option<String> = r.opt("token_env");
+        let token_env = explicit_env
+            .clone()
             .unwrap_or_else(|| env::MCP_TOKEN.to_string());
         let token_file: Option<String> = r.layered_opt("token_file", env::MCP_TOKEN_FILE, false);
         let (token, token_origin) = match token_file {
@@ -174,6 +175,16 @@ impl McpSourceConfig {
             None => match std::env::var(&token_env) {
                 Ok(t) if !t.trim().is_empty() => {
                     (Some(Arc::from(t.trim())), format!("env {token_env}"))
+                }
+                // Naming a variable that is not set is a mistake, not "no token".
+                _ if explicit_env.is_some() => {
+                    r.error(
+                        "token_env",
+                        format!("{token_env:?} (not set)"),
+                        "the name of a set, non-empty environment variable holding the token",
+                    );
+                    ok = false;
+                    (None, String::new())
                 }
                 _ => (None, "none".to_string()),
             },
@@ -314,6 +325,16 @@ mod tests {
         let (c, errs) = read("", &ov);
         assert!(errs.is_empty(), "{errs}");
         assert_eq!(c.unwrap().endpoint, "https://mcp.example:8443/mcp");
+    }
+
+    #[test]
+    fn named_token_env_must_be_set() {
+        let (c, errs) = read(
+            "endpoint = 'http://h/mcp'\ntoken_env = 'E2E_SURELY_UNSET_TOKEN_VAR'",
+            &Overrides::new(),
+        );
+        assert!(c.is_none());
+        assert!(errs.to_string().contains("source[0].token_env"), "{errs}");
     }
 
     #[test]
