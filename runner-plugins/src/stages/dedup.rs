@@ -415,6 +415,12 @@ mod tests {
         .unwrap()
     }
 
+    impl DedupStage {
+        fn build_boxed(self) -> Box<dyn Stage> {
+            Box::new(self)
+        }
+    }
+
     fn stage(window: u64, max_keys: usize) -> DedupStage {
         DedupStage::new(&DedupConfig {
             window_seconds: window,
@@ -706,6 +712,84 @@ mod tests {
         for k in 0..10 {
             assert!(passes(&s, &ev("c", "ns", "Pod", &format!("p{k}"))));
         }
+    }
+
+    /// End to end through the real chain and router: the router's terminal
+    /// outcomes reach `finished`, so "in flight" covers queued and running.
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_released_by_router_outcomes() {
+        use runner_core::pipeline::{ChainResult, StageChain};
+        use runner_core::router::{OverflowPolicy, Router, RouterLimits};
+        use runner_core::{CancellationToken, Envelope, RawPayload, Recorder, Sink, SinkResult};
+
+        struct Slow;
+        #[async_trait::async_trait]
+        impl Sink for Slow {
+            fn name(&self) -> &str {
+                "slow"
+            }
+            async fn handle(&self, _: &Envelope, _: CancellationToken) -> SinkResult {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                SinkResult::completed()
+            }
+        }
+        // Window 0: only the in-flight rule suppresses.
+        let stages: Vec<Box<dyn Stage>> = vec![stage(0, 100).build_boxed()];
+        let rec = Arc::new(Recorder::new(stages.into()));
+        let chain = StageChain::new(rec.clone());
+        let limits = RouterLimits {
+            max_concurrent: 1,
+            global_queue: 10,
+            cluster_queue: 1,
+            policy: OverflowPolicy::Drop,
+            idle_reap: Duration::from_secs(60),
+        };
+        let router = Router::new(limits, Arc::new(Slow), rec.clone());
+        let src: Arc<str> = Arc::from("t");
+        let send = |name: &str| {
+            rec.received();
+            RawPayload {
+                data: serde_json::json!({"cluster": "c", "severity": "critical",
+                    "resource": {"kind": "Pod", "name": name, "namespace": "ns"}}),
+                source: src.clone(),
+                cluster_fill: None,
+                received_at: Instant::now(),
+            }
+        };
+        let outcome = |r: ChainResult| match r {
+            ChainResult::Passed(env) => {
+                router.admit(env);
+                None
+            }
+            ChainResult::Stopped(o, _) => Some(o),
+        };
+        assert_eq!(outcome(chain.process(send("a")).await), None); // runs
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(outcome(chain.process(send("b")).await), None); // queued
+        // Both in flight (running / queued): duplicates.
+        assert_eq!(
+            outcome(chain.process(send("a")).await),
+            Some(Outcome::Duplicate)
+        );
+        assert_eq!(
+            outcome(chain.process(send("b")).await),
+            Some(Outcome::Duplicate)
+        );
+        // A new key on the full cluster queue drops "b": b is released at once.
+        assert_eq!(outcome(chain.process(send("c")).await), None);
+        assert_eq!(outcome(chain.process(send("b")).await), None); // drops c
+        assert_eq!(rec.snapshot().get(Outcome::Dropped), 2);
+        router.wait_idle().await;
+        // Completed: released; passes again.
+        assert_eq!(outcome(chain.process(send("a")).await), None);
+        router.wait_idle().await;
+        router
+            .shutdown(Duration::ZERO, CancellationToken::new())
+            .await;
+        let s = rec.snapshot();
+        assert!(s.adds_up(), "{s:?}");
+        assert_eq!(s.get(Outcome::Completed), 3); // a, b, a
+        assert_eq!(s.get(Outcome::Duplicate), 2);
     }
 
     fn read(toml_text: &str, ov: &Overrides) -> (Option<DedupConfig>, ConfigErrors) {
