@@ -52,12 +52,11 @@ pub enum Failure {
 /// Classifies a transport error by walking its source chain.
 pub fn classify(err: &(dyn std::error::Error + 'static)) -> Failure {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    // The root cause reads best ("Connection refused (os error 111)");
+    // the outer layers repeat rmcp's generic transport type names.
     let mut text = String::new();
     while let Some(e) = cur {
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&e.to_string());
+        text = e.to_string();
         if let Some(h) = e.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
             match h {
                 StreamableHttpError::AuthRequired(_) => return Failure::Auth("HTTP 401".into()),
@@ -74,6 +73,11 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Failure {
                     if m.starts_with("HTTP 401") || m.starts_with("HTTP 403") =>
                 {
                     return Failure::Auth(m.chars().take(200).collect());
+                }
+                // `Client` does not expose its reqwest error as a source.
+                StreamableHttpError::Client(inner) => {
+                    cur = Some(inner);
+                    continue;
                 }
                 _ => {}
             }
@@ -191,7 +195,7 @@ impl Attempt<'_> {
                         match &e {
                             rmcp::service::ClientInitializeError::TransportError { error, .. } => {
                                 match classify(error.error.as_ref()) {
-                                    Failure::Other(m) => Failure::Other(format!("{e}: {m}")),
+                                    Failure::Other(m) => Failure::Other(m),
                                     f => f,
                                 }
                             }
