@@ -3,7 +3,7 @@
 //!
 //! Design:
 //! * The table is a `DashMap` (sharded locks, no global lock; foldhash with
-//!   a per-process random seed, ~5x cheaper than SipHash here) keyed by the
+//!   a per-process random seed: cheaper than SipHash) keyed by the
 //!   *full* encoded key. Each field is written as a tag, its length and its
 //!   bytes, so field boundaries are unambiguous (`"a-b"`,`"c"` and
 //!   `"a"`,`"b-c"` are different keys) and equal hashes never merge two
@@ -12,6 +12,9 @@
 //!   terminal outcome, tracked through `Stage::finished`) or within the window
 //!   of its last admission, whichever is later. Duplicates do not extend the
 //!   window (a fault repeating every minute still gets an agent every window).
+//!   `finished` finds the key by re-encoding the event, so a stage placed
+//!   *after* dedup must not change key fields; if one does, the stale
+//!   in-flight mark is ignored after [`IN_FLIGHT_STALE`] (24 h).
 //! * Expiry is lazy: an expired entry is reused on its next lookup. When the
 //!   table grows beyond `max_keys`, one caller (an atomic flag elects it)
 //!   removes expired entries and then the oldest (by last admission, in-flight
@@ -173,6 +176,12 @@ pub struct DedupStage {
     evictions: AtomicU64,
 }
 
+/// No event stays queued or running this long (agent timeouts are minutes).
+/// An older in-flight mark is a leak, e.g. a stage after dedup changed the
+/// key fields so `finished` could not find the key, and is ignored: the key
+/// recovers instead of being suppressed until evicted.
+pub const IN_FLIGHT_STALE: Duration = Duration::from_secs(24 * 3600);
+
 const WITHIN_WINDOW: &str = "key seen within dedup window";
 const IN_FLIGHT: &str = "key still queued or running";
 
@@ -274,9 +283,10 @@ impl DedupStage {
     }
 
     fn suppressed(&self, ent: &Slot, now: Instant) -> Option<&'static str> {
-        if ent.in_flight > 0 {
+        let age = now.saturating_duration_since(ent.admitted);
+        if ent.in_flight > 0 && age < IN_FLIGHT_STALE {
             Some(IN_FLIGHT)
-        } else if now.saturating_duration_since(ent.admitted) < self.window {
+        } else if age < self.window {
             Some(WITHIN_WINDOW)
         } else {
             None
@@ -319,7 +329,9 @@ impl DedupStage {
             },
             None => {
                 ent.admitted = now;
-                ent.in_flight += 1;
+                // Not `+= 1`: a pass means nothing (live) was in flight, and
+                // this forgets a stale mark for good.
+                ent.in_flight = 1;
                 Verdict::Pass
             }
         }
@@ -485,6 +497,24 @@ mod tests {
             v => panic!("{v:?}"),
         }
         tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(passes(&s, &e));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leaked_in_flight_mark_recovers() {
+        let s = stage(300, 100);
+        let e = ev("c", "ns", "Pod", "p");
+        assert!(passes(&s, &e));
+        // A later stage renamed the event: the release misses the key.
+        let renamed = ev("c", "ns", "Pod", "p-renamed");
+        s.finished(&renamed, Outcome::Completed);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(!passes(&s, &e), "still looks in flight after an hour");
+        tokio::time::advance(IN_FLIGHT_STALE).await;
+        assert!(passes(&s, &e), "stale mark ignored");
+        // The new admission's own release works normally.
+        s.finished(&e, Outcome::Completed);
+        tokio::time::advance(Duration::from_secs(300)).await;
         assert!(passes(&s, &e));
     }
 
