@@ -70,6 +70,8 @@ impl Stage for TrackerStage {
 pub enum Behaviour {
     /// Sleeps (tokio time), stops early with `abandoned` when killed.
     Sleep(Duration),
+    /// Yields this many times (no clock: for multi-thread stress runs).
+    Yield(u32),
     /// Waits for the kill signal, then returns `abandoned`.
     Stuck,
     /// Never returns, ignores the kill signal.
@@ -157,6 +159,12 @@ impl Sink for FakeSink {
                 _ = tokio::time::sleep(d) => SinkResult::completed(),
                 _ = kill.cancelled() => SinkResult::abandoned("killed"),
             },
+            Behaviour::Yield(n) => {
+                for _ in 0..n {
+                    tokio::task::yield_now().await;
+                }
+                SinkResult::completed()
+            }
             Behaviour::Stuck => {
                 kill.cancelled().await;
                 SinkResult::abandoned("killed")
