@@ -173,6 +173,8 @@ pub struct DedupStage {
     /// Entries in `table`, kept here so the bound check does not lock every shard.
     len: AtomicUsize,
     evicting: AtomicBool,
+    /// The first live-key eviction is logged at warn, later ones at debug.
+    warned: AtomicBool,
     evictions: AtomicU64,
 }
 
@@ -198,6 +200,7 @@ impl DedupStage {
             table: DashMap::default(),
             len: AtomicUsize::new(0),
             evicting: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
             evictions: AtomicU64::new(0),
         }
     }
@@ -385,10 +388,18 @@ impl DedupStage {
         tracing::debug!(
             expired,
             evicted,
+            evictions_total = self.evictions.load(Ordering::Relaxed),
             remaining = self.len.load(Ordering::Relaxed),
             max_keys = self.max_keys,
             "dedup table over max_keys: reclaimed expired keys and evicted the oldest"
         );
+        // Evicting live keys means repeats may get agents again: say so once.
+        if evicted > 0 && !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                max_keys = self.max_keys,
+                "dedup table full of live keys: evicting the oldest (duplicates of evicted keys will pass); consider raising DEDUP_MAX_KEYS"
+            );
+        }
         self.evicting.store(false, Ordering::Release);
     }
 }
