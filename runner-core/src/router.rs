@@ -273,7 +273,12 @@ impl Router {
                 &old,
                 Outcome::Dropped,
                 "router",
-                &format!("{queue} queue full, oldest dropped"),
+                // Static text: no allocation per event in a storm.
+                if queue == "cluster" {
+                    "cluster queue full, oldest dropped"
+                } else {
+                    "global queue full, oldest dropped"
+                },
             );
         }
         if let Some((cluster, notify)) = spawn {
@@ -362,7 +367,11 @@ fn reject(inner: &Inner, env: Envelope, queue: &'static str, depth: usize) {
         &env,
         Outcome::Rejected,
         "router",
-        &format!("{queue} queue full, newest rejected"),
+        if queue == "cluster" {
+            "cluster queue full, newest rejected"
+        } else {
+            "global queue full, newest rejected"
+        },
     );
 }
 
