@@ -540,3 +540,34 @@ async fn events_mode_consumes_kubernetes_events_and_ignores_faults() {
     assert_eq!(num(&stats, "received"), 2, "{}", r.dump());
     assert_eq!(num(&stats, "invalid"), 0, "{}", r.dump());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backoff_grows_while_sessions_flap_and_resets_after_a_healthy_period() {
+    // healthy_after = max(reconnect_max 2 s, ping 1 s, check 1 s) = 2 s.
+    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let c = server.control();
+    let r = Runner::start(&config(&server.url(), ""));
+    let lost = "MCP session lost; reconnecting with a fresh session";
+    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+    for n in 1..=3usize {
+        if n == 3 {
+            // Healthy for longer than healthy_after: the backoff restarts.
+            tokio::time::sleep(Duration::from_millis(3000)).await;
+        }
+        c.cancel_subscriptions();
+        assert!(r.wait_for_count(lost, n, T).await, "{}", r.dump());
+        assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
+        assert!(
+            r.wait_for_count("subscribed to MCP events", n + 1, T).await,
+            "{}",
+            r.dump()
+        );
+    }
+    let m = r.messages(lost);
+    let delays: Vec<u64> = m.iter().map(|f| num(f, "delay_ms")).collect();
+    let failures: Vec<u64> = m.iter().map(|f| num(f, "consecutive_failures")).collect();
+    assert!((900..=1100).contains(&delays[0]), "{delays:?}");
+    assert!((1800..=2200).contains(&delays[1]), "{delays:?}");
+    assert!((900..=1100).contains(&delays[2]), "{delays:?}");
+    assert_eq!(failures, vec![1, 2, 1], "{}", r.dump());
+}
