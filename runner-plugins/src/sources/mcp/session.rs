@@ -194,10 +194,7 @@ impl Attempt<'_> {
                     } else {
                         match &e {
                             rmcp::service::ClientInitializeError::TransportError { error, .. } => {
-                                match classify(error.error.as_ref()) {
-                                    Failure::Other(m) => Failure::Other(m),
-                                    f => f,
-                                }
+                                classify(error.error.as_ref())
                             }
                             other => Failure::Other(other.to_string()),
                         }
