@@ -4,15 +4,21 @@
 //! cargo run --release -p runner-plugins --example mcp_load -- [EVENTS] [ROUNDS]
 //!
 //! For each round, a fresh in-process test server emits EVENTS distinct
-//! faults (a storm) to one subscriber:
-//! * `raw`    – a bare rmcp client whose handler only counts notifications;
-//! * `source` – the real `McpSource` (session setup, logger dispatch,
-//!   non-blocking intake hand-off) with a drain task that counts;
-//! * `parsed` – the same, the drain task also parses every payload into an
-//!   `Event` as the pipeline does.
+//! faults (a storm) to one subscriber, measured four ways:
+//! * `raw rmcp` – a bare rmcp client (same transport settings, own
+//!   current-thread runtime) whose handler only counts notifications;
+//! * `source, lazy consumer` – the real `McpSource`; its intake is drained
+//!   once per millisecond, which isolates the source's own cost;
+//! * `source, per-payload consumer` – drained like the pipeline does, one
+//!   `recv` per payload (the source thread pays for waking the consumer);
+//! * `source + parse` – that consumer also parses each payload into an
+//!   `Event`.
 //!
-//! The clock runs from the first to the last notification received, so
-//! session setup is excluded. Server and client share the machine's cores.
+//! Reported: the receive rate (first to last notification, session setup
+//! excluded) and the CPU time of the client thread per notification (the
+//! thread running rmcp and the handler; from /proc, 10 ms ticks). The rate
+//! is noisy when other work shares the cores (the server runs in the same
+//! process); the CPU per notification is the steadier figure.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,7 +90,8 @@ impl ClientHandler for Counting {
     }
 }
 
-async fn raw(events: u64) -> f64 {
+/// (rate, client-thread CPU µs per notification)
+async fn raw(events: u64) -> (f64, f64) {
     let server = TestServer::start(Scenario::empty()).await.unwrap();
     let counting = Counting::default();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -94,67 +101,59 @@ async fn raw(events: u64) -> f64 {
     let url = server.url();
     let c = counting.clone();
     // Same runtime shape as the source: a current-thread runtime of its own.
-    let client = std::thread::spawn(move || {
-        rt.block_on(async move {
-            let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                .reinit_on_expired_session(false);
-            let t = StreamableHttpClientTransport::with_client(reqwest::Client::new(), cfg);
-            let s = c.clone().serve(t).await.unwrap();
-            #[allow(deprecated)]
-            s.set_level(SetLevelRequestParams::new(LoggingLevel::Info))
-                .await
-                .unwrap();
-            let mut args = Map::new();
-            args.insert("mode".into(), "faults".into());
-            s.call_tool(CallToolRequestParams::new("events_subscribe").with_arguments(args))
-                .await
-                .unwrap();
-            c.wait(events).await;
-            let _ = s.cancel().await;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let client = std::thread::Builder::new()
+        .name("mcpbench-raw".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                    .reinit_on_expired_session(false);
+                let t = StreamableHttpClientTransport::with_client(reqwest::Client::new(), cfg);
+                let s = c.clone().serve(t).await.unwrap();
+                #[allow(deprecated)]
+                s.set_level(SetLevelRequestParams::new(LoggingLevel::Info))
+                    .await
+                    .unwrap();
+                let mut args = Map::new();
+                args.insert("mode".into(), "faults".into());
+                s.call_tool(CallToolRequestParams::new("events_subscribe").with_arguments(args))
+                    .await
+                    .unwrap();
+                let _ = done_rx.await;
+                let _ = s.cancel().await;
+            })
         })
-    });
+        .unwrap();
     assert!(
         server
             .control()
             .wait_for_subscriber(1, Duration::from_secs(30))
             .await
     );
+    let cpu0 = thread_cpu("mcpbench-raw");
     server.control().storm(events, 0).await;
     counting.wait(events).await;
+    let cpu = thread_cpu("mcpbench-raw") - cpu0;
+    let _ = done_tx.send(());
     client.join().unwrap();
     server.shutdown().await;
-    counting.rate()
+    (counting.rate(), us_per(cpu, events))
 }
 
-/// (submit-side rate, consumer-side rate)
+/// (consumer-side rate, source-thread CPU µs per notification)
 async fn source(events: u64, parse: bool, lazy: bool) -> (f64, f64) {
     let server = TestServer::start(Scenario::empty()).await.unwrap();
     let mut errs = ConfigErrors::default();
     let mut eff = Vec::new();
     let ov = Overrides::new();
-    let table: toml::Table = format!("endpoint = {:?}", server.url()).parse().unwrap();
+    let table: toml::Table = format!("name = \"bench\"\nendpoint = {:?}", server.url())
+        .parse()
+        .unwrap();
     let mut r = TableReader::new("source[0]", table, &ov, &mut errs, &mut eff);
     let cfg = McpSourceConfig::read(&mut r, 0).expect("config");
     r.finish();
     let (tx, mut rx) = tokio::sync::mpsc::channel(events as usize + 16);
     let recorder = Arc::new(Recorder::new(Arc::from(Vec::new())));
-    // Submit side: the intake counts `received` inside the source's
-    // handler; poll it to time the source alone (without the consumer).
-    let rec = recorder.clone();
-    let poller = std::thread::spawn(move || {
-        let mut first = None;
-        loop {
-            let n = rec.snapshot().received;
-            if n >= 1 && first.is_none() {
-                first = Some(Instant::now());
-            }
-            if n >= events {
-                let f: Instant = first.expect("first seen");
-                return (events - 1) as f64 / f.elapsed().as_secs_f64();
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    });
     let shutdown = CancellationToken::new();
     let ctx = SourceContext {
         intake: Intake::new(tx, recorder),
@@ -198,13 +197,44 @@ async fn source(events: u64, parse: bool, lazy: bool) -> (f64, f64) {
             .wait_for_subscriber(1, Duration::from_secs(30))
             .await
     );
+    let cpu0 = thread_cpu("mcp-bench");
     server.control().storm(events, 0).await;
     counting.wait(events).await;
+    let cpu = thread_cpu("mcp-bench") - cpu0;
     shutdown.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(drain.await.unwrap(), 0, "every generated fault parses");
     server.shutdown().await;
-    (poller.join().unwrap(), counting.rate())
+    (counting.rate(), us_per(cpu, events))
+}
+
+/// CPU time (user + system) of this process's threads whose name starts
+/// with `prefix` (Linux /proc; 10 ms ticks).
+fn thread_cpu(prefix: &str) -> Duration {
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut ticks = 0u64;
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.trim().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" of the comm: state is #3, utime #14, stime #15.
+        let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 12 {
+            ticks += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+        }
+    }
+    Duration::from_secs_f64(ticks as f64 / tick)
+}
+
+fn us_per(cpu: Duration, events: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / events as f64
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -217,26 +247,45 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let events: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
-    let (mut r, mut l, mut s, mut p) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut rows: [Vec<(f64, f64)>; 4] = Default::default();
+    let names = [
+        "raw rmcp",
+        "source, lazy consumer",
+        "source, per-payload consumer",
+        "source + parse",
+    ];
     for round in 1..=rounds {
-        let a = raw(events).await;
-        let (lz, _) = source(events, false, true).await;
-        let (_, b) = source(events, false, false).await;
-        let (_, c) = source(events, true, false).await;
-        println!(
-            "round {round}: raw rmcp {a:>7.0}/s | source: lazy consumer {lz:>7.0}/s, per-payload consumer {b:>7.0}/s, + parse {c:>7.0}/s"
-        );
-        r.push(a);
-        l.push(lz);
-        s.push(b);
-        p.push(c);
+        let got = [
+            raw(events).await,
+            source(events, false, true).await,
+            source(events, false, false).await,
+            source(events, true, false).await,
+        ];
+        print!("round {round}:");
+        for (i, (rate, cpu)) in got.into_iter().enumerate() {
+            print!(" | {} {rate:.0}/s {cpu:.1}µs", names[i]);
+            rows[i].push((rate, cpu));
+        }
+        println!();
     }
-    let (a, lz, b, c) = (median(r), median(l), median(s), median(p));
-    let pct = |x: f64| (x / a - 1.0) * 100.0;
+    let med: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|v| {
+            (
+                median(v.iter().map(|x| x.0).collect()),
+                median(v.iter().map(|x| x.1).collect()),
+            )
+        })
+        .collect();
     println!(
-        "median of {rounds} x {events} events: raw rmcp {a:.0}/s; source with lazy consumer {lz:.0}/s ({:+.1} %), per-payload consumer {b:.0}/s ({:+.1} %), + parse {c:.0}/s ({:+.1} %)",
-        pct(lz),
-        pct(b),
-        pct(c)
+        "median of {rounds} rounds x {events} events (rate; client-thread CPU per notification):"
     );
+    for (i, (rate, cpu)) in med.iter().enumerate() {
+        println!(
+            "  {:<30} {rate:>8.0}/s ({:+6.1} %)  {cpu:>5.1} µs ({:+6.1} %)",
+            names[i],
+            (rate / med[0].0 - 1.0) * 100.0,
+            (cpu / med[0].1 - 1.0) * 100.0
+        );
+    }
 }
