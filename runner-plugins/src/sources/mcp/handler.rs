@@ -47,6 +47,14 @@ pub struct SessionSignals {
     pub subscription_id: OnceLock<String>,
 }
 
+impl std::fmt::Debug for SessionSignals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSignals")
+            .field("raised", &self.trouble.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
 impl SessionSignals {
     pub fn raise(&self, reason: impl Into<String>) {
         let mut r = self.reason.lock().expect("signal lock");
@@ -133,20 +141,11 @@ impl ClientHandler for Handler {
 /// cancels subscriptions it cannot deliver to (protocol §5.3), so the
 /// session is replaced by a fresh one.
 #[derive(Debug)]
-pub struct StreamWatch(pub Arc<SessionSignalsRef>);
-
-/// `Debug` wrapper (the retry-policy trait requires `Debug`).
-pub struct SessionSignalsRef(pub Arc<SessionSignals>);
-
-impl std::fmt::Debug for SessionSignalsRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SessionSignals")
-    }
-}
+pub struct StreamWatch(pub Arc<SessionSignals>);
 
 impl SseRetryPolicy for StreamWatch {
     fn retry(&self, _current_times: usize) -> Option<Duration> {
-        self.0.0.raise("event stream (GET) closed");
+        self.0.raise("event stream (GET) closed");
         None
     }
 }

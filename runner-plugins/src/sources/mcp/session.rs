@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::parse_retry_after;
 use super::config::McpSourceConfig;
-use super::handler::{Handler, SessionSignals, SessionSignalsRef, SourceShared, StreamWatch};
+use super::handler::{Handler, SessionSignals, SourceShared, StreamWatch};
 
 /// How a session ended.
 #[derive(Debug)]
@@ -174,7 +174,7 @@ impl Attempt<'_> {
             // A silently re-initialized session has no level and no
             // subscription (stack-notes): surface the 404 instead.
             .reinit_on_expired_session(false);
-        tcfg.retry_config = Arc::new(StreamWatch(Arc::new(SessionSignalsRef(signals.clone()))));
+        tcfg.retry_config = Arc::new(StreamWatch(signals.clone()));
         if let Some(t) = &self.cfg.token {
             tcfg = tcfg.auth_header(t.to_string());
         }
