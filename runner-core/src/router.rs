@@ -1,7 +1,8 @@
 //! The cluster router: bounded per-cluster queues, one worker per cluster,
 //! a global cap on running sink calls, and overflow policies.
 //!
-//! Invariants (tested in `tests` below and in the property tests):
+//! Invariants (tested in `tests/router_props.rs`, a proptest with a model
+//! of the queues, and `tests/router_invariants.rs`, on tokio's paused clock):
 //! * at most `max_concurrent` sink calls run at any instant;
 //! * at most one sink call per cluster at any instant;
 //! * a cluster queue never holds more than `cluster_queue` events and all
@@ -11,9 +12,10 @@
 //!   new one; either way exactly one event gets an outcome;
 //! * global slots are handed out first come, first served (tokio's
 //!   semaphore is FIFO), so a busy cluster cannot starve the others: after
-//!   each run a worker queues behind everyone already waiting.
-//! * a sink that ignores the kill signal is aborted [`KILL_WAIT`] after it,
-//!   so shutdown always returns.
+//!   each run a worker queues behind everyone already waiting;
+//! * a panicking sink is recorded `failed` and frees its slot and cluster;
+//! * a sink that ignores the kill signal is dropped [`KILL_WAIT`] after it
+//!   (recorded `abandoned`), so shutdown always returns.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -36,7 +38,7 @@ use crate::record::Recorder;
 use crate::sink::{Sink, SinkResult};
 
 /// How long a running sink call may take to honour the kill signal before
-/// its task is aborted (dropped) and the event recorded `abandoned`.
+/// its future is dropped and the event recorded `abandoned`.
 pub const KILL_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
