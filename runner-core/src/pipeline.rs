@@ -19,6 +19,8 @@ use crate::sink::Sink;
 use crate::source::{Intake, RawPayload, Source, SourceContext, SourceError};
 use crate::stage::{Stage, Verdict};
 
+const INTAKE_BATCH: usize = 64;
+
 /// Everything a pipeline is made of, as produced by the config compiler.
 pub struct PipelineParts {
     pub sources: Vec<Box<dyn Source>>,
@@ -242,7 +244,14 @@ async fn run(
     let chain = StageChain::new(recorder.clone());
     let mut fatal: Option<SourceError> = None;
     let mut sources_done = source_tasks.is_empty();
+    let mut intake_open = true;
+    // Drained in batches: one wake-up per burst instead of one per payload.
+    let mut batch = Vec::with_capacity(INTAKE_BATCH);
     loop {
+        if sources_done && !intake_open {
+            // Every source has ended and nothing more can arrive.
+            break;
+        }
         tokio::select! {
             biased;
             _ = handle.graceful.cancelled() => break,
@@ -262,15 +271,15 @@ async fn run(
                 }
                 sources_done = source_tasks.is_empty();
             }
-            raw = rx.recv() => match raw {
-                Some(raw) => {
+            n = rx.recv_many(&mut batch, INTAKE_BATCH), if intake_open => {
+                if n == 0 {
+                    intake_open = false;
+                    continue;
+                }
+                for raw in batch.drain(..) {
                     if let ChainResult::Passed(env) = chain.process(raw).await {
                         router.admit(env);
                     }
-                }
-                None => {
-                    // Every source has ended: nothing more can arrive.
-                    if sources_done { break; }
                 }
             }
         }

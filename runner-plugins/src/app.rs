@@ -59,16 +59,21 @@ fn runtime() -> tokio::runtime::Runtime {
 pub fn init_logging(level: &str, format: &str) {
     use tracing_subscriber::EnvFilter;
     // RUST_LOG, when set, refines LOG_LEVEL for debugging a single module.
+    // rmcp is silenced by default: it logs handled reconnects as errors, and
+    // the MCP source already logs every loss with its cause
+    // (RUST_LOG=info,rmcp=debug shows it).
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|s| EnvFilter::try_new(s).ok())
         .unwrap_or_else(|| {
             EnvFilter::new(format!(
-                "{level},rmcp=warn,wasmtime=warn,cranelift=warn,hyper=warn,reqwest=warn"
+                "{level},rmcp=off,wasmtime=warn,cranelift=warn,hyper=warn,reqwest=warn"
             ))
         });
+    use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
         b.json().try_init()
