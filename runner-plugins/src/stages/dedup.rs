@@ -309,16 +309,20 @@ impl DedupStage {
         }
         // The shard lock held by `entry` makes check-and-insert atomic: two
         // racing events with one key yield exactly one admission.
-        match self.table.entry(Box::from(key)) {
+        let len = match self.table.entry(Box::from(key)) {
             Entry::Occupied(mut o) => return self.decide(o.get_mut(), now),
             Entry::Vacant(v) => {
+                // Counted while the shard lock is held, so an eviction can
+                // never remove (and subtract) the entry before it was added.
+                let len = self.len.fetch_add(1, Ordering::Relaxed) + 1;
                 v.insert(Slot {
                     admitted: now,
                     in_flight: 1,
                 });
+                len
             }
-        }
-        if self.len.fetch_add(1, Ordering::Relaxed) + 1 > self.max_keys {
+        };
+        if len > self.max_keys {
             self.evict(now);
         }
         Verdict::Pass
@@ -831,6 +835,94 @@ mod tests {
         assert!(s.adds_up(), "{s:?}");
         assert_eq!(s.get(Outcome::Completed), 3); // a, b, a
         assert_eq!(s.get(Outcome::Duplicate), 2);
+    }
+
+    /// A tiny reference model of the rules (no eviction: max_keys is large).
+    #[derive(Default)]
+    struct Model {
+        keys: std::collections::HashMap<u8, (u64, bool)>, // admitted at (s), in flight
+    }
+
+    impl Model {
+        fn process(&mut self, k: u8, now: u64, window: u64) -> bool {
+            match self.keys.get(&k) {
+                Some(&(at, in_flight)) if in_flight || now - at < window => false,
+                _ => {
+                    self.keys.insert(k, (now, true));
+                    true
+                }
+            }
+        }
+        fn finished(&mut self, k: u8) {
+            if let Some(e) = self.keys.get_mut(&k) {
+                e.1 = false;
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Event(u8),
+        Finish(u8),
+        Advance(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u8..12).prop_map(Op::Event),
+            2 => (0u8..12).prop_map(Op::Finish),
+            1 => (0u64..400).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+
+        /// Random events, releases and clock moves agree with the model
+        /// verdict for verdict; with a small table, the bound always holds.
+        #[test]
+        fn matches_model_and_bound(ops in proptest::collection::vec(op(), 1..200), window in 0u64..300, max_keys in 1usize..8) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            rt.block_on(async {
+                let s = stage(window, 1_000);
+                let small = stage(window, max_keys);
+                let mut m = Model::default();
+                let mut now = 0u64;
+                // Releases only for events that passed and are not released yet.
+                let mut live: Vec<u8> = Vec::new();
+                let ev_of = |k: u8| ev("c", "ns", "Pod", &format!("p{k}"));
+                for o in ops {
+                    match o {
+                        Op::Event(k) => {
+                            let e = ev_of(k);
+                            let got = passes(&s, &e);
+                            proptest::prop_assert_eq!(got, m.process(k, now, window), "key {} at {}", k, now);
+                            if got {
+                                live.push(k);
+                            }
+                            passes(&small, &e);
+                            proptest::prop_assert!(small.len() <= max_keys, "len {} > {}", small.len(), max_keys);
+                        }
+                        Op::Finish(k) => {
+                            if let Some(i) = live.iter().position(|x| *x == k) {
+                                live.swap_remove(i);
+                                let e = ev_of(k);
+                                s.finished(&e, Outcome::Completed);
+                                small.finished(&e, Outcome::Completed);
+                                m.finished(k);
+                            }
+                        }
+                        Op::Advance(d) => {
+                            tokio::time::advance(Duration::from_secs(d)).await;
+                            now += d;
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(s.evictions(), 0);
+                Ok(())
+            })?;
+        }
     }
 
     fn read(toml_text: &str, ov: &Overrides) -> (Option<DedupConfig>, ConfigErrors) {
