@@ -154,7 +154,22 @@ impl StageChain {
         );
         let stages = self.recorder.stages().clone();
         for (i, stage) in stages.iter().enumerate() {
-            let verdict = stage.process(&mut env.event).resolve().await;
+            let verdict = match guarded(stage.as_ref(), &mut env.event).await {
+                Ok(v) => v,
+                Err(msg) => {
+                    // A stage bug must not take the intake down with every
+                    // event in flight: this event fails closed (never reaches
+                    // an agent unfiltered), the next one is processed.
+                    tracing::error!(stage = stage.name(), panic = %msg, "stage panicked; event failed");
+                    self.recorder
+                        .stage_counters(i)
+                        .dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.recorder
+                        .finish(&env, Outcome::Failed, stage.name(), "stage panicked");
+                    return ChainResult::Stopped(Outcome::Failed, Cow::Borrowed("stage panicked"));
+                }
+            };
             let c = self.recorder.stage_counters(i);
             match verdict {
                 Verdict::Pass => {
@@ -173,6 +188,31 @@ impl StageChain {
             env.passed_stages = i + 1;
         }
         ChainResult::Passed(env)
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Runs one stage, turning a panic (in `process` or its future) into an error.
+async fn guarded(stage: &dyn Stage, event: &mut crate::event::Event) -> Result<Verdict, String> {
+    use futures::FutureExt;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    // The explicit FnOnce bound lets the closure hand out the event borrow.
+    fn catch<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+        catch_unwind(AssertUnwindSafe(f))
+    }
+    match catch(move || stage.process(event)) {
+        Err(p) => Err(panic_message(p)),
+        Ok(crate::stage::StageFuture::Ready(v)) => Ok(v),
+        Ok(crate::stage::StageFuture::Pending(f)) => AssertUnwindSafe(f)
+            .catch_unwind()
+            .await
+            .map_err(panic_message),
     }
 }
 
@@ -315,5 +355,54 @@ async fn run(
         stages: recorder.stage_stats(),
         shutdown: report_router,
         fatal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::StageFuture;
+
+    struct Boom;
+    impl Stage for Boom {
+        fn name(&self) -> &str {
+            "boom"
+        }
+        fn process<'a>(&'a self, event: &'a mut Event) -> StageFuture<'a> {
+            if event.resource.name == "bad" {
+                panic!("boom on {}", event.resource.name);
+            }
+            StageFuture::Ready(Verdict::Pass)
+        }
+    }
+
+    fn raw(name: &str) -> RawPayload {
+        RawPayload {
+            data: serde_json::json!({"cluster":"c","severity":"critical","resource":{"name": name}}),
+            source: Arc::from("t"),
+            cluster_fill: None,
+            received_at: tokio::time::Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_stage_fails_that_event_only() {
+        let stages: Arc<[Box<dyn Stage>]> = vec![Box::new(Boom) as Box<dyn Stage>].into();
+        let rec = Arc::new(Recorder::new(stages));
+        let chain = StageChain::new(rec.clone());
+        for name in ["ok", "bad", "ok2"] {
+            rec.received();
+            let r = chain.process(raw(name)).await;
+            match (name, r) {
+                ("bad", ChainResult::Stopped(o, _)) => assert_eq!(o, Outcome::Failed),
+                (_, ChainResult::Passed(env)) => rec.finish(&env, Outcome::Completed, "test", ""),
+                (n, _) => panic!("unexpected result for {n}"),
+            }
+        }
+        let s = rec.snapshot();
+        assert!(s.adds_up());
+        assert_eq!(s.get(Outcome::Failed), 1);
+        assert_eq!(s.get(Outcome::Completed), 2);
+        assert_eq!(rec.stage_stats()[0].dropped, 1);
     }
 }
