@@ -24,7 +24,7 @@ pub fn main() -> ExitCode {
     let ov = cli::overrides(sub, |k| std::env::var(k).ok());
     match name {
         "config-reference" => {
-            print!("{}", crate::settings::reference_table());
+            print_stdout(&crate::settings::reference_table());
             ExitCode::SUCCESS
         }
         "validate" => validate(&cli::config_path(sub), &ov),
@@ -82,6 +82,11 @@ pub fn init_logging(level: &str, format: &str) {
     };
 }
 
+/// Writes to stdout; a closed pipe (`runner validate | head`) is not an error.
+pub fn print_stdout(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn print_errors(errs: &ConfigErrors) {
     eprint!("error: {errs}");
 }
@@ -95,28 +100,27 @@ pub fn log_effective(effective: &[Effective]) {
 fn validate(path: &Path, ov: &Overrides) -> ExitCode {
     match compile::compile_file(path, ov, false) {
         Ok(c) => {
-            println!("{}: valid", path.display());
-            println!(
-                "  sources: {}",
-                c.sources
-                    .iter()
-                    .map(|s| s.name().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            let mut out = format!("{}: valid\n", path.display());
+            let names = |v: Vec<String>, sep: &str| v.join(sep);
+            out += &format!(
+                "  sources: {}\n",
+                names(
+                    c.sources.iter().map(|s| s.name().to_string()).collect(),
+                    ", "
+                )
             );
-            println!(
-                "  stages:  {}",
-                c.stages
-                    .iter()
-                    .map(|s| s.name().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" -> ")
+            out += &format!(
+                "  stages:  {}\n",
+                names(
+                    c.stages.iter().map(|s| s.name().to_string()).collect(),
+                    " -> "
+                )
             );
-            println!("  sink:    {}", c.sink.name());
-            println!("effective configuration:");
+            out += &format!("  sink:    {}\neffective configuration:\n", c.sink.name());
             for e in &c.effective {
-                println!("  {} = {} ({})", e.key, e.value, e.origin.as_str());
+                out += &format!("  {} = {} ({})\n", e.key, e.value, e.origin.as_str());
             }
+            print_stdout(&out);
             ExitCode::from(EXIT_OK)
         }
         Err(errs) => {

@@ -243,7 +243,7 @@ pub async fn run(dir: Option<PathBuf>, ov: &Overrides) -> ExitCode {
     }
     match run_inner(&root, ov).await {
         Ok(report) => {
-            print!("{}", summary_table(&report, &root));
+            app::print_stdout(&summary_table(&report, &root));
             app::log_final(&report);
             if report.fatal.is_some() || !report.stats.adds_up() {
                 ExitCode::from(app::EXIT_FATAL)
