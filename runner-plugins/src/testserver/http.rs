@@ -1,5 +1,7 @@
-//! The Streamable HTTP side of the test server, shaped like go-sdk v1.2.0's
-//! `StreamableHTTPHandler` as the events fork configures it (protocol §1).
+//! The HTTP front of the test server: rmcp's `StreamableHttpService` does the
+//! MCP protocol; this handler in front of it adds what go-sdk v1.2.0's
+//! `StreamableHTTPHandler` does differently (protocol §1) and the scripted
+//! failure modes (see the module docs of `testserver`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,19 +9,69 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use futures::StreamExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::gojson::{marshal_indent, now_rfc3339};
-use super::{
-    Inner, MAX_GLOBAL, MAX_PER_SESSION, SUPPORTED_VERSIONS, Serving, Session, StreamSlot, Sub,
-};
+use super::rmcp_handler::{Handler, SessionRef};
+use super::{Inner, SUPPORTED_VERSIONS, Serving, Session, StreamSlot};
 
 const SESSION_HEADER: &str = "mcp-session-id";
+const MAX_BODY: usize = 4 << 20;
+
+type Service = StreamableHttpService<Handler, LocalSessionManager>;
+
+/// One incarnation of the rmcp service: its sessions die with it.
+pub(super) struct Mcp {
+    svc: Service,
+    ct: CancellationToken,
+}
+
+fn new_mcp(inner: &Arc<Inner>) -> Mcp {
+    let mut sessions = LocalSessionManager::default();
+    // Like the Go server: no session timeout, no priming/retry events, and
+    // `stream_capacity` messages buffered towards a GET stream.
+    sessions.session_config.keep_alive = None;
+    sessions.session_config.sse_retry = None;
+    sessions.session_config.channel_capacity = inner.opts.stream_capacity.max(1);
+    let ct = CancellationToken::new();
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(true)
+        .with_sse_keep_alive(None)
+        .with_sse_retry(None)
+        .with_cancellation_token(ct.clone())
+        // go-sdk checks no Host header (the binary may listen on 0.0.0.0).
+        .disable_allowed_hosts();
+    let weak = Arc::downgrade(inner);
+    let svc = StreamableHttpService::new(
+        move || {
+            Ok(Handler {
+                inner: weak.clone(),
+            })
+        },
+        Arc::new(sessions),
+        config,
+    );
+    Mcp { svc, ct }
+}
+
+/// Drops the current rmcp service: every session it knew is gone.
+pub(super) fn reset_mcp(inner: &Inner) {
+    if let Some(old) = inner.mcp.lock().unwrap().take() {
+        old.ct.cancel();
+    }
+}
+
+fn current(inner: &Arc<Inner>) -> Service {
+    let mut slot = inner.mcp.lock().unwrap();
+    slot.get_or_insert_with(|| new_mcp(inner)).svc.clone()
+}
 
 pub(super) fn serve(inner: &Arc<Inner>, listener: tokio::net::TcpListener) {
     let app = Router::new()
@@ -68,44 +120,120 @@ fn text(status: StatusCode, body: &str) -> Response {
         .into_response()
 }
 
-/// One JSON-RPC message as a one-event SSE response (no `id:` line).
-fn sse_one(msg: &Value, session: Option<&str>) -> Response {
-    let body = format!("event: message\ndata: {msg}\n\n");
-    let mut r = Response::new(Body::from(body));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Some(s) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
-        h.insert(SESSION_HEADER, s);
+/// Clears the session's stream slot when its GET body goes away.
+struct Guard {
+    session: Arc<Session>,
+    generation: u64,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut slot = self.session.stream.lock().unwrap();
+        if slot
+            .as_ref()
+            .is_some_and(|s| s.generation == self.generation)
+        {
+            *slot = None;
+        }
     }
-    r
 }
 
-fn result(id: &Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
-}
-
-fn rpc_error(id: &Value, code: i64, message: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
-}
-
-fn tool_text(text: String, is_error: bool) -> Value {
-    let mut v = json!({"content": [{"type": "text", "text": text}]});
-    if is_error {
-        v["isError"] = json!(true);
+/// rmcp frame (`data:` + `id: N`) → go-sdk frame (`event: message` + `data:`,
+/// no `id:`/`retry:`). rmcp's SSE body yields one whole event per chunk.
+///
+/// On a GET stream (`seen` set) frames rmcp replays are dropped: every new
+/// standalone stream of a session starts with rmcp re-sending its cache of
+/// earlier standalone messages (a resumption the Go server never does).
+/// Their ids are the common channel's running index, so anything at or
+/// below the highest index already passed on is a replay.
+fn go_frame(b: Bytes, seen: Option<&Session>) -> Option<Bytes> {
+    let Ok(s) = std::str::from_utf8(&b) else {
+        return Some(b);
+    };
+    if let Some(session) = seen
+        && let Some(idx) = s
+            .lines()
+            .find_map(|l| l.strip_prefix("id:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        let mut last = session.common_seen.lock().unwrap();
+        if last.is_some_and(|l| idx <= l) {
+            return None;
+        }
+        *last = Some(idx);
     }
-    v
+    let mut out = String::with_capacity(s.len() + 16);
+    if !s.lines().any(|l| l.starts_with("event:")) && s.lines().any(|l| l.starts_with("data:")) {
+        out.push_str("event: message\n");
+    }
+    for l in s.split_inclusive('\n') {
+        if !(l.starts_with("id:") || l.starts_with("retry:")) {
+            out.push_str(l);
+        }
+    }
+    Some(Bytes::from(out))
 }
 
-async fn mcp(
-    State(inner): State<Arc<Inner>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Passes an rmcp SSE body through: frames rewritten, raw frames spliced in
+/// from `inject`, and an abrupt cut (connection error) when `kill` fires.
+fn wrap_sse(
+    body: Body,
+    inject: Option<mpsc::Receiver<Bytes>>,
+    kill: CancellationToken,
+    guard: Option<Guard>,
+) -> Body {
+    let seen = guard.as_ref().map(|g| g.session.clone());
+    let state = Some((body.into_data_stream(), inject, kill, guard, seen));
+    let stream = futures::stream::unfold(state, |state| async move {
+        let (mut data, mut inject, kill, guard, seen) = state?;
+        let item = loop {
+            tokio::select! {
+                biased;
+                _ = kill.cancelled() => return Some((Err(std::io::Error::other("stream killed")), None)),
+                Some(b) = recv_opt(&mut inject) => break Ok(b),
+                m = data.next() => match m {
+                    None => return None,
+                    Some(Ok(b)) => {
+                        if let Some(b) = go_frame(b, seen.as_deref()) {
+                            break Ok(b);
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(std::io::Error::other(e)), None)),
+                },
+            }
+        };
+        Some((item, Some((data, inject, kill, guard, seen))))
+    });
+    Body::from_stream(stream)
+}
+
+fn is_sse(r: &Response) -> bool {
+    r.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// Hands the request to rmcp; SSE answers are cut on restart/shutdown.
+async fn forward(inner: &Arc<Inner>, req: Request) -> Response {
+    let r = current(inner).handle(req).await.map(Body::new);
+    if !is_sse(&r) {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let body = wrap_sse(body, None, inner.epoch().child_token(), None);
+    Response::from_parts(parts, body)
+}
+
+async fn mcp(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    let headers = req.headers().clone();
     // A frozen server accepts the request and never answers it.
     let mut frozen = inner.frozen.subscribe();
     if *frozen.borrow() {
@@ -161,8 +289,8 @@ async fn mcp(
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    match method {
-        Method::GET => get_stream(&inner, &headers, session_id).await,
+    match req.method().clone() {
+        Method::GET => get_stream(&inner, req, session_id).await,
         Method::DELETE => {
             let Some(id) = session_id else {
                 return text(
@@ -170,27 +298,28 @@ async fn mcp(
                     "DELETE requires an Mcp-Session-Id header",
                 );
             };
-            let removed = inner.sessions.lock().unwrap().remove(&id);
-            match removed {
-                Some(s) => {
-                    s.kill_stream();
-                    inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
-                    inner.changed.notify_waiters();
-                    StatusCode::NO_CONTENT.into_response()
-                }
-                None => text(StatusCode::NOT_FOUND, "session not found"),
+            if inner.session(&id).is_none() {
+                return text(StatusCode::NOT_FOUND, "session not found");
             }
+            let r = forward(&inner, req).await;
+            if !r.status().is_success() {
+                return r;
+            }
+            let removed = inner.sessions.lock().unwrap().remove(&id);
+            if let Some(s) = removed {
+                s.kill_stream();
+                inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
+                inner.changed.notify_waiters();
+            }
+            // rmcp answers 202; go-sdk 204 (protocol §2.1).
+            StatusCode::NO_CONTENT.into_response()
         }
-        Method::POST => post(&inner, &headers, session_id, &body).await,
+        Method::POST => post(&inner, req, session_id).await,
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     }
 }
 
-async fn get_stream(
-    inner: &Arc<Inner>,
-    headers: &HeaderMap,
-    session_id: Option<String>,
-) -> Response {
+async fn get_stream(inner: &Arc<Inner>, mut req: Request, session_id: Option<String>) -> Response {
     let Some(id) = session_id else {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -200,7 +329,9 @@ async fn get_stream(
     let Some(session) = inner.session(&id) else {
         return text(StatusCode::NOT_FOUND, "session not found");
     };
-    if let Some(v) = headers.get("last-event-id") {
+    // No resumption (rmcp would replay its cache): go-sdk without an
+    // event store refuses it.
+    if let Some(v) = req.headers().get("last-event-id") {
         let v = v.to_str().unwrap_or("");
         let looks_valid = v
             .split_once('_')
@@ -214,14 +345,16 @@ async fn get_stream(
             )
         };
     }
-    let (tx, rx) = mpsc::channel::<Bytes>(inner.opts.stream_capacity.max(1));
-    let kill = CancellationToken::new();
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let kill = inner.epoch().child_token();
     let generation = inner.stream_gen.fetch_add(1, Ordering::Relaxed) + 1;
     {
+        // go-sdk refuses a second standalone stream; rmcp would open a
+        // silent "shadow" stream instead.
         let mut slot = session.stream.lock().unwrap();
         if slot
             .as_ref()
-            .is_some_and(|s| !s.tx.is_closed() && !s.kill.is_cancelled())
+            .is_some_and(|s| !s.inject.is_closed() && !s.kill.is_cancelled())
         {
             return text(
                 StatusCode::CONFLICT,
@@ -230,61 +363,27 @@ async fn get_stream(
         }
         *slot = Some(StreamSlot {
             generation,
-            tx,
+            inject: tx,
             kill: kill.clone(),
         });
     }
+    let guard = Guard {
+        session: session.clone(),
+        generation,
+    };
+    req.extensions_mut().insert(SessionRef(session));
+    let r = current(inner).handle(req).await.map(Body::new);
+    if r.status() != StatusCode::OK || !is_sse(&r) {
+        return r; // the guard clears the slot
+    }
     inner.counters.get_streams.fetch_add(1, Ordering::Relaxed);
     inner.changed.notify_waiters();
-    struct Guard {
-        session: Arc<Session>,
-        generation: u64,
-    }
-    impl Drop for Guard {
-        // The client went away: the session has no stream any more.
-        fn drop(&mut self) {
-            let mut slot = self.session.stream.lock().unwrap();
-            if slot
-                .as_ref()
-                .is_some_and(|s| s.generation == self.generation)
-            {
-                *slot = None;
-            }
-        }
-    }
-    let state = Some((
-        rx,
-        kill,
-        Guard {
-            session,
-            generation,
-        },
-    ));
-    let stream = futures::stream::unfold(state, |state| async move {
-        let (mut rx, kill, guard) = state?;
-        tokio::select! {
-            biased;
-            // An abrupt cut (connection reset), not a clean end of stream.
-            _ = kill.cancelled() => Some((Err(std::io::Error::other("stream killed")), None)),
-            m = rx.recv() => m.map(|b| (Ok(b), Some((rx, kill, guard)))),
-        }
-    });
-    let mut r = Response::new(Body::from_stream(stream));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    r
+    let (parts, body) = r.into_parts();
+    Response::from_parts(parts, wrap_sse(body, Some(rx), kill, Some(guard)))
 }
 
-async fn post(
-    inner: &Arc<Inner>,
-    headers: &HeaderMap,
-    session_id: Option<String>,
-    body: &[u8],
-) -> Response {
+async fn post(inner: &Arc<Inner>, req: Request, session_id: Option<String>) -> Response {
+    let headers = req.headers();
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -301,327 +400,48 @@ async fn post(
             "can't send Last-Event-ID for POST request",
         );
     }
-    let msg: Value = match serde_json::from_slice(body) {
+    let (mut parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return text(StatusCode::BAD_REQUEST, "malformed payload");
+    };
+    let msg: Value = match serde_json::from_slice(&bytes) {
         Ok(Value::Object(m)) => Value::Object(m),
         _ => return text(StatusCode::BAD_REQUEST, "malformed payload"),
     };
-    let method = msg
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let id = msg.get("id").cloned();
-    let params = msg.get("params").cloned().unwrap_or(Value::Null);
-
-    if method == "initialize" && session_id.is_none() {
-        let Some(id) = id else {
-            return text(StatusCode::BAD_REQUEST, "initialize must be a request");
-        };
-        let asked = params
-            .get("protocolVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let version = if SUPPORTED_VERSIONS.contains(&asked) {
-            asked
-        } else {
-            "2025-06-18"
-        };
-        let sid = super::session_id();
-        let session = Arc::new(Session {
-            level: std::sync::Mutex::new(None),
-            stream: std::sync::Mutex::new(None),
-            subs: std::sync::Mutex::new(Vec::new()),
-        });
-        inner.sessions.lock().unwrap().insert(sid.clone(), session);
-        inner
-            .counters
-            .sessions_created
-            .fetch_add(1, Ordering::Relaxed);
-        let r = json!({
-            "capabilities": {"logging": {}, "prompts": {"listChanged": true}, "tools": {"listChanged": true}},
-            "protocolVersion": version,
-            "serverInfo": {
-                "name": "kubernetes-mcp-server",
-                "title": "kubernetes-mcp-server",
-                "version": "0.0.0",
-                "websiteUrl": "https://github.com/containers/kubernetes-mcp-server"
-            }
-        });
-        return sse_one(&result(&id, r), Some(&sid));
-    }
+    let is_init = msg.get("method").and_then(Value::as_str) == Some("initialize");
     let Some(sid) = session_id else {
-        return text(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header");
+        if !is_init {
+            return text(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header");
+        }
+        if msg.get("id").is_none() {
+            return text(StatusCode::BAD_REQUEST, "initialize must be a request");
+        }
+        // The session's state exists before rmcp names the session; it is
+        // registered under the id rmcp answers with.
+        let session = Arc::new(Session::default());
+        parts.extensions.insert(SessionRef(session.clone()));
+        let r = forward(inner, Request::from_parts(parts, Body::from(bytes))).await;
+        if let Some(id) = r
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| r.status() == StatusCode::OK)
+        {
+            inner
+                .sessions
+                .lock()
+                .unwrap()
+                .insert(id.to_string(), session);
+            inner
+                .counters
+                .sessions_created
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        return r;
     };
     let Some(session) = inner.session(&sid) else {
         return text(StatusCode::NOT_FOUND, "session not found");
     };
-    let Some(id) = id else {
-        // Notifications and responses.
-        return StatusCode::ACCEPTED.into_response();
-    };
-    if method.is_empty() {
-        return StatusCode::ACCEPTED.into_response();
-    }
-    let reply = match method.as_str() {
-        "ping" => {
-            inner.counters.pings.fetch_add(1, Ordering::Relaxed);
-            result(&id, json!({}))
-        }
-        "logging/setLevel" => {
-            let level = params
-                .get("level")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            *session.level.lock().unwrap() = Some(level);
-            result(&id, json!({}))
-        }
-        "tools/list" => result(&id, json!({"tools": tools()})),
-        "tools/call" => {
-            let name = params
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let args = params
-                .get("arguments")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            match name.as_str() {
-                "events_subscribe" => {
-                    if inner
-                        .hang_subscribe
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                        .is_ok()
-                    {
-                        // Like the faults-mode informer sync that never ends
-                        // (§2.4): hold the request until restart/shutdown.
-                        inner.epoch().cancelled().await;
-                        return text(StatusCode::SERVICE_UNAVAILABLE, "server restarting");
-                    }
-                    let (t, e) = subscribe(inner, &session, &args);
-                    result(&id, tool_text(t, e))
-                }
-                "events_unsubscribe" => {
-                    let (t, e) = unsubscribe(inner, &session, &args);
-                    result(&id, tool_text(t, e))
-                }
-                "events_list_subscriptions" => {
-                    inner.counters.list_checks.fetch_add(1, Ordering::Relaxed);
-                    result(&id, tool_text(list_subscriptions(inner, &session), false))
-                }
-                "events_list" => result(
-                    &id,
-                    tool_text("# No events found in the cluster\n".to_string(), false),
-                ),
-                other => rpc_error(&id, -32602, &format!("unknown tool {other:?}")),
-            }
-        }
-        _ => rpc_error(&id, -32601, "method not found"),
-    };
-    sse_one(&reply, None)
-}
-
-fn subscribe(inner: &Inner, session: &Session, args: &Map<String, Value>) -> (String, bool) {
-    inner.counters.subscribes.fetch_add(1, Ordering::Relaxed);
-    // ParseFiltersFromMap: anything that is not a non-empty string is "events".
-    let mode = args
-        .get("mode")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .unwrap_or("events")
-        .to_string();
-    let mut filters = Map::new();
-    if let Some(ns) = args.get("namespaces").and_then(Value::as_array) {
-        let ns: Vec<Value> = ns.iter().filter(|v| v.is_string()).cloned().collect();
-        if !ns.is_empty() {
-            filters.insert("namespaces".into(), Value::Array(ns));
-        }
-    }
-    for k in [
-        "labelSelector",
-        "involvedKind",
-        "involvedName",
-        "involvedNamespace",
-        "type",
-        "reason",
-    ] {
-        if let Some(v) = args
-            .get(k)
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty())
-        {
-            filters.insert(k.into(), Value::String(v.into()));
-        }
-    }
-    let ty = filters.get("type").and_then(Value::as_str).unwrap_or("");
-    if !ty.is_empty() && ty != "Normal" && ty != "Warning" {
-        return (
-            "invalid subscription filters: invalid type: must be 'Normal', 'Warning', or empty"
-                .into(),
-            true,
-        );
-    }
-    if ty == "Normal" && mode == "faults" {
-        return (
-            "invalid subscription filters: faults mode cannot filter for Normal events".into(),
-            true,
-        );
-    }
-    let modes_ok = mode == "events"
-        || mode == "faults"
-        || (mode == "resource-faults" && inner.opts.legacy_resource_faults);
-    if !modes_ok {
-        let allowed = if inner.opts.legacy_resource_faults {
-            "must be 'events', 'faults', or 'resource-faults'"
-        } else {
-            "must be 'events' or 'faults'"
-        };
-        return (
-            format!("failed to create subscription: invalid mode: {allowed}"),
-            true,
-        );
-    }
-    if session
-        .subs
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|x| x.active)
-        .count()
-        >= MAX_PER_SESSION
-    {
-        return (
-            format!(
-                "failed to create subscription: session has reached maximum subscriptions ({MAX_PER_SESSION})"
-            ),
-            true,
-        );
-    }
-    if inner.active_total() >= MAX_GLOBAL {
-        return (
-            format!(
-                "failed to create subscription: server has reached maximum subscriptions ({MAX_GLOBAL})"
-            ),
-            true,
-        );
-    }
-    let sub = Sub {
-        id: format!("sub-{}", super::random_hex(8)),
-        mode: mode.clone(),
-        filters: filters.clone(),
-        created_at: now_rfc3339(),
-        active: true,
-        degraded: false,
-    };
-    let body = json!({
-        "cluster": inner.opts.cluster,
-        "createdAt": sub.created_at,
-        "filters": filters,
-        "mode": mode,
-        "status": "active",
-        "subscriptionId": sub.id,
-    });
-    session.subs.lock().unwrap().push(sub);
-    inner.changed.notify_waiters();
-    (
-        format!(
-            "# Event Subscription Created\n\n{}\n\nYou will receive event notifications via the logging/message protocol.",
-            marshal_indent(&body)
-        ),
-        false,
-    )
-}
-
-fn unsubscribe(inner: &Inner, session: &Session, args: &Map<String, Value>) -> (String, bool) {
-    let Some(id) = args
-        .get("subscriptionId")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-    else {
-        return ("subscriptionId is required".into(), true);
-    };
-    let mut subs = session.subs.lock().unwrap();
-    let Some(sub) = subs.iter_mut().find(|x| x.id == id && x.active) else {
-        return (
-            "failed to cancel subscription: subscription not found".into(),
-            true,
-        );
-    };
-    // The watcher of a faults subscription is never stopped (§5.6c): it
-    // stays in the list as a zombie that still emits while the session lives.
-    sub.active = false;
-    inner.counters.unsubscribes.fetch_add(1, Ordering::Relaxed);
-    inner.changed.notify_waiters();
-    let body = json!({"cancelled": true, "status": "success", "subscriptionId": id});
-    (
-        format!("# Subscription Cancelled\n\n{}", marshal_indent(&body)),
-        false,
-    )
-}
-
-fn list_subscriptions(inner: &Inner, session: &Session) -> String {
-    let subs: Vec<Value> = session
-        .subs
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|x| x.active)
-        .map(|x| {
-            json!({
-                "cluster": inner.opts.cluster,
-                "createdAt": x.created_at,
-                "degraded": x.degraded,
-                "filters": x.filters,
-                "mode": x.mode,
-                "subscriptionId": x.id,
-            })
-        })
-        .collect();
-    let body = json!({"total": subs.len(), "subscriptions": subs});
-    format!("# Active Subscriptions\n\n{}", marshal_indent(&body))
-}
-
-fn tools() -> Value {
-    let ro = |title: &str, open: bool| json!({"title": title, "readOnlyHint": true, "destructiveHint": false, "openWorldHint": open});
-    json!([
-        {
-            "name": "events_subscribe",
-            "title": "Events: Subscribe",
-            "description": "Subscribe to Kubernetes event notifications in real-time. Requires HTTP/SSE transport (start server with --port). Client must call logging/setLevel before receiving notifications.",
-            "annotations": ro("Events: Subscribe", true),
-            "inputSchema": {"type": "object", "properties": {
-                "mode": {"type": "string", "enum": ["events", "faults"], "default": "events"},
-                "namespaces": {"type": "array", "items": {"type": "string"}},
-                "labelSelector": {"type": "string"},
-                "involvedKind": {"type": "string"},
-                "involvedName": {"type": "string"},
-                "involvedNamespace": {"type": "string"},
-                "type": {"type": "string", "enum": ["Normal", "Warning"]},
-                "reason": {"type": "string"}
-            }}
-        },
-        {
-            "name": "events_unsubscribe",
-            "title": "Events: Unsubscribe",
-            "description": "Cancel an event subscription.",
-            "annotations": ro("Events: Unsubscribe", false),
-            "inputSchema": {"type": "object", "properties": {"subscriptionId": {"type": "string"}}, "required": ["subscriptionId"]}
-        },
-        {
-            "name": "events_list_subscriptions",
-            "title": "Events: List Subscriptions",
-            "description": "List the active event subscriptions of this session.",
-            "annotations": ro("Events: List Subscriptions", false),
-            "inputSchema": {"type": "object", "properties": {}}
-        },
-        {
-            "name": "events_list",
-            "title": "Events: List",
-            "description": "List all the Kubernetes events in the current cluster from all namespaces",
-            "annotations": ro("Events: List", true),
-            "inputSchema": {"type": "object", "properties": {"namespace": {"type": "string"}}}
-        }
-    ])
+    parts.extensions.insert(SessionRef(session));
+    forward(inner, Request::from_parts(parts, Body::from(bytes))).await
 }

@@ -3,26 +3,58 @@
 //! JSON-lines scenario, usable in-process (tests, the embedded demo) and as
 //! the `mcp-test-server` binary.
 //!
-//! It is written directly on axum rather than on rmcp's server so that it
-//! behaves like the Go server the runner meets in production, not like
-//! rmcp: `event: message` frames without `id:`/`retry:` lines, no priming
-//! events, no keep-alives, no resumption (`Last-Event-ID` ⇒ 400), 404 for
-//! unknown sessions, 409 for a second GET, and full control over the
-//! failure modes a scenario needs (cut the GET stream, forget sessions,
-//! hang a subscribe, answer 401/429). It also keeps the client honest: a
-//! client bug shared by rmcp's client and server cannot hide here.
+//! The MCP protocol layer is rmcp's server side (`rmcp_handler.rs`: a
+//! `ServerHandler` served by `StreamableHttpService` with a
+//! `LocalSessionManager`, stateful, no SSE keep-alive, no priming events).
+//! What rmcp does not do, and the Go server does, sits around it (`http.rs`,
+//! an axum front handler) and in the handler:
 //!
-//! Semantics reproduced from the protocol doc: `logging/setLevel` gating
-//! (nothing before it, nothing below the level, §2.2), the four `events_*`
-//! tools with Go `MarshalIndent` result texts (§2.3), error texts with
-//! `isError` (§2.4), `-32602 unknown tool`, the 10-per-session and
-//! 100-per-server limits, silent cancellation of a subscription whose
-//! session has no open GET stream at delivery time (§5.3), zombie fault
-//! watchers that keep sending with the old id after a cancellation while the
-//! session lives (§5.6c, switchable), and nothing persisted across restart.
+//! * `logging/setLevel` gating (nothing before it, nothing below the level,
+//!   §2.2): rmcp sends whatever the handler asks it to, so the handler gates;
+//! * silent cancellation of a subscription whose session has no open GET
+//!   stream at delivery time (§5.3): rmcp would cache the notification for a
+//!   later stream, so the front tracks open GET streams per session and the
+//!   handler checks before sending;
+//! * zombie fault watchers that keep sending with the old id after a
+//!   cancellation while the session lives (§5.6c, switchable);
+//! * the four `events_*` tools with Go `MarshalIndent` result texts (§2.3),
+//!   error texts with `isError` (§2.4), `-32602 unknown tool`, the
+//!   10-per-session and 100-per-server limits; nothing persisted across restart;
+//! * the go-sdk HTTP surface where rmcp differs: 400 for `Last-Event-ID` (no
+//!   resumption is offered: the real server has no event store), 409 for a
+//!   second GET (rmcp would open a silent "shadow" stream), 404 with Go's text
+//!   for unknown sessions, 204 for DELETE (rmcp: 202), 400 for a bad `Accept`
+//!   (rmcp: 406), a missing session on GET (rmcp: 400/406 → 405), a body that
+//!   is not a JSON object (rmcp: 415) and a protocol version outside go-sdk's
+//!   list (rmcp knows newer ones);
+//! * SSE framing: rmcp numbers every event (`id: N`) even without an event
+//!   store; the front rewrites each rmcp frame to go-sdk's `event: message` +
+//!   `data:` form without `id:`/`retry:` lines (protocol §1), so a client never
+//!   learns an event id and never tries a `Last-Event-ID` resumption that the
+//!   real server would not offer;
+//! * no replay: every new GET stream of a session starts with rmcp re-sending
+//!   its cache of earlier standalone messages; the front drops those frames
+//!   (go-sdk never re-sends), so a reconnecting client sees only new ones;
+//! * scripted failure modes: cut GET streams, forget sessions / restart
+//!   (a fresh rmcp service and session manager, so old ids get 404), hang a
+//!   subscribe, freeze/thaw, answer 401/429 (`fail_next`, `require_token`),
+//!   and a frame that is not JSON (`garbage_frame`, spliced into the GET body).
+//!
+//! Remaining differences from the Go server, none of which the runner can
+//! observe: session ids are rmcp's UUIDs (go-sdk: 26 base32 characters;
+//! clients treat them as opaque); rmcp answers a POST's headers (200, SSE)
+//! before the handler has run, so a hung `events_subscribe` is a 200 whose
+//! body never comes, and on restart that body is cut instead of a 503 (either
+//! way the client's request fails); rmcp rejects a POST without
+//! `Content-Type: application/json` with 415 (go-sdk does not look at it;
+//! every MCP client sends it); a delivery that races a GET stream closing can
+//! land in rmcp's cache and reach the next stream (go-sdk fails it and cancels
+//! the subscription) — the window is the few microseconds between the
+//! open-stream check and rmcp's write.
 
 mod gojson;
 mod http;
+mod rmcp_handler;
 pub mod scenario;
 
 use std::collections::HashMap;
@@ -118,21 +150,36 @@ struct Sub {
     degraded: bool,
 }
 
+/// The open GET stream of a session, as seen by the HTTP front.
 struct StreamSlot {
     generation: u64,
-    tx: mpsc::Sender<Bytes>,
+    /// Raw frames spliced into the GET body (`garbage_frame`); closed when
+    /// the body is gone, so it also tells whether the stream is open.
+    inject: mpsc::Sender<Bytes>,
     kill: CancellationToken,
 }
 
+#[derive(Default)]
 struct Session {
     level: Mutex<Option<String>>,
     stream: Mutex<Option<StreamSlot>>,
     subs: Mutex<Vec<Sub>>,
+    /// rmcp's handle to the client, set at initialize.
+    peer: Mutex<Option<rmcp::Peer<rmcp::RoleServer>>>,
+    /// Highest standalone-stream event index rmcp numbered and the front
+    /// passed on (to drop rmcp's replays on a new GET stream).
+    common_seen: Mutex<Option<u64>>,
 }
 
 impl Session {
+    /// The injection channel of the open GET stream, if one is open.
     fn stream_tx(&self) -> Option<mpsc::Sender<Bytes>> {
-        self.stream.lock().unwrap().as_ref().map(|s| s.tx.clone())
+        self.stream
+            .lock()
+            .unwrap()
+            .as_ref()
+            .filter(|s| !s.inject.is_closed() && !s.kill.is_cancelled())
+            .map(|s| s.inject.clone())
     }
     fn kill_stream(&self) {
         if let Some(s) = self.stream.lock().unwrap().take() {
@@ -166,19 +213,14 @@ pub(crate) struct Inner {
     changed: Notify,
     stream_gen: AtomicU64,
     serving: Mutex<Option<Serving>>,
+    /// The rmcp service of the current server "incarnation" (replaced when
+    /// sessions are forgotten, so rmcp forgets them too).
+    mcp: Mutex<Option<http::Mcp>>,
 }
 
 fn random_hex(n: usize) -> String {
     (0..n)
         .map(|_| char::from_digit(rand::random_range(0..16u32), 16).expect("hex digit"))
-        .collect()
-}
-
-/// 26 characters of base32, like go-sdk's `randText()`.
-fn session_id() -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    (0..26)
-        .map(|_| A[rand::random_range(0..32usize)] as char)
         .collect()
 }
 
@@ -276,36 +318,9 @@ impl Inner {
         }
     }
 
-    /// One `notifications/message` SSE frame, params in Go order.
-    fn frame(logger: &str, level: &str, data: &Value) -> Bytes {
-        #[derive(serde::Serialize)]
-        struct Params<'a> {
-            data: &'a Value,
-            level: &'a str,
-            logger: &'a str,
-        }
-        #[derive(serde::Serialize)]
-        struct Note<'a> {
-            jsonrpc: &'static str,
-            method: &'static str,
-            params: Params<'a>,
-        }
-        let body = serde_json::to_string(&Note {
-            jsonrpc: "2.0",
-            method: "notifications/message",
-            params: Params {
-                data,
-                level,
-                logger,
-            },
-        })
-        .expect("notification serializes");
-        Bytes::from(format!("event: message\ndata: {body}\n\n"))
-    }
-
     /// Delivers to one session like go-sdk's `ServerSession.Log` inside the
     /// manager's `sendNotification`. Returns false when delivery failed.
-    async fn deliver(&self, s: &Session, level: &str, frame: Bytes) -> Option<bool> {
+    async fn deliver(&self, s: &Session, logger: &str, level: &str, data: Value) -> Option<bool> {
         let set = s.level.lock().unwrap().clone();
         match set {
             // No level yet, or below it: nil without sending (§2.2).
@@ -319,15 +334,25 @@ impl Inner {
             }
             _ => {}
         }
-        let Some(tx) = s.stream_tx() else {
+        // No open GET stream: go-sdk fails the write (§5.3); rmcp would
+        // cache the message for a later stream, so do not hand it over.
+        if s.stream_tx().is_none() {
+            return Some(false);
+        }
+        let peer = s.peer.lock().unwrap().clone();
+        let Some(peer) = peer else {
             return Some(false);
         };
-        match tokio::time::timeout(Duration::from_secs(2), tx.send(frame)).await {
-            Ok(Ok(())) => {
-                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                Some(true)
-            }
-            _ => Some(false),
+        let sent = tokio::time::timeout(
+            Duration::from_secs(2),
+            rmcp_handler::notify(&peer, logger, level, data),
+        )
+        .await;
+        if matches!(sent, Ok(true)) {
+            self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            Some(true)
+        } else {
+            Some(false)
         }
     }
 
@@ -339,9 +364,7 @@ impl Inner {
         for s in self.all_sessions() {
             let Some(mode) = mode else {
                 // Diagnostic loggers are not tied to a subscription.
-                let _ = self
-                    .deliver(&s, level, Self::frame(logger, level, data))
-                    .await;
+                let _ = self.deliver(&s, logger, level, data.clone()).await;
                 continue;
             };
             let targets: Vec<(String, bool)> = s
@@ -358,9 +381,7 @@ impl Inner {
                 if let Value::Object(m) = &mut d {
                     m.insert("subscriptionId".into(), Value::String(id.clone()));
                 }
-                let ok = self
-                    .deliver(&s, level, Self::frame(logger, level, &d))
-                    .await;
+                let ok = self.deliver(&s, logger, level, d).await;
                 if ok == Some(false) && active {
                     // §5.3: the manager cancels the subscription, silently.
                     let mut subs = s.subs.lock().unwrap();
@@ -396,11 +417,7 @@ impl Inner {
                     "degraded": true,
                 });
                 let _ = self
-                    .deliver(
-                        &s,
-                        "warning",
-                        Self::frame("kubernetes/subscription_error", "warning", &data),
-                    )
+                    .deliver(&s, "kubernetes/subscription_error", "warning", data)
                     .await;
             }
         }
@@ -456,6 +473,7 @@ impl Inner {
         }
         let old_epoch = std::mem::take(&mut *self.epoch.lock().unwrap());
         old_epoch.cancel();
+        http::reset_mcp(self);
         self.changed.notify_waiters();
     }
 }
@@ -496,6 +514,7 @@ impl TestServer {
             changed: Notify::new(),
             stream_gen: AtomicU64::new(0),
             serving: Mutex::new(None),
+            mcp: Mutex::new(None),
         });
         http::serve(&inner, listener);
         let (done_tx, finished) = watch::channel(false);
