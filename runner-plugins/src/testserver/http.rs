@@ -348,24 +348,34 @@ async fn get_stream(inner: &Arc<Inner>, mut req: Request, session_id: Option<Str
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let kill = inner.epoch().child_token();
     let generation = inner.stream_gen.fetch_add(1, Ordering::Relaxed) + 1;
-    {
-        // go-sdk refuses a second standalone stream; rmcp would open a
-        // silent "shadow" stream instead.
-        let mut slot = session.stream.lock().unwrap();
-        if slot
-            .as_ref()
-            .is_some_and(|s| !s.inject.is_closed() && !s.kill.is_cancelled())
+    // A cut stream's body may not be dropped yet; until it is, rmcp still
+    // sees its standalone stream open and would give this GET a silent
+    // "shadow" stream that never receives anything.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
         {
-            return text(
-                StatusCode::CONFLICT,
-                "stream ID conflicts with ongoing stream",
-            );
+            let mut slot = session.stream.lock().unwrap();
+            match slot.as_ref() {
+                // go-sdk refuses a second standalone stream (rmcp would open
+                // a shadow stream instead).
+                Some(s) if !s.inject.is_closed() && !s.kill.is_cancelled() => {
+                    return text(
+                        StatusCode::CONFLICT,
+                        "stream ID conflicts with ongoing stream",
+                    );
+                }
+                Some(s) if !s.inject.is_closed() && tokio::time::Instant::now() < deadline => {}
+                _ => {
+                    *slot = Some(StreamSlot {
+                        generation,
+                        inject: tx,
+                        kill: kill.clone(),
+                    });
+                    break;
+                }
+            }
         }
-        *slot = Some(StreamSlot {
-            generation,
-            inject: tx,
-            kill: kill.clone(),
-        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let guard = Guard {
         session: session.clone(),

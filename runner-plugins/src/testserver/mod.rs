@@ -56,6 +56,8 @@ mod gojson;
 mod http;
 mod rmcp_handler;
 pub mod scenario;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -181,8 +183,11 @@ impl Session {
             .filter(|s| !s.inject.is_closed() && !s.kill.is_cancelled())
             .map(|s| s.inject.clone())
     }
+    /// Cuts the GET stream. The slot stays until the body is gone (its
+    /// guard clears it), so a reconnect can wait for rmcp to see the old
+    /// stream closed.
     fn kill_stream(&self) {
-        if let Some(s) = self.stream.lock().unwrap().take() {
+        if let Some(s) = self.stream.lock().unwrap().as_ref() {
             s.kill.cancel();
         }
     }
