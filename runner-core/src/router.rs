@@ -136,6 +136,8 @@ struct Inner {
     slots: Arc<Semaphore>,
     state: Mutex<State>,
     kill: CancellationToken,
+    /// Sink calls that ended `abandoned` because of the kill signal.
+    killed: std::sync::atomic::AtomicUsize,
     workers: Mutex<JoinSet<()>>,
     idle: Notify,
 }
@@ -165,6 +167,7 @@ impl Router {
                     closed: false,
                 }),
                 kill: CancellationToken::new(),
+                killed: std::sync::atomic::AtomicUsize::new(0),
                 workers: Mutex::new(JoinSet::new()),
                 idle: Notify::new(),
             }),
@@ -336,15 +339,18 @@ impl Router {
             _ = force.cancelled() => false,
         };
         if !drained {
-            report.killed = inner.state.lock().unwrap().running;
+            let running = inner.state.lock().unwrap().running;
             tracing::warn!(
-                killed = report.killed,
+                running,
                 "shutdown grace period over: killing running agents"
             );
             inner.kill.cancel();
         }
         let mut workers = std::mem::take(&mut *inner.workers.lock().unwrap());
         while workers.join_next().await.is_some() {}
+        // Counted from the outcomes, not from `running` at the deadline: a
+        // call that finished in the same instant as the kill was not killed.
+        report.killed = inner.killed.load(std::sync::atomic::Ordering::Relaxed);
         report
     }
 
@@ -475,6 +481,11 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
                 SinkResult::abandoned("killed: sink did not stop after the kill signal")
             }
         };
+        if res.outcome == Outcome::Abandoned && inner.kill.is_cancelled() {
+            inner
+                .killed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         // A panicking `Stage::finished` hook must not take the worker down:
         // the slot and the cluster would stay taken for good. The outcome is
         // counted before the hooks run.
