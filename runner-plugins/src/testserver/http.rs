@@ -352,6 +352,7 @@ async fn get_stream(inner: &Arc<Inner>, mut req: Request, session_id: Option<Str
     // sees its standalone stream open and would give this GET a silent
     // "shadow" stream that never receives anything.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         {
             let mut slot = session.stream.lock().unwrap();
@@ -370,6 +371,7 @@ async fn get_stream(inner: &Arc<Inner>, mut req: Request, session_id: Option<Str
                         generation,
                         inject: tx,
                         kill: kill.clone(),
+                        ready: ready.clone(),
                     });
                     break;
                 }
@@ -387,6 +389,7 @@ async fn get_stream(inner: &Arc<Inner>, mut req: Request, session_id: Option<Str
         return r; // the guard clears the slot
     }
     inner.counters.get_streams.fetch_add(1, Ordering::Relaxed);
+    ready.store(true, Ordering::Release);
     inner.changed.notify_waiters();
     let (parts, body) = r.into_parts();
     Response::from_parts(parts, wrap_sse(body, Some(rx), kill, Some(guard)))

@@ -159,6 +159,10 @@ struct StreamSlot {
     /// the body is gone, so it also tells whether the stream is open.
     inject: mpsc::Sender<Bytes>,
     kill: CancellationToken,
+    /// Set once rmcp has attached its standalone stream to this GET (its
+    /// response is out). Before that, a notification would be cached by
+    /// rmcp instead of failing like go-sdk's write does.
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
@@ -180,7 +184,9 @@ impl Session {
             .lock()
             .unwrap()
             .as_ref()
-            .filter(|s| !s.inject.is_closed() && !s.kill.is_cancelled())
+            .filter(|s| {
+                !s.inject.is_closed() && !s.kill.is_cancelled() && s.ready.load(Ordering::Acquire)
+            })
             .map(|s| s.inject.clone())
     }
     /// Cuts the GET stream. The slot stays until the body is gone (its
@@ -294,6 +300,17 @@ impl Inner {
 
     fn all_sessions(&self) -> Vec<Arc<Session>> {
         self.sessions.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Active subscriptions whose session has its GET stream open: the ones
+    /// a notification can reach now. (A notification sent before the client
+    /// opened its GET stream silently cancels the subscription, §5.3.)
+    fn receivable_total(&self) -> usize {
+        self.all_sessions()
+            .iter()
+            .filter(|s| s.stream_tx().is_some())
+            .map(|s| s.subs.lock().unwrap().iter().filter(|x| x.active).count())
+            .sum()
     }
 
     fn active_total(&self) -> usize {
@@ -688,16 +705,17 @@ impl Control {
             retry_after,
         });
     }
-    /// Waits until at least `active` subscriptions are active.
+    /// Waits until at least `active` subscriptions are active on sessions
+    /// with an open GET stream (so that an emission can be delivered).
     pub async fn wait_for_subscriber(&self, active: u64, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.0.changed.notified();
-            if self.0.active_total() as u64 >= active {
+            if self.0.receivable_total() as u64 >= active {
                 return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.0.active_total() as u64 >= active;
+                return self.0.receivable_total() as u64 >= active;
             }
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! # comments and blank lines are ignored
-//! {"wait_for_subscriber": {"active": 1, "timeout_ms": 10000}}
+//! {"wait_for_subscriber": {"active": 1, "timeout_ms": 10000}}  # subscribed and GET stream open
 //! {"emit": {"data": {"cluster": "c", "faultId": "…", …}, "repeat": 2}}
 //! {"emit": {"data": "diagnostic", "logger": "kubernetes-mcp-server", "level": "error"}}
 //! {"storm": {"count": 100000}}
