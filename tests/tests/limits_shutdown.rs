@@ -119,10 +119,12 @@ fn max_overlap(iv: &[(String, u128, u128)]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caps_and_one_agent_per_cluster_hold_end_to_end() {
+    // Build the binary before the scenario's clock starts ticking.
+    e2e::runner_bin();
     let clusters = ["alpha", "beta", "gamma", "delta"];
     let mut steps = vec![Step::WaitForSubscriber {
         active: 1,
-        timeout_ms: 20_000,
+        timeout_ms: 120_000,
     }];
     for i in 0..16u64 {
         steps.push(emit(event(i, clusters[(i % 4) as usize])));
@@ -168,10 +170,11 @@ fn pid_alive(pid: i32) -> bool {
 const STUCK_AGENT: &str = "trap '' TERM; sleep 300 & echo \"$$ $!\" >> \"$E2E_LOG\"; wait";
 
 async fn stuck_run(second_signal: bool) {
+    e2e::runner_bin();
     let server = TestServer::start(Scenario::new(vec![
         Step::WaitForSubscriber {
             active: 1,
-            timeout_ms: 20_000,
+            timeout_ms: 120_000,
         },
         emit(event(1, "alpha")),
         emit(event(2, "beta")),
@@ -256,10 +259,11 @@ async fn second_signal_forces_immediate_exit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_drain_lets_running_agents_finish() {
+    e2e::runner_bin();
     let server = TestServer::start(Scenario::new(vec![
         Step::WaitForSubscriber {
             active: 1,
-            timeout_ms: 20_000,
+            timeout_ms: 120_000,
         },
         emit(event(7, "alpha")),
     ]))

@@ -37,9 +37,11 @@ reconnect_max_seconds = 2
 }
 
 fn wait_sub(active: u64) -> Step {
+    // Generous: on a clean checkout the first test also builds the runner
+    // binary while this scenario is already waiting.
     Step::WaitForSubscriber {
         active,
-        timeout_ms: 20_000,
+        timeout_ms: 120_000,
     }
 }
 
