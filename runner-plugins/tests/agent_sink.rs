@@ -365,17 +365,16 @@ async fn hostile_event_strings_stay_inside_the_root() {
             "cat \"$PROMPT_FILE\" > prompt-copy.md\nprintf '%s' \"$RESOURCE_NAME\" > name.txt\n{GOOD}"
         ),
     );
-    let raw = payload(
-        "../../etc",
-        "../..",
-        "../Pod",
-        "../../etc/passwd$(touch PWNED1)`touch PWNED2`;touch PWNED3\u{0}x\nnext",
-    );
-    let mut raw = raw;
+    let mut raw = payload("../../etc", "../..", "../Pod", "placeholder");
     raw["context"] =
         serde_json::json!("'; touch PWNED4; echo ' $(touch PWNED5) ``` <script>alert(1)</script>");
+    let mut env = envelope_of(raw, 5);
+    // The parser refuses control characters in names; the sink must stay
+    // safe even if one gets through (defense in depth), so set it directly.
+    env.event.resource.name =
+        "../../etc/passwd$(touch PWNED1)`touch PWNED2`;touch PWNED3\u{0}x\nnext".to_string();
     let res = AgentSink::new(config_shell(&root, &script))
-        .handle(&envelope_of(raw, 5), CancellationToken::new())
+        .handle(&env, CancellationToken::new())
         .await;
     assert_eq!(res.outcome, Outcome::Completed, "{res:?}");
     // Nothing was created beside the root or outside the incident directory.
