@@ -6,7 +6,6 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use runner_core::event::{MAX_CONTEXT_LEN, MAX_NAME_LEN};
 use runner_core::{Event, Outcome, Severity, Stage, StageFuture, Verdict};
 use serde_json::Value;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -624,33 +623,6 @@ fn to_wit(e: &Event, raw_json: String) -> wit::Event {
 /// Maps a plugin's replacement onto the event, holding it to the same limits
 /// as a parsed payload. `raw` changes only if the plugin changed `raw-json`.
 fn apply(event: &mut Event, new: wit::Event, raw_sent: &str) -> Result<(), String> {
-    let long = |field: &str, v: &str| {
-        if v.len() > MAX_NAME_LEN {
-            Err(format!("{field} is {} bytes (max {MAX_NAME_LEN})", v.len()))
-        } else {
-            Ok(())
-        }
-    };
-    long("cluster", &new.cluster)?;
-    long("resource.name", &new.resource.name)?;
-    long("resource.namespace", &new.resource.namespace)?;
-    long("resource.kind", &new.resource.kind)?;
-    long("fault-type", &new.fault_type)?;
-    if let Some(f) = &new.fault_id {
-        long("fault-id", f)?;
-    }
-    if new.cluster.is_empty() {
-        return Err("cluster is empty".into());
-    }
-    if new.resource.name.is_empty() {
-        return Err("resource.name is empty".into());
-    }
-    if new.context.len() > MAX_CONTEXT_LEN {
-        return Err(format!(
-            "context is {} bytes (max {MAX_CONTEXT_LEN})",
-            new.context.len()
-        ));
-    }
     let raw = if new.raw_json != raw_sent {
         match serde_json::from_str::<Value>(&new.raw_json) {
             Ok(v @ Value::Object(_)) => Some(Arc::new(v)),
@@ -660,6 +632,19 @@ fn apply(event: &mut Event, new: wit::Event, raw_sent: &str) -> Result<(), Strin
     } else {
         None
     };
+    // Validated on a candidate so a refused replacement leaves the event as
+    // it was (the stage's on_error then decides).
+    let mut cand = event.clone();
+    apply_fields(&mut cand, new);
+    if let Some(raw) = raw {
+        cand.raw = raw;
+    }
+    cand.validate().map_err(|e| e.to_string())?;
+    *event = cand;
+    Ok(())
+}
+
+fn apply_fields(event: &mut Event, new: wit::Event) {
     event.fault_id = new.fault_id.filter(|f| !f.is_empty());
     event.cluster = new.cluster;
     event.resource.api_version = new.resource.api_version;
@@ -671,8 +656,4 @@ fn apply(event: &mut Event, new: wit::Event, raw_sent: &str) -> Result<(), Strin
     event.severity = severity_from_wit(new.severity);
     event.context = new.context;
     event.timestamp = new.timestamp;
-    if let Some(raw) = raw {
-        event.raw = raw;
-    }
-    Ok(())
 }

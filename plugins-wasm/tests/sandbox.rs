@@ -236,7 +236,7 @@ fn invalid_replacement_is_a_plugin_error() {
     let mut ev = warning();
     let v = verdict(&stage, &mut ev);
     assert!(
-        drop_reason(&v).contains("invalid replacement event: cluster is empty"),
+        drop_reason(&v).contains("invalid replacement event: missing required field `cluster`"),
         "{v:?}"
     );
     // The event was not touched.

@@ -298,25 +298,46 @@ impl Event {
                 "resource.name"
             }));
         }
-        check_len("cluster", &ev.cluster)?;
-        check_len("resource.name", &ev.resource.name)?;
-        check_len("resource.namespace", &ev.resource.namespace)?;
-        check_len("resource.kind", &ev.resource.kind)?;
-        check_len("faultType", &ev.fault_type)?;
-        check_len("resource.uid", &ev.resource.uid)?;
-        check_len("resource.apiVersion", &ev.resource.api_version)?;
-        if let Some(f) = &ev.fault_id {
-            check_len("faultId", f)?;
-        }
-        if let Some(s) = &ev.subscription_id {
-            check_len("subscriptionId", s)?;
-        }
-        if let Some(t) = &ev.timestamp {
-            check_len("timestamp", t)?;
-        }
+        ev.validate()?;
         truncate_utf8(&mut ev.context, MAX_CONTEXT_LEN);
         ev.raw = Arc::new(raw);
         Ok(ev)
+    }
+
+    /// The limits every event obeys, whoever produced it (the parser, or a
+    /// plugin that replaced it): a cluster and a name, identity fields of
+    /// bounded length without control characters.
+    pub fn validate(&self) -> Result<(), InvalidEvent> {
+        if self.cluster.is_empty() {
+            return Err(InvalidEvent::Missing("cluster"));
+        }
+        if self.resource.name.is_empty() {
+            return Err(InvalidEvent::Missing("resource.name"));
+        }
+        check_len("cluster", &self.cluster)?;
+        check_len("resource.name", &self.resource.name)?;
+        check_len("resource.namespace", &self.resource.namespace)?;
+        check_len("resource.kind", &self.resource.kind)?;
+        check_len("faultType", &self.fault_type)?;
+        check_len("resource.uid", &self.resource.uid)?;
+        check_len("resource.apiVersion", &self.resource.api_version)?;
+        if let Some(f) = &self.fault_id {
+            check_len("faultId", f)?;
+        }
+        if let Some(s) = &self.subscription_id {
+            check_len("subscriptionId", s)?;
+        }
+        if let Some(t) = &self.timestamp {
+            check_len("timestamp", t)?;
+        }
+        if self.context.len() > MAX_CONTEXT_LEN + 32 {
+            return Err(InvalidEvent::TooLong {
+                field: "context",
+                len: self.context.len(),
+                max: MAX_CONTEXT_LEN,
+            });
+        }
+        Ok(())
     }
 
     /// Parses a JSON text (one line of a recording, a test fixture).

@@ -115,7 +115,13 @@ impl Recorder {
             _ => audit!(warn),
         }
         for s in self.stages.iter().take(env.passed_stages) {
-            s.finished(e, outcome);
+            // A panicking hook must neither stop the other stages' hooks
+            // (dedup would keep keys in flight) nor unwind into the caller
+            // (the intake task or a router worker).
+            let hook = std::panic::AssertUnwindSafe(|| s.finished(e, outcome));
+            if std::panic::catch_unwind(hook).is_err() {
+                tracing::error!(stage = s.name(), seq = env.seq, "Stage::finished panicked");
+            }
         }
     }
 }

@@ -212,6 +212,7 @@ pub fn compile(
 
     // [[source]]
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    let mut token_envs: Vec<String> = vec![env::MCP_TOKEN.to_string()];
     if !opts.skip_sources {
         if sources_t.is_empty() {
             errors.push("source", "(missing)", "at least one [[source]] (kind: mcp)");
@@ -226,6 +227,11 @@ pub fn compile(
         }
         let empty = Overrides::new();
         for (i, mut t) in sources_t.into_iter().enumerate() {
+            // Remember which variables hold source credentials: the agent
+            // sink must never pass them on (checked below).
+            if let Some(toml::Value::String(name)) = t.get("token_env") {
+                token_envs.push(name.clone());
+            }
             let prefix = format!("source[{i}]");
             let Some(kind) = kind_of(&mut t, &prefix, SOURCE_KINDS, &mut errors) else {
                 continue;
@@ -323,6 +329,13 @@ pub fn compile(
                 match kind.as_str() {
                     "agent" => {
                         if let Some(c) = AgentSinkConfig::read(&mut r, &opts.base_dir) {
+                            for name in c.env_allow.iter().filter(|n| token_envs.contains(n)) {
+                                r.error(
+                                    "env_allow",
+                                    format!("{name:?}"),
+                                    "a name that does not hold a source token (token_env of a [[source]])",
+                                );
+                            }
                             match c.build() {
                                 Ok(s) => sink = Some(s),
                                 Err(e) => r.error("(build)", "-", e),

@@ -235,3 +235,27 @@ fn validate_binary_lists_every_error_and_flag_beats_env() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 }
+
+#[test]
+fn agents_never_get_a_source_token_through_env_allow() {
+    let text = BASE
+        .replace(
+            "endpoint = \"http://127.0.0.1:9/mcp\"",
+            "endpoint = \"http://127.0.0.1:9/mcp\"\ntoken_env = \"CONFIG_TEST_SOURCE_TOKEN\"",
+        )
+        .replace(
+            "preset = \"demo\"",
+            "preset = \"demo\"\nenv_allow = [\"CONFIG_TEST_SOURCE_TOKEN\"]",
+        );
+    // SAFETY: this test binary sets this variable only here, before compiling.
+    unsafe { std::env::set_var("CONFIG_TEST_SOURCE_TOKEN", "s3cr3t") };
+    let msg = compile(&text, &Overrides::new(), &opts())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        msg.contains("sink.env_allow: invalid value \"CONFIG_TEST_SOURCE_TOKEN\""),
+        "{msg}"
+    );
+    assert!(!msg.contains("s3cr3t"), "{msg}");
+}

@@ -101,7 +101,8 @@ impl Handler {
             tracing::warn!(
                 source = %self.shared.source,
                 subscription_id = sub,
-                error = %p.data.get("error").and_then(|v| v.as_str()).unwrap_or(""),
+                // Recorded as str (escaped by the formatter), never `%`.
+                error = p.data.get("error").and_then(|v| v.as_str()).unwrap_or(""),
                 "subscription error reported by the server"
             );
             // Stale ids (old sessions) are noise; ours means it is degraded.

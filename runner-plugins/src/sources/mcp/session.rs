@@ -331,6 +331,9 @@ impl Attempt<'_> {
     }
 
     fn subscribe_error(&self, text: &str) -> End {
+        // Server text ends up in log lines and the fatal message: escape
+        // control characters so it cannot forge lines.
+        let text = &text.escape_debug().to_string();
         let cfg = self.cfg;
         if text.contains("invalid mode") {
             return End::Fatal(format!(
