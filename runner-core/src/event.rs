@@ -158,6 +158,13 @@ struct WireNested {
     event: WireNestedEvent,
 }
 
+/// Shared stand-in for `raw` while the event is built (no allocation).
+fn placeholder() -> Arc<Value> {
+    static NULL: std::sync::LazyLock<Arc<Value>> =
+        std::sync::LazyLock::new(|| Arc::new(Value::Null));
+    NULL.clone()
+}
+
 fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -246,7 +253,7 @@ impl Event {
                 },
                 context: w.event.message,
                 timestamp: w.event.timestamp,
-                raw: Arc::new(Value::Null),
+                raw: placeholder(),
             }
         } else {
             let w =
@@ -280,7 +287,7 @@ impl Event {
                 },
                 context: w.context,
                 timestamp: w.timestamp,
-                raw: Arc::new(Value::Null),
+                raw: placeholder(),
             }
         };
         if ev.cluster.is_empty()
@@ -298,8 +305,8 @@ impl Event {
                 "resource.name"
             }));
         }
-        ev.validate()?;
         truncate_utf8(&mut ev.context, MAX_CONTEXT_LEN);
+        ev.validate()?;
         ev.raw = Arc::new(raw);
         Ok(ev)
     }

@@ -152,8 +152,7 @@ impl StageChain {
             severity = env.event.severity.as_str(),
             "event validated"
         );
-        let stages = self.recorder.stages().clone();
-        for (i, stage) in stages.iter().enumerate() {
+        for (i, stage) in self.recorder.stages().iter().enumerate() {
             let verdict = match guarded(stage.as_ref(), &mut env.event).await {
                 Ok(v) => v,
                 Err(msg) => {
@@ -192,10 +191,7 @@ impl StageChain {
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
+    crate::router::panic_text(&*p).to_string()
 }
 
 /// Runs one stage, turning a panic (in `process` or its future) into an error.

@@ -116,7 +116,6 @@ struct ClusterQueue {
     /// Shared with `State::order` and the worker: no String copy per event.
     name: Arc<str>,
     events: VecDeque<Envelope>,
-    running: bool,
     notify: Arc<Notify>,
 }
 
@@ -258,7 +257,6 @@ impl Router {
                     ClusterQueue {
                         name,
                         events: VecDeque::new(),
-                        running: false,
                         notify,
                     },
                 );
@@ -449,7 +447,6 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
                 Some(env) => {
                     st.order.remove(&env.seq);
                     st.queued -= 1;
-                    cq.running = true;
                     st.running += 1;
                     debug_assert!(st.running <= inner.limits.max_concurrent);
                     env
@@ -504,9 +501,6 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
         {
             let mut st = inner.state.lock().unwrap();
             st.running -= 1;
-            if let Some(cq) = st.clusters.get_mut(&*cluster) {
-                cq.running = false;
-            }
         }
         drop(permit);
         inner.idle.notify_waiters();
@@ -529,7 +523,8 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
     }
 }
 
-fn panic_text(p: &(dyn Any + Send)) -> &str {
+/// The message of a caught panic (shared with the stage chain).
+pub(crate) fn panic_text(p: &(dyn Any + Send)) -> &str {
     p.downcast_ref::<&str>()
         .copied()
         .or_else(|| p.downcast_ref::<String>().map(String::as_str))

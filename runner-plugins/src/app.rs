@@ -173,23 +173,21 @@ pub async fn run_compiled(c: Compiled) -> RunReport {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        let mut n = 0;
         loop {
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
             };
-            n += 1;
-            if n == 1 {
+            // The handle escalates: the first call drains, the second forces.
+            if h.is_shutting_down() {
+                tracing::warn!(signal = name, "second signal: killing running agents now");
+            } else {
                 tracing::info!(
                     signal = name,
                     "shutdown requested: draining (send again to force)"
                 );
-                h.shutdown();
-            } else {
-                tracing::warn!(signal = name, "second signal: killing running agents now");
-                h.force();
             }
+            h.shutdown();
         }
     });
     join.await.expect("pipeline task")
