@@ -89,8 +89,8 @@ impl Transport for Webhook {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            // Same parser as the MCP source: delta-seconds or an HTTP date.
+            .and_then(crate::sources::mcp::backoff::parse_retry_after);
         Ok(Reply {
             status: resp.status().as_u16(),
             retry_after,
