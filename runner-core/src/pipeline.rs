@@ -121,17 +121,15 @@ impl StageChain {
         let event = match Event::from_json(raw.data, raw.cluster_fill.as_deref()) {
             Ok(e) => e,
             Err(err) => {
-                tracing::warn!(
-                    target: "audit",
-                    seq,
-                    source = %raw.source,
-                    stage = "validate",
-                    outcome = "invalid",
-                    reason = %err,
-                    "event invalid"
+                let reason = err.to_string();
+                self.recorder.finish_raw(
+                    Some(seq),
+                    &raw.source,
+                    Outcome::Invalid,
+                    "validate",
+                    &reason,
                 );
-                self.recorder.finish_raw_quiet(Outcome::Invalid);
-                return ChainResult::Stopped(Outcome::Invalid, Cow::Owned(err.to_string()));
+                return ChainResult::Stopped(Outcome::Invalid, Cow::Owned(reason));
             }
         };
         let mut env = Envelope {

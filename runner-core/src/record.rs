@@ -70,11 +70,20 @@ impl Recorder {
             .collect()
     }
 
-    /// Terminal outcome for a payload that never became an event.
-    pub fn finish_raw(&self, source: &str, outcome: Outcome, stage: &str, reason: &str) {
+    /// Terminal outcome for a payload that never became an event (refused
+    /// at intake, or invalid). `seq` is set once the payload was numbered.
+    pub fn finish_raw(
+        &self,
+        seq: Option<u64>,
+        source: &str,
+        outcome: Outcome,
+        stage: &str,
+        reason: &str,
+    ) {
         self.counters.record(outcome);
         tracing::warn!(
             target: "audit",
+            seq,
             source,
             stage,
             outcome = outcome.as_str(),
@@ -123,12 +132,5 @@ impl Recorder {
                 tracing::error!(stage = s.name(), seq = env.seq, "Stage::finished panicked");
             }
         }
-    }
-}
-
-impl Recorder {
-    /// Counts an outcome whose log line the caller already wrote.
-    pub fn finish_raw_quiet(&self, outcome: Outcome) {
-        self.counters.record(outcome);
     }
 }

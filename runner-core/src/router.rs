@@ -173,10 +173,6 @@ impl Router {
         }
     }
 
-    pub fn limits(&self) -> RouterLimits {
-        self.inner.limits
-    }
-
     /// Events queued for one cluster (0 for an unknown cluster).
     pub fn cluster_depth(&self, cluster: &str) -> usize {
         let st = self.inner.state.lock().unwrap();

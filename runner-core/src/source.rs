@@ -57,14 +57,11 @@ impl Intake {
                 } else {
                     Outcome::Abandoned
                 };
-                self.recorder.finish_raw(source, outcome, "intake", why);
+                self.recorder
+                    .finish_raw(None, source, outcome, "intake", why);
                 false
             }
         }
-    }
-
-    pub fn recorder(&self) -> &Arc<Recorder> {
-        &self.recorder
     }
 }
 
