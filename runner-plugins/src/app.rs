@@ -116,7 +116,11 @@ fn validate(path: &Path, ov: &Overrides) -> ExitCode {
                     " -> "
                 )
             );
-            out += &format!("  sink:    {}\neffective configuration:\n", c.sink.name());
+            out += &format!("  sink:    {}\n", c.sink.name());
+            if !c.notifiers.is_empty() {
+                out += &format!("  notify:  {}\n", c.notifiers.join(", "));
+            }
+            out += "effective configuration:\n";
             for e in &c.effective {
                 out += &format!("  {} = {} ({})\n", e.key, e.value, e.origin.as_str());
             }

@@ -11,15 +11,11 @@ use runner_core::pipeline::PipelineParts;
 use runner_core::router::{OverflowPolicy, RouterLimits};
 use runner_core::{Sink, Source, Stage};
 
+use crate::component::{BuildContext, ReadContext};
 use crate::settings as env;
-use crate::sinks::agent::AgentSinkConfig;
-use crate::sources::mcp::McpSourceConfig;
-use crate::stages::{dedup::DedupConfig, severity::SeverityConfig};
-
-/// The built-in stage kinds (a closed set) plus `wasm`.
-pub const STAGE_KINDS: &str = "severity, dedup, wasm";
-pub const SOURCE_KINDS: &str = "mcp";
-pub const SINK_KINDS: &str = "agent";
+use crate::sinks::{self, SinkConfig};
+use crate::sources::SourceConfig;
+use crate::stages::StageConfig;
 
 /// Process-level settings from `[settings]`.
 #[derive(Debug, Clone)]
@@ -44,7 +40,10 @@ pub struct Compiled {
     pub settings: GlobalSettings,
     pub sources: Vec<Box<dyn Source>>,
     pub stages: Vec<Box<dyn Stage>>,
+    /// The event sink (it tells the notifier sinks itself).
     pub sink: Arc<dyn Sink>,
+    /// Names of the notifier sinks (`slack`), in file order.
+    pub notifiers: Vec<String>,
     pub limits: RouterLimits,
     /// Effective configuration (secrets masked) with where each value came from.
     pub effective: Vec<Effective>,
@@ -100,6 +99,23 @@ fn take_table(root: &mut toml::Table, key: &str, errors: &mut ConfigErrors) -> t
         Some(other) => {
             errors.push(key, other.to_string(), format!("a table ([{key}])"));
             toml::Table::new()
+        }
+    }
+}
+
+/// The `[[sink]]` tables with their error prefixes; a single `[sink]` table
+/// (earlier versions) is accepted as one sink and keeps its prefix `sink`.
+fn take_sinks(root: &mut toml::Table, errors: &mut ConfigErrors) -> Vec<(String, toml::Table)> {
+    match root.remove("sink") {
+        None => Vec::new(),
+        Some(toml::Value::Table(t)) => vec![("sink".to_string(), t)],
+        Some(other) => {
+            root.insert("sink".to_string(), other);
+            take_array(root, "sink", errors)
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| (format!("sink[{i}]"), t))
+                .collect()
         }
     }
 }
@@ -164,7 +180,7 @@ pub fn compile(
     let sources_t = take_array(&mut root, "source", &mut errors);
     let stages_t = take_array(&mut root, "stage", &mut errors);
     let router_t = take_table(&mut root, "router", &mut errors);
-    let sink_t = root.remove("sink");
+    let sinks_t = take_sinks(&mut root, &mut errors);
     for k in root.keys() {
         errors.push(
             k.clone(),
@@ -210,84 +226,74 @@ pub fn compile(
         }
     };
 
+    // Environment variables holding some component's secret: checked
+    // against every component (agents never get them).
+    let mut secrets: Vec<String> = Vec::new();
+
     // [[source]]
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    let mut token_envs: Vec<String> = vec![env::MCP_TOKEN.to_string()];
+    let mut source_configs: Vec<(String, SourceConfig)> = Vec::new();
     if !opts.skip_sources {
         if sources_t.is_empty() {
-            errors.push("source", "(missing)", "at least one [[source]] (kind: mcp)");
-        }
-        let single = sources_t.len() == 1;
-        if !single && overrides.get(env::K8S_CLUSTER_MCP_ENDPOINT).is_some() {
             errors.push(
-                env::K8S_CLUSTER_MCP_ENDPOINT,
-                "(set)",
-                "only with exactly one [[source]]; with several, set each `endpoint` in pipeline.toml",
+                "source",
+                "(missing)",
+                format!("at least one [[source]] (kind: {})", SourceConfig::kinds()),
             );
         }
+        // Flags and environment variables name one source: with several,
+        // each is configured in the file.
         let empty = Overrides::new();
-        for (i, mut t) in sources_t.into_iter().enumerate() {
-            // Remember which variables hold source credentials: the agent
-            // sink must never pass them on (checked below).
-            if let Some(toml::Value::String(name)) = t.get("token_env") {
-                token_envs.push(name.clone());
-            }
-            let prefix = format!("source[{i}]");
-            let Some(kind) = kind_of(&mut t, &prefix, SOURCE_KINDS, &mut errors) else {
+        let ov = if sources_t.len() == 1 {
+            overrides
+        } else {
+            &empty
+        };
+        let count = sources_t.len();
+        for (index, mut t) in sources_t.into_iter().enumerate() {
+            let prefix = format!("source[{index}]");
+            let Some(kind) = kind_of(&mut t, &prefix, &SourceConfig::kinds(), &mut errors) else {
                 continue;
             };
-            let ov = if single { overrides } else { &empty };
+            secrets.extend(SourceConfig::secret_envs(&kind, &t));
+            let cx = ReadContext {
+                base_dir: &opts.base_dir,
+                index,
+                count,
+                overrides,
+            };
             let mut r = TableReader::new(prefix.clone(), t, ov, &mut errors, &mut effective);
-            match kind.as_str() {
-                "mcp" => {
-                    if let Some(c) = McpSourceConfig::read(&mut r, i) {
-                        sources.push(c.build());
-                    }
-                }
-                other => r.error(
-                    "kind",
-                    format!("{other:?}"),
-                    format!("one of {SOURCE_KINDS}"),
-                ),
-            }
+            let c = SourceConfig::read(&kind, &mut r, &cx);
             r.finish();
+            if let Some(c) = c {
+                source_configs.push((prefix, c));
+            }
         }
     }
 
     // [[stage]]
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();
-    for (i, mut t) in stages_t.into_iter().enumerate() {
-        let prefix = format!("stage[{i}]");
-        let Some(kind) = kind_of(&mut t, &prefix, STAGE_KINDS, &mut errors) else {
+    let count = stages_t.len();
+    for (index, mut t) in stages_t.into_iter().enumerate() {
+        let prefix = format!("stage[{index}]");
+        let Some(kind) = kind_of(&mut t, &prefix, &StageConfig::kinds(), &mut errors) else {
             continue;
         };
+        let cx = ReadContext {
+            base_dir: &opts.base_dir,
+            index,
+            count,
+            overrides,
+        };
         let mut r = TableReader::new(prefix.clone(), t, overrides, &mut errors, &mut effective);
-        match kind.as_str() {
-            "severity" => {
-                if let Some(c) = SeverityConfig::read(&mut r) {
-                    stages.push(c.build());
-                }
-            }
-            "dedup" => {
-                if let Some(c) = DedupConfig::read(&mut r) {
-                    stages.push(c.build());
-                }
-            }
-            "wasm" => {
-                if let Some(c) = plugins_wasm::WasmStageConfig::read(&mut r, &opts.base_dir) {
-                    match c.build() {
-                        Ok(s) => stages.push(s),
-                        Err(e) => r.error("path", format!("{:?}", c.path.display().to_string()), e),
-                    }
-                }
-            }
-            other => r.error(
-                "kind",
-                format!("{other:?}"),
-                format!("one of {STAGE_KINDS}"),
-            ),
-        }
+        let c = StageConfig::read(&kind, &mut r, &cx);
         r.finish();
+        // Built at once: a WASM module that does not load is a config error.
+        match c.map(|c| c.build(&BuildContext::default())) {
+            Some(Ok(s)) => stages.push(s),
+            Some(Err(e)) => e.push_to(&prefix, &mut errors),
+            None => {}
+        }
     }
 
     // [router]
@@ -315,49 +321,64 @@ pub fn compile(
         }
     };
 
-    // [sink]
-    let mut sink: Option<Arc<dyn Sink>> = None;
-    match sink_t {
-        None => errors.push(
+    // [[sink]] (or one [sink] table, as in earlier versions)
+    let mut sink_configs: Vec<(String, SinkConfig)> = Vec::new();
+    if sinks_t.is_empty() {
+        errors.push(
             "sink",
             "(missing)",
-            format!("a [sink] table (kind: {SINK_KINDS})"),
-        ),
-        Some(toml::Value::Table(mut t)) => {
-            if let Some(kind) = kind_of(&mut t, "sink", SINK_KINDS, &mut errors) {
-                let mut r = TableReader::new("sink", t, overrides, &mut errors, &mut effective);
-                match kind.as_str() {
-                    "agent" => {
-                        if let Some(c) = AgentSinkConfig::read(&mut r, &opts.base_dir) {
-                            for name in c.env_allow.iter().filter(|n| token_envs.contains(n)) {
-                                r.error(
-                                    "env_allow",
-                                    format!("{name:?}"),
-                                    "a name that does not hold a source token (token_env of a [[source]])",
-                                );
-                            }
-                            match c.build() {
-                                Ok(s) => sink = Some(s),
-                                Err(e) => r.error("(build)", "-", e),
-                            }
-                        }
-                    }
-                    other => r.error("kind", format!("{other:?}"), format!("one of {SINK_KINDS}")),
-                }
-                r.finish();
-            }
-        }
-        Some(other) => errors.push("sink", other.to_string(), "a table ([sink])"),
+            "a [[sink]] table (kind: agent; plus any number of kind = \"slack\")",
+        );
     }
+    let count = sinks_t.len();
+    for (index, (prefix, mut t)) in sinks_t.into_iter().enumerate() {
+        let Some(kind) = kind_of(&mut t, &prefix, &SinkConfig::kinds(), &mut errors) else {
+            continue;
+        };
+        secrets.extend(SinkConfig::secret_envs(&kind, &t));
+        let cx = ReadContext {
+            base_dir: &opts.base_dir,
+            index,
+            count,
+            overrides,
+        };
+        let mut r = TableReader::new(prefix.clone(), t, overrides, &mut errors, &mut effective);
+        let c = SinkConfig::read(&kind, &mut r, &cx);
+        r.finish();
+        if let Some(c) = c {
+            sink_configs.push((prefix, c));
+        }
+    }
+
+    // Rules across components, then the sources and sinks are built.
+    for (prefix, c) in &source_configs {
+        for e in c.check_secrets(&secrets) {
+            e.push_to(prefix, &mut errors);
+        }
+    }
+    for (prefix, c) in &sink_configs {
+        for e in c.check_secrets(&secrets) {
+            e.push_to(prefix, &mut errors);
+        }
+    }
+    for (prefix, c) in source_configs {
+        match c.build(&BuildContext::default()) {
+            Ok(s) => sources.push(s),
+            Err(e) => e.push_to(&prefix, &mut errors),
+        }
+    }
+    let built = sinks::assemble(sink_configs, &mut errors);
 
     if !errors.is_empty() {
         return Err(errors);
     }
+    let built = built.expect("sinks are assembled when no error was found");
     Ok(Compiled {
         settings,
         sources,
         stages,
-        sink: sink.expect("no errors implies a sink"),
+        sink: built.events,
+        notifiers: built.notifiers,
         limits,
         effective,
     })

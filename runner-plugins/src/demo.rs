@@ -304,10 +304,7 @@ async fn run_inner(root: &Path, ov: &Overrides) -> Result<RunReport, String> {
     // point them elsewhere do not apply; everything else (agent command,
     // limits, threshold) can still be tried from the command line.
     let mut ov = ov.clone();
-    for s in crate::settings::SETTINGS
-        .iter()
-        .filter(|s| s.key.starts_with("source."))
-    {
+    for s in crate::sources::mcp::McpSourceConfig::settings() {
         ov.remove(s.env);
     }
     let opts = CompileOptions {

@@ -5,9 +5,15 @@
 pub mod app;
 pub mod cli;
 pub mod compile;
+pub mod component;
 pub mod demo;
 pub mod settings;
 pub mod sinks;
 pub mod sources;
 pub mod stages;
 pub mod testserver;
+
+/// `docs/components.md`: its example stage is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/components.md")]
+pub struct ComponentsGuide;

@@ -16,8 +16,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use runner_core::{CancellationToken, Outcome, Sink};
 use runner_plugins::sinks::agent::AgentSink;
-use runner_plugins::sinks::agent::slack::{
-    Delivery, Notifier, Reply, SlackOptions, Transport, deliver,
+use runner_plugins::sinks::notice::Notices;
+use runner_plugins::sinks::slack::{
+    Delivery, Notifier, Reply, SlackOptions, SlackSink, Transport, deliver,
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -198,6 +199,11 @@ async fn serve(h: Hook) -> (String, tokio::task::JoinHandle<()>) {
     (format!("http://{addr}/services/T000/B000/SECRETXYZ"), task)
 }
 
+/// The agent sink's notifiers: one Slack sink posting to `url`.
+fn slack(url: &str, opts: SlackOptions) -> Notices {
+    Notices::new(vec![Arc::new(SlackSink::new(url, opts).unwrap())])
+}
+
 fn fields_text(msg: &Value) -> String {
     msg["blocks"].to_string()
 }
@@ -215,10 +221,12 @@ async fn webhook_retries_429_and_500_then_delivers() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let script = fake_agent(tmp.path(), "agent.sh", GOOD);
-    let mut cfg = config(&root, &script);
-    cfg.slack_webhook = Some(url.clone());
-    cfg.slack.base_backoff = Duration::from_millis(50);
-    let sink = AgentSink::new(cfg);
+    let cfg = config(&root, &script);
+    let opts = SlackOptions {
+        base_backoff: Duration::from_millis(50),
+        ..SlackOptions::default()
+    };
+    let sink = AgentSink::with_notices(cfg, slack(&url, opts));
     let res = sink.handle(&envelope(3), CancellationToken::new()).await;
     assert_eq!(res.outcome, Outcome::Completed);
     sink.close().await;
@@ -288,11 +296,14 @@ async fn unreachable_webhook_is_logged_masked_and_does_not_block() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let script = fake_agent(tmp.path(), "agent.sh", GOOD);
-    let mut cfg = config(&root, &script);
-    cfg.slack_webhook = Some(format!("http://127.0.0.1:{port}/services/T1/B1/SECRETABC"));
-    cfg.slack.base_backoff = Duration::from_millis(10);
-    cfg.slack.max_attempts = 2;
-    let sink = AgentSink::new(cfg);
+    let cfg = config(&root, &script);
+    let url = format!("http://127.0.0.1:{port}/services/T1/B1/SECRETABC");
+    let opts = SlackOptions {
+        base_backoff: Duration::from_millis(10),
+        max_attempts: 2,
+        ..SlackOptions::default()
+    };
+    let sink = AgentSink::with_notices(cfg, slack(&url, opts));
     let res = sink.handle(&envelope(3), CancellationToken::new()).await;
     assert_eq!(res.outcome, Outcome::Completed);
     sink.close().await;
@@ -323,9 +334,8 @@ async fn degraded_once_then_recovered_once() {
         &format!("[ -f '{}' ] || exit 1\n{GOOD}", flag.display()),
     );
     let mut cfg = config(&root, &script);
-    cfg.slack_webhook = Some(url);
     cfg.failure_alert_threshold = 2;
-    let sink = AgentSink::new(cfg);
+    let sink = AgentSink::with_notices(cfg, slack(&url, SlackOptions::default()));
     let mut outcomes = Vec::new();
     for i in 0..3 {
         outcomes.push(

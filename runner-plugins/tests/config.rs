@@ -259,3 +259,131 @@ fn agents_never_get_a_source_token_through_env_allow() {
     );
     assert!(!msg.contains("s3cr3t"), "{msg}");
 }
+
+const SINKS: &str = r#"
+[[source]]
+kind = "mcp"
+endpoint = "http://127.0.0.1:9/mcp"
+token_env = "CONFIG_TEST_UNSET_TOKEN_A"
+
+[[sink]]
+kind = "agent"
+preset = "demo"
+env_allow = ["CONFIG_TEST_UNSET_HOOK"]
+
+[[sink]]
+kind = "agent"
+preset = "demo"
+
+[[sink]]
+kind = "slack"
+webhook_env = "CONFIG_TEST_UNSET_HOOK"
+
+[[sink]]
+kind = "pagerduty"
+"#;
+
+#[test]
+fn sink_tables_report_every_error_at_once() {
+    let errs = compile(SINKS, &Overrides::new(), &opts())
+        .err()
+        .expect("invalid");
+    let msg = errs.to_string();
+    for want in [
+        // The source's named token variable is not set.
+        "source[0].token_env: invalid value \"CONFIG_TEST_UNSET_TOKEN_A\" (not set)",
+        // A declared Slack sink without its webhook.
+        "sink[2].webhook_env: invalid value \"CONFIG_TEST_UNSET_HOOK\" (not set)",
+        "sink[3].kind: invalid value \"pagerduty\"; allowed: one of agent, slack",
+        // Another sink's secret is never passed to an agent.
+        "sink[0].env_allow: invalid value \"CONFIG_TEST_UNSET_HOOK\"",
+        "sink: invalid value 2 event sinks; allowed: exactly one [[sink]] with kind = \"agent\"",
+    ] {
+        assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
+    }
+    assert_eq!(errs.len(), 5, "{msg}");
+}
+
+#[test]
+fn sink_table_and_sink_array_compile_alike() {
+    let single = compile(BASE, &Overrides::new(), &opts()).unwrap();
+    let array = BASE.replace("[sink]", "[[sink]]");
+    let array = compile(&array, &Overrides::new(), &opts()).unwrap();
+    assert_eq!(single.sink.name(), "agent");
+    assert_eq!(array.sink.name(), "agent");
+    // Error keys follow the form the file uses.
+    let bad = BASE.replace("preset = \"demo\"", "preset = \"nope\"");
+    let msg = compile(&bad, &Overrides::new(), &opts())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("sink.preset: invalid value \"nope\""), "{msg}");
+    let bad = bad.replace("[sink]", "[[sink]]");
+    let msg = compile(&bad, &Overrides::new(), &opts())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("sink[0].preset: invalid value \"nope\""),
+        "{msg}"
+    );
+    let none = BASE.replace("[sink]\nkind = \"agent\"\npreset = \"demo\"\n", "");
+    let msg = compile(&none, &Overrides::new(), &opts())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("sink: missing"), "{msg}");
+}
+
+#[test]
+fn validate_lists_the_notifier_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    let text = format!(
+        "{}\n[[sink]]\nkind = \"slack\"\nwebhook_env = \"CONFIG_TEST_HOOK\"\n",
+        BASE.replace("[sink]", "[[sink]]")
+    );
+    std::fs::write(&p, text).unwrap();
+    let out = runner()
+        .args(["validate", "--config"])
+        .arg(&p)
+        .env_remove("SLACK_WEBHOOK_URL")
+        .env(
+            "CONFIG_TEST_HOOK",
+            "https://hooks.example/services/T/B/SECRET",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("  sink:    agent\n  notify:  slack\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("SECRET"), "{stdout}");
+    // A second webhook in the agent table together with a slack sink is refused.
+    std::fs::write(
+        &p,
+        format!(
+            "{}\nslack_webhook_env = \"OTHER_HOOK\"\n[[sink]]\nkind = \"slack\"\nwebhook_env = \"CONFIG_TEST_HOOK\"\n",
+            BASE.replace("[sink]", "[[sink]]")
+        ),
+    )
+    .unwrap();
+    let out = runner()
+        .args(["validate", "--config"])
+        .arg(&p)
+        .env(
+            "CONFIG_TEST_HOOK",
+            "https://hooks.example/services/T/B/SECRET",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sink[0].slack_webhook_env"), "{err}");
+}

@@ -1,3 +1,12 @@
-//! Built-in sources, one folder per source.
+//! Built-in sources, one folder per kind, and the `[[source]]` family.
 
 pub mod mcp;
+
+use runner_core::Source;
+
+crate::component_family! {
+    /// A `[[source]]` table, by `kind`. Every source feeds the same intake.
+    pub enum SourceConfig -> Box<dyn Source> {
+        Mcp(mcp::McpSourceConfig),
+    }
+}

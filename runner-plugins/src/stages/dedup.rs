@@ -32,6 +32,7 @@ use runner_core::config::TableReader;
 use runner_core::{Event, Outcome, Stage, StageFuture, Verdict};
 use tokio::time::Instant;
 
+use crate::component::{BuildContext, ComponentConfig, KeyError, ReadContext};
 use crate::settings::{DEDUP_MAX_KEYS, DEDUP_WINDOW_SECONDS};
 
 /// A field of the dedup key.
@@ -153,6 +154,19 @@ impl DedupConfig {
 
     pub fn build(&self) -> Box<dyn Stage> {
         Box::new(DedupStage::new(self))
+    }
+}
+
+impl ComponentConfig for DedupConfig {
+    const KIND: &'static str = "dedup";
+    type Built = Box<dyn Stage>;
+
+    fn read(r: &mut TableReader<'_>, _cx: &ReadContext<'_>) -> Option<Self> {
+        DedupConfig::read(r)
+    }
+
+    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Stage>, KeyError> {
+        Ok(DedupConfig::build(self))
     }
 }
 

@@ -3,6 +3,7 @@
 use runner_core::config::TableReader;
 use runner_core::{Event, Outcome, Severity, Stage, StageFuture, Verdict};
 
+use crate::component::{BuildContext, ComponentConfig, KeyError, ReadContext};
 use crate::settings::SEVERITY_THRESHOLD;
 
 /// Config type (what `pipeline.toml` says).
@@ -21,6 +22,19 @@ impl SeverityConfig {
         Box::new(SeverityStage {
             threshold: self.threshold,
         })
+    }
+}
+
+impl ComponentConfig for SeverityConfig {
+    const KIND: &'static str = "severity";
+    type Built = Box<dyn Stage>;
+
+    fn read(r: &mut TableReader<'_>, _cx: &ReadContext<'_>) -> Option<Self> {
+        SeverityConfig::read(r)
+    }
+
+    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Stage>, KeyError> {
+        Ok(SeverityConfig::build(self))
     }
 }
 

@@ -1,4 +1,4 @@
-//! `[sink] kind = "agent"`: reading and validating the table.
+//! `[[sink]] kind = "agent"`: reading and validating the table.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,8 +8,9 @@ use runner_core::Sink;
 use runner_core::config::TableReader;
 
 use super::presets::{Preset, unknown_placeholders};
-use super::slack::SlackOptions;
+use crate::component::{BuildContext, ComponentConfig, KeyError, ReadContext};
 use crate::settings as env;
+use crate::sinks::slack::SlackOptions;
 
 /// The read-only triage prompt shipped with the binary.
 pub const DEFAULT_PROMPT: &str = include_str!("../../../prompts/triage.md");
@@ -282,6 +283,47 @@ impl AgentSinkConfig {
                 .map_err(|why| format!("env_allow {name:?}: {why}"))?;
         }
         Ok(Arc::new(super::AgentSink::new(self.clone())))
+    }
+}
+
+impl ComponentConfig for AgentSinkConfig {
+    const KIND: &'static str = "agent";
+    type Built = Arc<dyn Sink>;
+
+    fn read(r: &mut TableReader<'_>, cx: &ReadContext<'_>) -> Option<Self> {
+        AgentSinkConfig::read(r, cx.base_dir)
+    }
+
+    fn build(&self, cx: &BuildContext) -> Result<Arc<dyn Sink>, KeyError> {
+        for name in &self.env_allow {
+            check_allowed_name(name, &self.slack_webhook_env)
+                .map_err(|why| KeyError::new("env_allow", format!("{name:?}"), why))?;
+        }
+        Ok(Arc::new(super::AgentSink::with_notices(
+            self.clone(),
+            cx.notices.clone(),
+        )))
+    }
+
+    /// Its webhook variable is refused in `env_allow` by `read` itself.
+    fn secret_envs(_table: &toml::Table) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Other components' secrets (a source's `token_env`, a Slack sink's
+    /// `webhook_env`) are never passed to an agent.
+    fn check_secrets(&self, secrets: &[String]) -> Vec<KeyError> {
+        self.env_allow
+            .iter()
+            .filter(|n| secrets.contains(n))
+            .map(|name| {
+                KeyError::new(
+                    "env_allow",
+                    format!("{name:?}"),
+                    "a name that does not hold a secret of another component (token_env of a [[source]], webhook_env of a slack sink)",
+                )
+            })
+            .collect()
     }
 }
 

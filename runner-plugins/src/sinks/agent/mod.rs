@@ -1,28 +1,34 @@
 //! `kind = "agent"`: one read-only AI agent subprocess per incident, in its
-//! own workspace, with a report and an optional Slack message afterwards.
+//! own workspace, with a report afterwards, told to the notifier sinks
+//! (Slack).
 //! The contract with the agent is documented in `docs/agents.md`.
 
-mod config;
+mod breaker;
+pub mod config;
 pub mod presets;
 pub mod process;
 pub mod prompt;
 pub mod report;
-pub mod slack;
 pub mod workspace;
 
+/// Slack is a sink of its own now; the old path keeps working.
+pub use crate::sinks::slack;
+
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use runner_core::{CancellationToken, Envelope, Outcome, Sink, SinkResult};
 use tokio::time::Instant;
 
+use breaker::{Breaker, BreakerSignal};
 pub use config::{AgentCommand, AgentSinkConfig, BASE_ENV, DEFAULT_PROMPT, INCIDENT_VARS};
 pub use presets::Preset;
 use process::{Exit, Launch};
 use report::Findings;
-use slack::{Breaker, BreakerSignal, Notifier};
 use workspace::{IncidentDoc, Status, Workspace, clean_line, rfc3339_now};
+
+use crate::sinks::notice::{Notice, Notices};
 
 /// The agent's report is read at most this far (it is shown, not parsed).
 const MAX_INVESTIGATION_BYTES: u64 = 1024 * 1024;
@@ -34,23 +40,20 @@ pub struct AgentSink {
     /// PATH, HOME, LANG and `env_allow`, captured from the runner's
     /// environment once; secrets were refused by the config.
     passthrough: Vec<(String, String)>,
-    slack: Option<Notifier>,
+    /// Told about finished incidents and the breaker's signals.
+    notices: Notices,
     breaker: Mutex<Breaker>,
 }
 
 impl AgentSink {
-    /// Builds the sink; a webhook in `cfg.slack_webhook` enables Slack.
+    /// Builds the sink without notifiers.
     pub fn new(cfg: AgentSinkConfig) -> AgentSink {
-        let slack = cfg.slack_webhook.as_ref().and_then(|url| {
-            let masked = runner_core::config::mask(url);
-            match slack::Webhook::new(url.clone(), cfg.slack.request_timeout) {
-                Ok(w) => Some(Notifier::new(Arc::new(w), cfg.slack.clone(), masked)),
-                Err(e) => {
-                    tracing::error!(webhook = %masked, error = %e, "slack disabled: cannot build the HTTP client");
-                    None
-                }
-            }
-        });
+        AgentSink::with_notices(cfg, Notices::default())
+    }
+
+    /// Builds the sink; `notices` (Slack) hear about every incident that
+    /// finished and about the circuit breaker.
+    pub fn with_notices(cfg: AgentSinkConfig, notices: Notices) -> AgentSink {
         let passthrough = BASE_ENV
             .iter()
             .map(|s| s.to_string())
@@ -61,7 +64,7 @@ impl AgentSink {
         AgentSink {
             cfg,
             passthrough,
-            slack,
+            notices,
             breaker: Mutex::new(Breaker::default()),
         }
     }
@@ -218,12 +221,13 @@ impl AgentSink {
         if outcome == Outcome::Abandoned {
             return result;
         }
-        if let Some(slack) = &self.slack {
+        if !self.notices.is_empty() {
             let rc = investigation.as_deref().and_then(report::root_cause);
-            slack.send(
-                format!("incident {}", doc.id),
-                slack::incident_message(doc, rc.as_ref(), &ws.report_md()),
-            );
+            self.notices.send(&Notice::Incident {
+                doc,
+                root_cause: rc.as_ref(),
+                report: &ws.report_md(),
+            });
         }
         self.breaker_record(&result);
         result
@@ -252,20 +256,21 @@ impl AgentSink {
             }
         };
         let reason = result.reason.as_deref().unwrap_or("");
-        let (label, body) = match signal {
+        let notice = match signal {
             None => return,
             Some(BreakerSignal::Degraded(n)) => {
                 tracing::error!(consecutive_failures = n, last_reason = %reason, "agents degraded");
-                ("agents degraded", slack::degraded_message(n, reason))
+                Notice::Degraded {
+                    consecutive: n,
+                    last_reason: reason,
+                }
             }
             Some(BreakerSignal::Recovered(n)) => {
                 tracing::info!(after_failures = n, "agents recovered");
-                ("agents recovered", slack::recovered_message(n))
+                Notice::Recovered { failures: n }
             }
         };
-        if let Some(slack) = &self.slack {
-            slack.send(label.into(), body);
-        }
+        self.notices.send(&notice);
     }
 }
 
@@ -388,8 +393,6 @@ impl Sink for AgentSink {
     }
 
     async fn close(&self) {
-        if let Some(slack) = &self.slack {
-            slack.close().await;
-        }
+        self.notices.close().await;
     }
 }

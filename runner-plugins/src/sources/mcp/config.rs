@@ -6,6 +6,7 @@ use std::time::Duration;
 use runner_core::config::TableReader;
 use serde_json::{Map, Value};
 
+use crate::component::{BuildContext, ComponentConfig, KeyError, ReadContext};
 use crate::settings as env;
 
 pub const MODES: &str = "faults, events, resource-faults";
@@ -255,9 +256,51 @@ impl McpSourceConfig {
         Box::new(super::McpSource::new(self.clone()))
     }
 
+    /// The settings (flags and environment variables) of this kind, by
+    /// their `pipeline.toml` key: the demo drops them, its sources being its
+    /// own simulated servers.
+    pub fn settings() -> impl Iterator<Item = &'static env::Setting> {
+        env::SETTINGS
+            .iter()
+            .filter(|s| s.key.starts_with("source."))
+    }
+
     /// The logger whose notifications carry this mode's payloads.
     pub fn logger(&self) -> String {
         format!("kubernetes/{}", self.mode)
+    }
+}
+
+impl ComponentConfig for McpSourceConfig {
+    const KIND: &'static str = "mcp";
+    type Built = Box<dyn runner_core::Source>;
+
+    fn read(r: &mut TableReader<'_>, cx: &ReadContext<'_>) -> Option<Self> {
+        // The endpoint variable names one server: with several sources it
+        // would be a guess which one it means. Reported once, with the first.
+        if cx.count > 1
+            && cx.index == 0
+            && cx.overrides.get(env::K8S_CLUSTER_MCP_ENDPOINT).is_some()
+        {
+            r.errors().push(
+                env::K8S_CLUSTER_MCP_ENDPOINT,
+                "(set)",
+                "only with exactly one [[source]]; with several, set each `endpoint` in pipeline.toml",
+            );
+        }
+        McpSourceConfig::read(r, cx.index)
+    }
+
+    fn build(&self, _cx: &BuildContext) -> Result<Self::Built, KeyError> {
+        Ok(McpSourceConfig::build(self))
+    }
+
+    /// `token_env` holds the bearer token: agents must never get it.
+    fn secret_envs(table: &toml::Table) -> Vec<String> {
+        match table.get("token_env") {
+            Some(toml::Value::String(name)) => vec![name.clone()],
+            _ => Vec::new(),
+        }
     }
 }
 

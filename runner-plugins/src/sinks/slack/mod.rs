@@ -1,4 +1,6 @@
-//! Slack incoming-webhook notifications, off the hot path: the sink only
+//! `[[sink]] kind = "slack"`: Slack incoming-webhook notifications of what
+//! other sinks report (finished incidents, agents degraded and recovered).
+//! Off the hot path: a notice only
 //! `try_send`s into a bounded queue; one background task delivers with
 //! bounded retries (429 honours `Retry-After`, 5xx and network errors back
 //! off exponentially). A Slack outage costs log lines, never pipeline time.
@@ -13,8 +15,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::report::RootCause;
-use super::workspace::{IncidentDoc, Status, clean_line};
+mod config;
+
+pub use config::{SlackSink, SlackSinkConfig};
+
+use crate::sinks::agent::report::RootCause;
+use crate::sinks::agent::workspace::{IncidentDoc, Status, clean_line};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlackOptions {
@@ -338,55 +344,9 @@ pub fn recovered_message(failures: u32) -> Value {
     })
 }
 
-/// Consecutive-failure tracking: one "degraded" when the count reaches the
-/// threshold, one "recovered" at the next success.
-#[derive(Debug, Default)]
-pub struct Breaker {
-    consecutive: u32,
-    degraded: bool,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum BreakerSignal {
-    Degraded(u32),
-    Recovered(u32),
-}
-
-impl Breaker {
-    pub fn failure(&mut self, threshold: u32) -> Option<BreakerSignal> {
-        self.consecutive = self.consecutive.saturating_add(1);
-        if !self.degraded && self.consecutive >= threshold.max(1) {
-            self.degraded = true;
-            return Some(BreakerSignal::Degraded(self.consecutive));
-        }
-        None
-    }
-
-    pub fn success(&mut self) -> Option<BreakerSignal> {
-        let n = std::mem::take(&mut self.consecutive);
-        if std::mem::take(&mut self.degraded) {
-            return Some(BreakerSignal::Recovered(n));
-        }
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn breaker_fires_once_each_way() {
-        let mut b = Breaker::default();
-        assert_eq!(b.failure(3), None);
-        assert_eq!(b.success(), None);
-        assert_eq!(b.failure(3), None);
-        assert_eq!(b.failure(3), None);
-        assert_eq!(b.failure(3), Some(BreakerSignal::Degraded(3)));
-        assert_eq!(b.failure(3), None);
-        assert_eq!(b.success(), Some(BreakerSignal::Recovered(4)));
-        assert_eq!(b.success(), None);
-    }
 
     #[test]
     fn escaping() {
