@@ -235,6 +235,37 @@ impl ConfigValue for Vec<String> {
     }
 }
 
+/// TCP/UDP port lists (`[443, 6443]`, or `443,6443` from the environment).
+impl ConfigValue for Vec<u16> {
+    fn allowed() -> String {
+        "an array of port numbers in 1..=65535".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        let arr = v.as_array().ok_or_else(Self::allowed)?;
+        arr.iter()
+            .map(|x| match x {
+                toml::Value::Integer(i) if (1..=65535).contains(i) => Ok(*i as u16),
+                _ => Err(Self::allowed()),
+            })
+            .collect()
+    }
+    fn from_text(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(|x| {
+                x.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(Self::allowed)
+            })
+            .collect()
+    }
+    fn render(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
 /// Implements [`ConfigValue`] for a `FromStr` enum with a fixed allowed list.
 #[macro_export]
 macro_rules! config_enum {

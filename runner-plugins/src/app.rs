@@ -19,6 +19,10 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_KILLED: u8 = 3;
 
 pub fn main() -> ExitCode {
+    // First, before any secret is read or any thread started: a same-uid
+    // agent must not be able to read this process's environment or memory,
+    // and orphans of agents must come back to it (see sinks::agent::contain).
+    let harden_errors = crate::sinks::agent::contain::harden_runner_process();
     let m = cli::command().get_matches();
     let (name, sub) = m.subcommand().expect("subcommand required");
     let ov = cli::overrides(sub, |k| std::env::var(k).ok());
@@ -30,7 +34,7 @@ pub fn main() -> ExitCode {
         "validate" => validate(&cli::config_path(sub), &ov),
         "run" => {
             let rt = runtime();
-            rt.block_on(run(&cli::config_path(sub), &ov))
+            rt.block_on(run(&cli::config_path(sub), &ov, &harden_errors))
         }
         "replay" => {
             let file = sub.get_one::<String>("file").expect("required");
@@ -197,7 +201,7 @@ pub async fn run_compiled(c: Compiled) -> RunReport {
     join.await.expect("pipeline task")
 }
 
-async fn run(path: &Path, ov: &Overrides) -> ExitCode {
+async fn run(path: &Path, ov: &Overrides, harden_errors: &[String]) -> ExitCode {
     let c = match compile::compile_file(path, ov, false) {
         Ok(c) => c,
         Err(errs) => {
@@ -208,7 +212,19 @@ async fn run(path: &Path, ov: &Overrides) -> ExitCode {
     init_logging(&c.settings.log_level, &c.settings.log_format);
     tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "event runner starting");
     log_effective(&c.effective);
+    for e in harden_errors {
+        tracing::error!(error = %e, "cannot harden the runner process");
+    }
+    let agent = c.agent.clone();
+    if let Some(a) = &agent {
+        crate::sinks::agent::startup(a);
+    }
     let report = run_compiled(c).await;
+    // Every agent was swept by its sink call; this catches what a crash of
+    // that path could have left.
+    if let Some(a) = &agent {
+        crate::sinks::agent::reap_previous_run(a);
+    }
     if let Some(f) = &report.fatal {
         tracing::error!(source = %f.source_name, error = %f.message, "fatal source error");
         eprintln!("error: {f}");

@@ -44,6 +44,8 @@ pub struct Compiled {
     pub sink: Arc<dyn Sink>,
     /// Names of the notifier sinks (`slack`), in file order.
     pub notifiers: Vec<String>,
+    /// The agent sink's settings (process-level setup at `run`).
+    pub agent: Option<crate::sinks::agent::AgentSinkConfig>,
     pub limits: RouterLimits,
     /// Effective configuration (secrets masked) with where each value came from.
     pub effective: Vec<Effective>,
@@ -367,6 +369,14 @@ pub fn compile(
             Err(e) => e.push_to(&prefix, &mut errors),
         }
     }
+    // The agent redacts every secret variable of every component.
+    let mut agent = None;
+    for (_, c) in sink_configs.iter_mut() {
+        if let sinks::SinkConfig::Agent(a) = c {
+            a.secret_envs = secrets.clone();
+            agent = Some(a.clone());
+        }
+    }
     let built = sinks::assemble(sink_configs, &mut errors);
 
     if !errors.is_empty() {
@@ -379,6 +389,7 @@ pub fn compile(
         stages,
         sink: built.events,
         notifiers: built.notifiers,
+        agent,
         limits,
         effective,
     })

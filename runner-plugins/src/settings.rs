@@ -63,6 +63,7 @@ pub const AGENT_MODEL: &str = "AGENT_MODEL";
 pub const AGENT_KILL_GRACE: &str = "AGENT_KILL_GRACE";
 pub const AGENT_ENV_ALLOW: &str = "AGENT_ENV_ALLOW";
 pub const AGENT_FAILURE_ALERT_THRESHOLD: &str = "AGENT_FAILURE_ALERT_THRESHOLD";
+pub const AGENT_SANDBOX: &str = "AGENT_SANDBOX";
 pub const WORKSPACE_ROOT: &str = "WORKSPACE_ROOT";
 pub const SHUTDOWN_TIMEOUT_SECONDS: &str = "SHUTDOWN_TIMEOUT_SECONDS";
 pub const SLACK_WEBHOOK_URL: &str = "SLACK_WEBHOOK_URL";
@@ -238,6 +239,13 @@ pub const SETTINGS: &[Setting] = &[
         "sink.failure_alert_threshold",
         "3",
         "Consecutive agent failures before one Slack \"agents degraded\" message (min 1)."
+    ),
+    s!(
+        "AGENT_SANDBOX",
+        "agent-sandbox",
+        "sink.sandbox",
+        "enforce",
+        "Kernel sandbox (Landlock) for agents: enforce (agents refused where the kernel lacks it) or off (logged at every start)."
     ),
     s!(
         "WORKSPACE_ROOT",

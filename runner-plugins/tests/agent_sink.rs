@@ -227,6 +227,7 @@ async fn argv_command_gets_placeholders_expanded() {
         &root,
     );
     cfg.model = "opus".into();
+    cfg.sandbox.read_paths.push(tmp.path().to_path_buf());
     let res = AgentSink::new(cfg)
         .handle(&envelope(3), CancellationToken::new())
         .await;
@@ -329,7 +330,10 @@ async fn kill_token_abandons_and_kills_the_group() {
     };
     // Wait until the agent (and its grandchild) run.
     let dir = loop {
-        if let Some(Ok(e)) = std::fs::read_dir(&root).ok().and_then(|mut d| d.next()) {
+        if let Some(e) = std::fs::read_dir(&root).ok().and_then(|d| {
+            d.flatten()
+                .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        }) {
             break e.path();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -440,6 +444,7 @@ async fn concurrent_incidents_get_distinct_workspaces() {
     let mut ids: Vec<String> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
         .collect();
     ids.sort();
     ids.dedup();

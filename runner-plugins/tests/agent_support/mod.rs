@@ -59,6 +59,11 @@ pub fn config(root: &Path, script: &Path) -> AgentSinkConfig {
     );
     c.timeout = Duration::from_secs(20);
     c.kill_grace = Duration::from_secs(1);
+    // The fake agent's script lives beside the root: the sandbox must let
+    // the agent read it (and nothing else there).
+    if let Some(dir) = script.parent() {
+        c.sandbox.read_paths.push(dir.to_path_buf());
+    }
     c
 }
 
@@ -122,11 +127,13 @@ pub async fn wait_for_file(path: &Path) {
     panic!("{} never appeared", path.display());
 }
 
-/// The only incident directory under `root`.
+/// The only incident directory under `root` (`.agents/`, the runner's
+/// process records, is not one).
 pub fn only_incident(root: &Path) -> PathBuf {
     let dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     dirs.into_iter().next().unwrap()

@@ -8,6 +8,7 @@ use runner_core::Sink;
 use runner_core::config::TableReader;
 
 use super::presets::{Preset, unknown_placeholders};
+use super::sandbox::{self, Mode, SandboxConfig};
 use crate::component::{BuildContext, ComponentConfig, KeyError, ReadContext};
 use crate::settings as env;
 use crate::sinks::slack::SlackOptions;
@@ -16,7 +17,7 @@ use crate::sinks::slack::SlackOptions;
 pub const DEFAULT_PROMPT: &str = include_str!("../../../prompts/triage.md");
 
 /// Variables the runner sets for every agent; `env_allow` cannot name them.
-pub const INCIDENT_VARS: [&str; 11] = [
+pub const INCIDENT_VARS: [&str; 12] = [
     "INCIDENT_ID",
     "INCIDENT_DIR",
     "EVENT_FILE",
@@ -28,6 +29,8 @@ pub const INCIDENT_VARS: [&str; 11] = [
     "RESOURCE_NAME",
     "FAULT_ID",
     "SEVERITY",
+    // The workspace's tmp/ (the sandbox leaves no other writable temp).
+    "TMPDIR",
 ];
 
 const MAX_TIMEOUT_SECONDS: u64 = 7 * 24 * 3600;
@@ -68,18 +71,29 @@ pub struct AgentSinkConfig {
     pub slack: SlackOptions,
     /// Consecutive failed/timed-out agents before one "degraded" message.
     pub failure_alert_threshold: u32,
+    /// The kernel sandbox every agent runs under.
+    pub sandbox: SandboxConfig,
+    /// Names of variables holding a source's token (`token_env`), redacted
+    /// from reports like every other secret.
+    pub secret_envs: Vec<String>,
 }
 
 impl AgentSinkConfig {
     /// Defaults for everything but the command and the workspace root
     /// (for tests and the embedded demo).
     pub fn new(command: AgentCommand, workspace_root: impl Into<PathBuf>) -> Self {
+        let workspace_root: PathBuf = workspace_root.into();
         AgentSinkConfig {
+            sandbox: SandboxConfig {
+                deny_paths: vec![workspace_root.clone()],
+                ..SandboxConfig::default()
+            },
+            secret_envs: Vec::new(),
             command,
             model: "sonnet".into(),
             timeout: Duration::from_secs(300),
             kill_grace: Duration::from_secs(10),
-            workspace_root: workspace_root.into(),
+            workspace_root,
             prompt: DEFAULT_PROMPT.to_string(),
             env_allow: Vec::new(),
             min_investigation_bytes: 100,
@@ -116,6 +130,12 @@ impl AgentSinkConfig {
             env::AGENT_FAILURE_ALERT_THRESHOLD,
             3,
         );
+        let sandbox_mode: String = r.layered("sandbox", env::AGENT_SANDBOX, "enforce".to_string());
+        let read_paths: Vec<String> = r.opt("sandbox_read_paths").unwrap_or_default();
+        let write_paths: Vec<String> = r.opt("sandbox_write_paths").unwrap_or_default();
+        let ports: Vec<u16> = r
+            .opt("sandbox_connect_ports")
+            .unwrap_or_else(|| sandbox::DEFAULT_CONNECT_PORTS.to_vec());
 
         let command = match (line, preset, argv) {
             (Some(l), _, _) => {
@@ -258,6 +278,40 @@ impl AgentSinkConfig {
             );
         }
 
+        let mode = Mode::parse(&sandbox_mode);
+        if mode.is_none() {
+            r.error("sandbox", format!("{sandbox_mode:?}"), Mode::ALLOWED);
+        }
+        // What agents must never see, even below a granted directory.
+        let mut deny_paths = vec![PathBuf::from(&root)];
+        if let Ok(dir) = base_dir.canonicalize()
+            && !too_broad_to_hide(&dir)
+        {
+            deny_paths.push(dir);
+        }
+        let protected = sandbox::protected_paths(
+            &SandboxConfig {
+                deny_paths: deny_paths.clone(),
+                ..SandboxConfig::default()
+            },
+            std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+        );
+        for (key, list) in [
+            ("sandbox_read_paths", &read_paths),
+            ("sandbox_write_paths", &write_paths),
+        ] {
+            for (p, why) in sandbox::check_paths(list, &protected) {
+                r.error(key, format!("{p:?}"), why);
+            }
+        }
+        if ports.contains(&0) {
+            r.error(
+                "sandbox_connect_ports",
+                format!("{ports:?}"),
+                "TCP ports in 1..=65535",
+            );
+        }
+
         if r.errors().len() > before {
             return None;
         }
@@ -274,6 +328,14 @@ impl AgentSinkConfig {
             slack_webhook,
             slack: SlackOptions::default(),
             failure_alert_threshold: threshold,
+            sandbox: SandboxConfig {
+                mode: mode?,
+                read_paths: read_paths.iter().map(PathBuf::from).collect(),
+                write_paths: write_paths.iter().map(PathBuf::from).collect(),
+                connect_ports: ports,
+                deny_paths,
+            },
+            secret_envs: Vec::new(),
         })
     }
 
@@ -325,6 +387,15 @@ impl ComponentConfig for AgentSinkConfig {
             })
             .collect()
     }
+}
+
+/// A config directory that is `/` or a system directory agents must read
+/// (`pipeline.toml` directly in `/etc`) cannot be hidden as a whole; the
+/// file is then protected by nothing but its mode (documented).
+fn too_broad_to_hide(dir: &Path) -> bool {
+    ["/", "/etc", "/usr", "/opt", "/bin", "/lib", "/lib64"]
+        .iter()
+        .any(|s| Path::new(s).starts_with(dir))
 }
 
 pub fn is_env_name(s: &str) -> bool {

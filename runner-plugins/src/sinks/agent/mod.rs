@@ -5,10 +5,13 @@
 
 mod breaker;
 pub mod config;
+pub mod contain;
 pub mod presets;
 pub mod process;
 pub mod prompt;
+pub mod redact;
 pub mod report;
+pub mod sandbox;
 pub mod workspace;
 
 /// Slack is a sink of its own now; the old path keeps working.
@@ -24,9 +27,11 @@ use tokio::time::Instant;
 use breaker::{Breaker, BreakerSignal};
 pub use config::{AgentCommand, AgentSinkConfig, BASE_ENV, DEFAULT_PROMPT, INCIDENT_VARS};
 pub use presets::Preset;
-use process::{Exit, Launch};
+use process::{Exit, Finished, Launch};
+use redact::Redactor;
 use report::Findings;
-use workspace::{IncidentDoc, Status, Workspace, clean_line, rfc3339_now};
+use sandbox::Mode;
+use workspace::{IncidentDoc, LeftoverProcess, Status, Workspace, clean_line, rfc3339_now};
 
 use crate::sinks::notice::{Notice, Notices};
 
@@ -43,6 +48,8 @@ pub struct AgentSink {
     /// Told about finished incidents and the breaker's signals.
     notices: Notices,
     breaker: Mutex<Breaker>,
+    /// The runner's secret values, kept out of reports and Slack.
+    redactor: Redactor,
 }
 
 impl AgentSink {
@@ -61,12 +68,54 @@ impl AgentSink {
             .filter(|n| !config::is_secret_name(n, &cfg.slack_webhook_env))
             .filter_map(|n| std::env::var(&n).ok().map(|v| (n, v)))
             .collect();
+        let mut extra_envs = cfg.secret_envs.clone();
+        extra_envs.push(cfg.slack_webhook_env.clone());
+        extra_envs.extend(
+            crate::settings::SETTINGS
+                .iter()
+                .filter(|s| s.secret)
+                .map(|s| s.env.to_string()),
+        );
+        let token_files: Vec<String> = std::env::var(crate::settings::MCP_TOKEN_FILE)
+            .ok()
+            .into_iter()
+            .collect();
+        let redactor = Redactor::from_runner(&extra_envs, &token_files, cfg.slack_webhook.clone());
         AgentSink {
             cfg,
             passthrough,
             notices,
             breaker: Mutex::new(Breaker::default()),
+            redactor,
         }
+    }
+
+    /// The Landlock ruleset for one agent, or why it cannot run.
+    fn sandbox_for(&self, launch: &Launch) -> Result<Option<std::os::fd::OwnedFd>, String> {
+        if self.cfg.sandbox.mode == Mode::Off {
+            return Ok(None);
+        }
+        if let Some(why) = sandbox::unsupported_reason() {
+            return Err(format!(
+                "kernel sandbox unavailable ({why}); agents are refused unless `sandbox = \"off\"` (AGENT_SANDBOX=off)"
+            ));
+        }
+        let get = |k: &str| launch.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let runner_home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        let agent_home = get("HOME").map(Path::new);
+        let private_home = agent_home.filter(|h| Some(*h) != runner_home.as_deref());
+        let policy = sandbox::Policy::build(
+            &self.cfg.sandbox,
+            &sandbox::Inputs {
+                workspace: &launch.cwd,
+                private_home,
+                program: launch.argv.first().map(String::as_str).unwrap_or(""),
+                path_env: get("PATH"),
+                runner_home: runner_home.as_deref(),
+            },
+        );
+        tracing::debug!(read = ?policy.read, write = ?policy.write, ports = ?policy.ports, "agent sandbox policy");
+        policy.ruleset().map(Some)
     }
 
     fn launch(&self, ws: &Workspace, doc: &IncidentDoc) -> Launch {
@@ -96,6 +145,7 @@ impl AgentSink {
             ("RESOURCE_NAME".into(), v(&r.name)),
             ("FAULT_ID".into(), v(doc.fault_id.as_deref().unwrap_or(""))),
             ("SEVERITY".into(), doc.severity.clone()),
+            ("TMPDIR".into(), ws.tmp_dir().display().to_string()),
         ]);
         Launch {
             argv,
@@ -185,11 +235,12 @@ impl AgentSink {
         doc.exit_code = exit_code;
         doc.failure_reason = result.reason.clone();
 
-        let investigation = read_capped(&ws.investigation());
+        // Everything the agent wrote is redacted before any use of it.
+        let investigation = read_capped(&ws.investigation()).map(|s| self.redactor.redact(&s));
         let stderr_tail = (status != Status::Completed)
             .then(|| read_capped(&ws.stderr_log()))
             .flatten()
-            .map(|s| tail_lines(&s, STDERR_TAIL_LINES));
+            .map(|s| self.redactor.redact(&tail_lines(&s, STDERR_TAIL_LINES)));
         let md = report::render_markdown(
             doc,
             &Findings {
@@ -197,6 +248,9 @@ impl AgentSink {
                 stderr_tail: stderr_tail.as_deref(),
             },
         );
+        // Event fields too can carry a secret (the agent cannot write them,
+        // but a hostile event can quote one it learned elsewhere).
+        let md = self.redactor.redact(&md);
         let html = report::render_html(&format!("Incident {}", doc.id), &md);
         for (name, bytes) in [
             ("report.md", md.as_bytes()),
@@ -271,6 +325,49 @@ impl AgentSink {
             }
         };
         self.notices.send(&notice);
+    }
+}
+
+/// Process-level work for `runner run`, after logging is up: says loudly
+/// whether agents will be sandboxed, and kills what agents of a previous
+/// run (a runner that was SIGKILLed) left alive.
+pub fn startup(cfg: &AgentSinkConfig) {
+    match cfg.sandbox.mode {
+        Mode::Off => tracing::warn!(
+            "agent sandbox is OFF (sandbox = \"off\"): agents can read and write whatever the runner's user can, and connect anywhere"
+        ),
+        Mode::Enforce => match sandbox::unsupported_reason() {
+            Some(why) => tracing::error!(
+                reason = %why,
+                "agent sandbox unavailable: every agent will be refused (failed) until the kernel supports Landlock ABI >= 4, or the operator sets sandbox = \"off\""
+            ),
+            None => {
+                tracing::info!(
+                    landlock_abi = sandbox::kernel_abi(),
+                    connect_ports = ?cfg.sandbox.connect_ports,
+                    "agent sandbox enforced (Landlock)"
+                );
+                for f in sandbox::missing_features() {
+                    tracing::warn!(feature = f, "agent sandbox: kernel lacks a Landlock feature");
+                }
+            }
+        },
+    }
+    reap_previous_run(cfg);
+}
+
+/// Kills leftovers of a previous run recorded under the workspace root.
+pub fn reap_previous_run(cfg: &AgentSinkConfig) {
+    let Ok(root) = cfg.workspace_root.canonicalize() else {
+        return;
+    };
+    for (incident, killed) in contain::kill_leftovers(&root) {
+        tracing::warn!(
+            incident = %incident,
+            count = killed.len(),
+            processes = %process::describe(&killed),
+            "killed processes left alive by an agent of a previous run"
+        );
     }
 }
 
@@ -352,9 +449,25 @@ impl Sink for AgentSink {
 
         let launch = self.launch(&ws, &doc);
         let started = Instant::now();
+        doc.sandbox = Some(self.cfg.sandbox.mode.as_str().to_string());
+        let ruleset = match blocking(|| self.sandbox_for(&launch)) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(incident = %doc.id, error = %e, "agent not started");
+                return self.finish_blocking(
+                    &ws,
+                    &mut doc,
+                    Status::Failed,
+                    SinkResult::failed(format!("cannot start agent: {e}")),
+                    None,
+                    None,
+                );
+            }
+        };
         doc.started_at = Some(rfc3339_now());
         doc.status = Status::Running;
-        let running = match process::spawn(&launch, &ws.id) {
+        let records = ws.dir.parent().map(contain::records_dir);
+        let running = match process::spawn(&launch, &ws.id, ruleset, records.as_deref()) {
             Ok(r) => r,
             Err(e) => {
                 return self.finish_blocking(
@@ -381,9 +494,16 @@ impl Sink for AgentSink {
             workspace = %ws.dir.display(),
             "agent started"
         );
-        let exit = running
+        let Finished { exit, leftovers } = running
             .wait(self.cfg.timeout, self.cfg.kill_grace, &kill)
             .await;
+        doc.leftover_processes = leftovers
+            .iter()
+            .map(|p| LeftoverProcess {
+                pid: p.pid,
+                name: clean_line(&p.comm, 32),
+            })
+            .collect();
         let exit_code = match &exit {
             Exit::Exited { code, .. } => *code,
             _ => None,

@@ -1,14 +1,28 @@
-//! One agent subprocess in its own process group: spawn, wait with a
-//! timeout, terminate the whole group (SIGTERM, then SIGKILL after a grace
-//! period), and make sure nothing of it survives.
+//! One agent subprocess in its own session: spawn (kernel sandbox applied
+//! before exec, killed if the runner dies), wait with a timeout, terminate
+//! everything it started (SIGTERM, then SIGKILL after a grace period), and
+//! make sure nothing of it survives, not even processes that left its
+//! session (see `contain`).
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::contain::{self, Proc, Tree};
+use super::sandbox;
+
+/// How often the agent's process tree is scanned while it runs, so that
+/// processes that leave its session are known by identity.
+const TRACK_EVERY: Duration = Duration::from_millis(250);
+/// Upper bound for one kill sweep (a fork loop cannot hold the sink).
+const SWEEP_WITHIN: Duration = Duration::from_secs(2);
 
 /// Everything needed to start an agent.
 #[derive(Debug, Clone)]
@@ -35,28 +49,25 @@ pub enum Exit {
     Killed,
 }
 
-/// A running agent. Dropping it before it finished SIGKILLs its group, so a
-/// panic or an aborted task cannot leave an agent behind.
+/// How the agent ended and what it left behind.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub exit: Exit,
+    /// Processes of the agent still alive when the runner cleaned up
+    /// (after the leader exited, after the grace, or at kill), leader
+    /// excluded; all were SIGKILLed.
+    pub leftovers: Vec<Proc>,
+}
+
+/// A running agent. Dropping it before it finished SIGKILLs all its
+/// processes, so a panic or an aborted task cannot leave an agent behind.
 pub struct Running {
     child: tokio::process::Child,
     pub pid: u32,
     pgid: i32,
     done: bool,
     label: String,
-}
-
-fn signal_group(pgid: i32, sig: libc::c_int) -> bool {
-    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
-    // addresses the process group we created with process_group(0).
-    unsafe { libc::kill(-pgid, sig) == 0 }
-}
-
-/// True while any process (including zombies) is in the group.
-fn group_alive(pgid: i32) -> bool {
-    if signal_group(pgid, 0) {
-        return true;
-    }
-    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    tree: Tree,
 }
 
 fn status_parts(st: ExitStatus) -> Exit {
@@ -67,9 +78,44 @@ fn status_parts(st: ExitStatus) -> Exit {
     }
 }
 
-/// Starts `l` in a new process group with stdin closed and output to files.
-/// `label` names the incident in logs.
-pub fn spawn(l: &Launch, label: &str) -> Result<Running, String> {
+/// Runs `f` on one long-lived thread. `PR_SET_PDEATHSIG` fires when the
+/// *thread* that forked the child ends, and tokio ends idle threads, so
+/// every agent is forked from this thread, which never ends.
+fn on_spawner_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    type Job = Box<dyn FnOnce() + Send>;
+    static TX: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let tx = TX.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("agent-spawner".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .expect("spawn the agent-spawner thread");
+        Mutex::new(tx)
+    });
+    let (rtx, rrx) = mpsc::sync_channel(1);
+    tx.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(Box::new(move || {
+            let _ = rtx.send(f());
+        }))
+        .expect("agent-spawner thread alive");
+    rrx.recv().expect("agent-spawner thread answers")
+}
+
+/// Starts `l` as a session leader with stdin closed and output to files,
+/// under the Landlock ruleset `sandbox` when given, with SIGKILL as its
+/// parent-death signal. `label` names the incident in logs; `records` is
+/// where its process identities are kept for a restart after a crash.
+pub fn spawn(
+    l: &Launch,
+    label: &str,
+    sandbox: Option<OwnedFd>,
+    records: Option<&Path>,
+) -> Result<Running, String> {
     let Some((prog, args)) = l.argv.split_first() else {
         return Err("empty command".into());
     };
@@ -91,17 +137,56 @@ pub fn spawn(l: &Launch, label: &str) -> Result<Running, String> {
         .envs(l.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        // Own group: the timeout and shutdown kill the agent and everything it started.
-        .process_group(0);
-    let child = cmd.spawn().map_err(|e| format!("spawn {prog:?}: {e}"))?;
+        .stderr(Stdio::from(err));
+    let parent = std::process::id() as libc::pid_t;
+    let fd = sandbox.as_ref().map_or(-1, |f| f.as_raw_fd());
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe system calls; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Own session (and group): the timeout and shutdown reach the
+            // agent and everything it started; no controlling terminal.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The runner died before the line above: do not run orphaned.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            if fd >= 0 {
+                sandbox::restrict_in_child(fd)?;
+            }
+            Ok(())
+        });
+    }
+    let handle = tokio::runtime::Handle::current();
+    let spawned = on_spawner_thread(move || {
+        let _rt = handle.enter();
+        // Registered under the lock: a concurrent sweep never sees this
+        // agent as somebody's orphan.
+        contain::with_leaders(|leaders| {
+            let child = cmd.spawn()?;
+            if let Some(pid) = child.id() {
+                leaders.insert(pid as i32);
+            }
+            Ok::<_, std::io::Error>(child)
+        })
+    });
+    // The ruleset descriptor is close-on-exec; the parent's copy goes now.
+    drop(sandbox);
+    let child = spawned.map_err(|e| format!("spawn {prog:?}: {e}"))?;
     let pid = child.id().ok_or("agent exited before its pid was read")?;
+    let tree = Tree::new(label, pid as i32, records);
     Ok(Running {
         child,
         pid,
         pgid: pid as i32,
         done: false,
         label: label.to_string(),
+        tree,
     })
 }
 
@@ -111,49 +196,61 @@ enum Stop {
 }
 
 impl Running {
-    /// Waits for the agent; on `timeout` terminates the group (SIGTERM, up to
-    /// `grace` for it to empty, then SIGKILL); on `kill` SIGKILLs at once.
-    /// Returns only once the leader is reaped and the group signalled empty.
+    /// Waits for the agent; on `timeout` terminates all its processes
+    /// (SIGTERM, up to `grace` for them to end, then SIGKILL); on `kill`
+    /// SIGKILLs at once. Returns only once the leader is reaped and no
+    /// process of the agent is left.
     pub async fn wait(
         mut self,
         timeout: Duration,
         grace: Duration,
         kill: &CancellationToken,
-    ) -> Exit {
-        let stop = tokio::select! {
-            st = self.child.wait() => {
-                self.done = true;
-                let exit = match st {
-                    Ok(st) => status_parts(st),
-                    Err(_) => Exit::Exited { code: None, signal: None },
-                };
-                // The agent may have left background children in its group.
-                // (The group id cannot be reused while any member lives.)
-                if group_alive(self.pgid) && signal_group(self.pgid, libc::SIGKILL) {
-                    tracing::warn!(incident = %self.label, pgid = self.pgid, "agent exited leaving processes behind; killed its process group (SIGKILL)");
+    ) -> Finished {
+        let deadline = Instant::now() + timeout;
+        let mut tick = tokio::time::interval(TRACK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = loop {
+            tokio::select! {
+                st = self.child.wait() => {
+                    self.reaped();
+                    let exit = match st {
+                        Ok(st) => status_parts(st),
+                        Err(_) => Exit::Exited { code: None, signal: None },
+                    };
+                    let leftovers = self.sweep();
+                    if !leftovers.is_empty() {
+                        tracing::warn!(incident = %self.label, pgid = self.pgid, count = leftovers.len(), processes = %describe(&leftovers), "agent exited leaving processes behind; killed them (SIGKILL)");
+                    }
+                    return Finished { exit, leftovers };
                 }
-                return exit;
+                _ = tokio::time::sleep_until(deadline) => break Stop::Timeout,
+                _ = kill.cancelled() => break Stop::Kill,
+                _ = tick.tick() => self.tree.track(),
             }
-            _ = tokio::time::sleep(timeout) => Stop::Timeout,
-            _ = kill.cancelled() => Stop::Kill,
         };
         match stop {
             Stop::Kill => {
-                signal_group(self.pgid, libc::SIGKILL);
-                tracing::warn!(incident = %self.label, pgid = self.pgid, "shutdown grace over: killed agent process group (SIGKILL)");
+                let leftovers = self.sweep();
+                tracing::warn!(incident = %self.label, pgid = self.pgid, count = leftovers.len(), "shutdown grace over: killed the agent and all its processes (SIGKILL)");
                 let _ = self.child.wait().await;
-                self.done = true;
-                Exit::Killed
+                self.reaped();
+                let leftovers = self.sweep_after(leftovers);
+                Finished {
+                    exit: Exit::Killed,
+                    leftovers,
+                }
             }
             Stop::Timeout => {
-                signal_group(self.pgid, libc::SIGTERM);
-                tracing::warn!(incident = %self.label, pgid = self.pgid, timeout_s = timeout.as_secs_f64(), "agent timed out: sent SIGTERM to its process group");
-                let deadline = Instant::now() + grace;
+                let signalled = self.tree.signal(libc::SIGTERM);
+                tracing::warn!(incident = %self.label, pgid = self.pgid, processes = signalled.len(), timeout_s = timeout.as_secs_f64(), "agent timed out: sent SIGTERM to all its processes");
+                let grace_end = Instant::now() + grace;
                 let mut killed_by_token = false;
                 loop {
-                    // Reap the leader so a zombie does not keep the group "alive".
-                    let _ = self.child.try_wait();
-                    if !group_alive(self.pgid) || Instant::now() >= deadline {
+                    // Reap the leader so a zombie does not count as alive.
+                    if let Ok(Some(_)) = self.child.try_wait() {
+                        self.reaped();
+                    }
+                    if !self.any_alive() || Instant::now() >= grace_end {
                         break;
                     }
                     tokio::select! {
@@ -161,27 +258,80 @@ impl Running {
                         _ = kill.cancelled() => { killed_by_token = true; break; }
                     }
                 }
-                let forced = group_alive(self.pgid) && signal_group(self.pgid, libc::SIGKILL);
+                let forced = self.any_alive();
+                let leftovers = self.sweep();
                 if forced {
-                    tracing::warn!(incident = %self.label, pgid = self.pgid, "agent group still alive after grace: killed it (SIGKILL)");
+                    tracing::warn!(incident = %self.label, pgid = self.pgid, count = leftovers.len(), "agent still alive after grace: killed all its processes (SIGKILL)");
                 }
                 let _ = self.child.wait().await;
-                self.done = true;
+                self.reaped();
+                let leftovers = self.sweep_after(leftovers);
                 if killed_by_token {
-                    Exit::Killed
+                    Finished {
+                        exit: Exit::Killed,
+                        leftovers,
+                    }
                 } else {
-                    Exit::TimedOut { forced }
+                    Finished {
+                        exit: Exit::TimedOut { forced },
+                        leftovers,
+                    }
                 }
             }
         }
     }
+
+    /// The leader was reaped: its pid may be reused from now on.
+    fn reaped(&mut self) {
+        self.done = true;
+        let pid = self.pgid;
+        contain::with_leaders(|l| l.remove(&pid));
+    }
+
+    fn any_alive(&self) -> bool {
+        let table = contain::table();
+        contain::with_leaders(|l| self.tree.members(&table, l))
+            .iter()
+            .any(|p| p.state != 'Z')
+    }
+
+    fn sweep(&mut self) -> Vec<Proc> {
+        let v = self.tree.sweep(SWEEP_WITHIN);
+        if self.done {
+            self.tree.forget();
+        }
+        v
+    }
+
+    /// A last sweep after the leader is reaped; merges what it found.
+    fn sweep_after(&mut self, mut first: Vec<Proc>) -> Vec<Proc> {
+        for p in self.sweep() {
+            if !first.iter().any(|q| q.pid == p.pid && q.start == p.start) {
+                first.push(p);
+            }
+        }
+        first
+    }
+}
+
+/// `pid:name` list for logs and reports (names cleaned of control chars).
+pub fn describe(ps: &[Proc]) -> String {
+    ps.iter()
+        .take(20)
+        .map(|p| format!("{}:{}", p.pid, super::workspace::clean_line(&p.comm, 32)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         if !self.done {
-            signal_group(self.pgid, libc::SIGKILL);
-            tracing::warn!(incident = %self.label, pgid = self.pgid, "agent task ended early: killed its process group (SIGKILL)");
+            let left = self.tree.sweep(SWEEP_WITHIN);
+            tracing::warn!(incident = %self.label, pgid = self.pgid, count = left.len(), "agent task ended early: killed the agent and all its processes (SIGKILL)");
+            // The leader's zombie is reaped by tokio's orphan queue.
+            let pid = self.pgid;
+            contain::with_leaders(|l| l.remove(&pid));
         }
+        self.tree.forget();
     }
 }

@@ -204,6 +204,19 @@ pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
             what.push_str(&format!(" — {}", md_inline(why)));
         }
         m.push_str(&format!("| {t} | {what} |\n"));
+        if !doc.leftover_processes.is_empty() {
+            let names: Vec<String> = doc
+                .leftover_processes
+                .iter()
+                .take(20)
+                .map(|p| format!("{} {}", p.pid, md_inline(&p.name)))
+                .collect();
+            m.push_str(&format!(
+                "| {t} | **agent left {} process(es) behind**, killed by the runner: {} |\n",
+                doc.leftover_processes.len(),
+                names.join(", ")
+            ));
+        }
     }
 
     m.push_str("\n## Agent findings\n\n");

@@ -56,6 +56,18 @@ pub struct IncidentDoc {
     pub exit_code: Option<i32>,
     pub failure_reason: Option<String>,
     pub duration_ms: Option<u64>,
+    /// `enforce` or `off`: whether the agent ran under the kernel sandbox.
+    pub sandbox: Option<String>,
+    /// Processes the agent left running (outside its control or after it
+    /// exited) that the runner had to kill.
+    pub leftover_processes: Vec<LeftoverProcess>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeftoverProcess {
+    pub pid: i32,
+    /// The kernel's short name of the program (untrusted, cleaned).
+    pub name: String,
 }
 
 impl IncidentDoc {
@@ -84,6 +96,8 @@ impl IncidentDoc {
             exit_code: None,
             failure_reason: None,
             duration_ms: None,
+            sandbox: None,
+            leftover_processes: Vec::new(),
         }
     }
 }
@@ -160,7 +174,7 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// Creates `root/<id>/` (0700) with `output/` and `logs/`. The root is
+    /// Creates `root/<id>/` (0700) with `output/`, `logs/` and `tmp/`. The root is
     /// created if missing. A new id is drawn if the name is taken.
     pub fn create(root: &Path, seq: u64) -> std::io::Result<Workspace> {
         fs::create_dir_all(root)?;
@@ -174,7 +188,7 @@ impl Workspace {
                     // Explicit: the umask must not widen or narrow it.
                     use std::os::unix::fs::PermissionsExt;
                     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
-                    for sub in ["output", "logs"] {
+                    for sub in ["output", "logs", "tmp"] {
                         fs::DirBuilder::new().mode(0o700).create(dir.join(sub))?;
                     }
                     return Ok(Workspace { id, dir });
@@ -200,6 +214,10 @@ impl Workspace {
     }
     pub fn stdout_log(&self) -> PathBuf {
         self.dir.join("logs").join("agent-stdout.log")
+    }
+    /// The agent's TMPDIR (the sandbox gives it no other writable temp).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
     }
     pub fn stderr_log(&self) -> PathBuf {
         self.dir.join("logs").join("agent-stderr.log")
