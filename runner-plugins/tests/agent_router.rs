@@ -55,7 +55,13 @@ async fn cap_and_one_per_cluster_hold_with_real_agents() {
 
     let mut runs: Vec<(String, u128, u128)> = std::fs::read_dir(&root)
         .unwrap()
-        .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
         .map(|e| {
             let d = e.unwrap().path();
             let cluster = incident_json(&d)["cluster"].as_str().unwrap().to_string();

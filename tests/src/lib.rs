@@ -92,6 +92,7 @@ pub struct RunnerBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     subcommand: String,
+    user: Option<(u32, u32)>,
 }
 
 impl RunnerBuilder {
@@ -102,6 +103,12 @@ impl RunnerBuilder {
     }
     pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+    /// Runs the runner as `uid`/`gid` (supplementary groups dropped); the
+    /// run's temp dir is given to that user. Needs root.
+    pub fn as_user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
         self
     }
     /// `run` by default.
@@ -119,6 +126,13 @@ impl RunnerBuilder {
         let path = dir.path().join("pipeline.toml");
         std::fs::write(&path, config).expect("write pipeline.toml");
         let mut cmd = Command::new(runner_bin());
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            for p in [dir.path(), path.as_path()] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid)).expect("chown the run's dir");
+            }
+            cmd.uid(uid).gid(gid);
+        }
         cmd.arg(&self.subcommand)
             .arg("--config")
             .arg(&path)
@@ -194,6 +208,7 @@ impl Runner {
             args: Vec::new(),
             env: Vec::new(),
             subcommand: "run".into(),
+            user: None,
         }
     }
 

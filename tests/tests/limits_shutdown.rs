@@ -28,7 +28,10 @@ fn emit(data: Value) -> Step {
     }
 }
 
-fn config(url: &str, agent: &str, router: &str, shutdown_secs: u64) -> String {
+/// `log_dir` is where the agents write their log: outside their workspace,
+/// so the sandbox must grant it.
+fn config(url: &str, agent: &str, router: &str, shutdown_secs: u64, log_dir: &Path) -> String {
+    let log_dir = log_dir.canonicalize().unwrap().display().to_string();
     format!(
         r#"[settings]
 log_level = "info"
@@ -58,6 +61,7 @@ workspace_root = "{{dir}}/incidents"
 timeout_seconds = 60
 kill_grace_seconds = 1
 env_allow = ["E2E_LOG"]
+sandbox_write_paths = [{log_dir:?}]
 "#
     )
 }
@@ -133,9 +137,15 @@ async fn caps_and_one_agent_per_cluster_hold_end_to_end() {
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("agents.log");
     let router = "max_concurrent_agents = 2\ncluster_queue_size = 10\nglobal_queue_size = 100";
-    let mut r = Runner::builder(&config(&server.url(), &recording_agent("0.3"), router, 10))
-        .env("E2E_LOG", log.display().to_string())
-        .spawn();
+    let mut r = Runner::builder(&config(
+        &server.url(),
+        &recording_agent("0.3"),
+        router,
+        10,
+        log_dir.path(),
+    ))
+    .env("E2E_LOG", log.display().to_string())
+    .spawn();
     assert!(
         r.wait_for_count("event completed", 16, T).await,
         "16 agents should complete\n{}",
@@ -190,6 +200,7 @@ async fn stuck_run(second_signal: bool) {
         STUCK_AGENT,
         "max_concurrent_agents = 5",
         grace,
+        log_dir.path(),
     ))
     .env("E2E_LOG", log.display().to_string())
     .spawn();
@@ -271,9 +282,15 @@ async fn clean_drain_lets_running_agents_finish() {
     .unwrap();
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("agents.log");
-    let mut r = Runner::builder(&config(&server.url(), &recording_agent("1.5"), "", 30))
-        .env("E2E_LOG", log.display().to_string())
-        .spawn();
+    let mut r = Runner::builder(&config(
+        &server.url(),
+        &recording_agent("1.5"),
+        "",
+        30,
+        log_dir.path(),
+    ))
+    .env("E2E_LOG", log.display().to_string())
+    .spawn();
     let deadline = std::time::Instant::now() + T;
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()

@@ -427,7 +427,8 @@ mod tests {
 
     #[test]
     fn stat_parses_names_with_spaces_and_parens() {
-        let s = "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 100";
+        let s =
+            "1234 (a (b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 100";
         let p = parse_stat(s).unwrap();
         assert_eq!(p.pid, 1234);
         assert_eq!(p.comm, "a (b) c");

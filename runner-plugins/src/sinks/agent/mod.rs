@@ -100,7 +100,13 @@ impl AgentSink {
                 "kernel sandbox unavailable ({why}); agents are refused unless `sandbox = \"off\"` (AGENT_SANDBOX=off)"
             ));
         }
-        let get = |k: &str| launch.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            launch
+                .env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
         let runner_home = std::env::var_os("HOME").map(std::path::PathBuf::from);
         let agent_home = get("HOME").map(Path::new);
         let private_home = agent_home.filter(|h| Some(*h) != runner_home.as_deref());
@@ -348,7 +354,10 @@ pub fn startup(cfg: &AgentSinkConfig) {
                     "agent sandbox enforced (Landlock)"
                 );
                 for f in sandbox::missing_features() {
-                    tracing::warn!(feature = f, "agent sandbox: kernel lacks a Landlock feature");
+                    tracing::warn!(
+                        feature = f,
+                        "agent sandbox: kernel lacks a Landlock feature"
+                    );
                 }
             }
         },

@@ -281,7 +281,10 @@ pub fn check_paths(paths: &[String], deny: &[PathBuf]) -> Vec<(String, String)> 
             errs.push((p.clone(), "a path other than /".to_string()));
             continue;
         }
-        if let Some(d) = deny.iter().find(|d| d.starts_with(&real) || real.starts_with(d)) {
+        if let Some(d) = deny
+            .iter()
+            .find(|d| d.starts_with(&real) || real.starts_with(d))
+        {
             errs.push((
                 p.clone(),
                 format!(
@@ -395,27 +398,26 @@ impl Policy {
         let read: BitFlags<AccessFs> = AccessFs::from_read(TARGET_FS_ABI);
         let device: BitFlags<AccessFs> =
             make_bitflags!(AccessFs::{ReadFile | WriteFile | Truncate});
-        let created = Ruleset::default()
-            .handle_access(all_fs)
-            .map_err(err)?
-            .handle_access(AccessNet::from_all(ABI::V4))
-            .map_err(err)?
-            .scope(Scope::from_all(ABI::V6))
-            .map_err(err)?
-            .create()
-            .map_err(err)?
-            .add_rules(path_beneath_rules(&self.read, read))
-            .map_err(err)?
-            .add_rules(path_beneath_rules(&self.write, all_fs))
-            .map_err(err)?
-            .add_rules(path_beneath_rules(&self.devices, device))
-            .map_err(err)?
-            .add_rules(
-                self.ports
-                    .iter()
-                    .map(|p| Ok::<_, landlock::RulesetError>(NetPort::new(*p, AccessNet::ConnectTcp))),
-            )
-            .map_err(err)?;
+        let created =
+            Ruleset::default()
+                .handle_access(all_fs)
+                .map_err(err)?
+                .handle_access(AccessNet::from_all(ABI::V4))
+                .map_err(err)?
+                .scope(Scope::from_all(ABI::V6))
+                .map_err(err)?
+                .create()
+                .map_err(err)?
+                .add_rules(path_beneath_rules(&self.read, read))
+                .map_err(err)?
+                .add_rules(path_beneath_rules(&self.write, all_fs))
+                .map_err(err)?
+                .add_rules(path_beneath_rules(&self.devices, device))
+                .map_err(err)?
+                .add_rules(self.ports.iter().map(|p| {
+                    Ok::<_, landlock::RulesetError>(NetPort::new(*p, AccessNet::ConnectTcp))
+                }))
+                .map_err(err)?;
         let fd: Option<OwnedFd> = created.into();
         fd.ok_or_else(|| "landlock is not supported by this kernel".to_string())
     }
@@ -427,12 +429,67 @@ impl Policy {
 /// # Safety
 /// `fd` must be a Landlock ruleset descriptor that stays open for the call.
 pub unsafe fn restrict_in_child(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: prctl and syscall take integer arguments only.
+    // SAFETY: prctl and syscall take integer arguments or pointers to
+    // locals that outlive the call.
     unsafe {
+        drop_capabilities()?;
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(std::io::Error::last_os_error());
         }
         if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Leaves the agent no capability, now or after exec: a root agent would
+/// otherwise keep CAP_SYS_PTRACE (read any process's environment, which
+/// Landlock does not stop), CAP_DAC_OVERRIDE and the rest. Clears the
+/// ambient set, empties the bounding set (what exec can grant back) and
+/// the current sets. An unprivileged runner has nothing to drop: the
+/// bounding-set calls then fail with EPERM, which is ignored.
+///
+/// # Safety
+/// Between fork and exec: raw system calls only.
+unsafe fn drop_capabilities() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: integer arguments; `header` and `data` are live locals of
+    // the layout the kernel expects for version 3 (two data elements).
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        for cap in 0..64 {
+            // EINVAL past the kernel's last capability; EPERM unprivileged.
+            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
+        let mut header = Header {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) != 0 {
             return Err(std::io::Error::last_os_error());
         }
     }
@@ -510,7 +567,11 @@ mod tests {
             deny_paths: vec![root.join("incidents")],
             ..SandboxConfig::default()
         };
-        let path_env = format!("{}:{}:/usr/bin:relative", home.display(), home.join("bin").display());
+        let path_env = format!(
+            "{}:{}:/usr/bin:relative",
+            home.display(),
+            home.join("bin").display()
+        );
         let p = Policy::build(
             &cfg,
             &Inputs {
