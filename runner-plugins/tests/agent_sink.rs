@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use agent_support::*;
 use runner_core::config::{ConfigErrors, Overrides, TableReader};
 use runner_core::{CancellationToken, Outcome, Sink};
-use runner_plugins::sinks::agent::{AgentCommand, AgentSink, AgentSinkConfig, Preset};
+use runner_plugins::sinks::agent::{AgentCommand, AgentSink, AgentSinkConfig, Preset, sandbox};
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -526,6 +526,79 @@ typo = 1
     );
     let (_, errs) = read("model = \"x\"", &Overrides::new(), tmp.path());
     assert!(errs.to_string().contains("sink.preset: missing"), "{errs}");
+}
+
+#[test]
+fn sandbox_config_is_validated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().canonicalize().unwrap();
+    // Outside the config's directory (which is protected).
+    let tools_tmp = tempfile::tempdir().unwrap();
+    let tools = tools_tmp.path().canonicalize().unwrap();
+    let (c, errs) = read(
+        &format!(
+            r#"
+preset = "claude"
+workspace_root = "{root}"
+sandbox = "maybe"
+sandbox_read_paths = ["relative/dir", "/does/not/exist", "/", "{tools}"]
+sandbox_write_paths = ["{base}", "{root}"]
+sandbox_connect_ports = [443, 0]
+"#,
+            root = base.join("incidents").display(),
+            tools = tools.display(),
+            base = base.display(),
+        ),
+        &Overrides::new(),
+        &base,
+    );
+    assert!(c.is_none());
+    let text = errs.to_string();
+    for want in [
+        "sink.sandbox: invalid value \"maybe\"; allowed: \"enforce\" or \"off\"",
+        "sink.sandbox_read_paths: invalid value \"relative/dir\"; allowed: an absolute path",
+        "sink.sandbox_read_paths: invalid value \"/does/not/exist\"; allowed: an existing file or directory",
+        "sink.sandbox_read_paths: invalid value \"/\"",
+        // The config's own directory (and so the workspace root in it).
+        &format!(
+            "sink.sandbox_write_paths: invalid value \"{}\"",
+            base.display()
+        ),
+        "sink.sandbox_connect_ports: invalid value",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains(&format!("{:?}", tools.display().to_string())),
+        "{text}"
+    );
+
+    // Defaults, and the environment turns it off.
+    let (c, errs) = read("preset = \"claude\"", &Overrides::new(), &base);
+    assert!(errs.is_empty(), "{errs}");
+    let c = c.unwrap();
+    assert_eq!(c.sandbox.mode, sandbox::Mode::Enforce);
+    assert_eq!(c.sandbox.connect_ports, vec![443, 6443]);
+    assert!(
+        c.sandbox.deny_paths.contains(&base),
+        "{:?}",
+        c.sandbox.deny_paths
+    );
+    let mut ov = Overrides::new();
+    ov.set("AGENT_SANDBOX", "off", runner_core::config::Origin::Env);
+    let (c, errs) = read(
+        &format!(
+            "preset = \"claude\"\nsandbox_read_paths = [\"{}\"]\nsandbox_connect_ports = [8443]",
+            tools.display()
+        ),
+        &ov,
+        &base,
+    );
+    assert!(errs.is_empty(), "{errs}");
+    let c = c.unwrap();
+    assert_eq!(c.sandbox.mode, sandbox::Mode::Off);
+    assert_eq!(c.sandbox.read_paths, vec![tools]);
+    assert_eq!(c.sandbox.connect_ports, vec![8443]);
 }
 
 #[test]

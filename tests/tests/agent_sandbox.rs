@@ -69,8 +69,7 @@ fn recording_webhook() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
             let mut buf = Vec::new();
             let mut chunk = [0u8; 8192];
             // Headers, then Content-Length bytes of body.
-            loop {
-                let Ok(n) = c.read(&mut chunk) else { break };
+            while let Ok(n) = c.read(&mut chunk) {
                 if n == 0 {
                     break;
                 }

@@ -118,6 +118,7 @@ impl AgentSink {
                 program: launch.argv.first().map(String::as_str).unwrap_or(""),
                 path_env: get("PATH"),
                 runner_home: runner_home.as_deref(),
+                agent_kubeconfig: get("KUBECONFIG"),
             },
         );
         tracing::debug!(read = ?policy.read, write = ?policy.write, ports = ?policy.ports, "agent sandbox policy");

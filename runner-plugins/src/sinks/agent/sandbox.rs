@@ -197,6 +197,9 @@ pub struct Inputs<'a> {
     pub path_env: Option<&'a str>,
     /// The runner's HOME: never granted as a whole, nor any ancestor of it.
     pub runner_home: Option<&'a Path>,
+    /// The agent's own KUBECONFIG (colon-separated): readable, as the
+    /// operator chose to give it (the runner's own stays protected).
+    pub agent_kubeconfig: Option<&'a str>,
 }
 
 fn canon(p: &Path) -> Option<PathBuf> {
@@ -365,6 +368,11 @@ impl Policy {
         for p in &cfg.read_paths {
             read.extend(canon(p));
         }
+        for p in i.agent_kubeconfig.unwrap_or("").split(':') {
+            if p.starts_with('/') {
+                read.extend(canon(Path::new(p)));
+            }
+        }
         let mut write: Vec<PathBuf> = [Some(i.workspace), i.private_home]
             .into_iter()
             .flatten()
@@ -499,6 +507,66 @@ unsafe fn drop_capabilities() -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// The ruleset applied to a real child: writes only in the workspace,
+    /// reads not outside the grants, TCP connect only to allowed ports.
+    #[test]
+    fn child_under_the_ruleset_is_confined() {
+        // The product's promise needs it; a kernel without it fails here.
+        assert_eq!(unsupported_reason(), None);
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let (ws, outside) = (root.join("ws"), root.join("outside"));
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "s3cret").unwrap();
+        let denied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let allowed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg = SandboxConfig {
+            connect_ports: vec![allowed.local_addr().unwrap().port()],
+            ..SandboxConfig::default()
+        };
+        let policy = Policy::build(
+            &cfg,
+            &Inputs {
+                workspace: &ws,
+                private_home: None,
+                program: "bash",
+                path_env: Some("/usr/bin:/bin"),
+                runner_home: None,
+                agent_kubeconfig: None,
+            },
+        );
+        let fd = policy.ruleset().unwrap();
+        let raw = fd.as_raw_fd();
+        let script = format!(
+            "echo ok > {ws}/in; echo bad > {out}/written; cat {out}/secret > {ws}/stolen; \
+             (exec 3<>/dev/tcp/127.0.0.1/{d}) && echo denied-connected > {ws}/net; \
+             (exec 3<>/dev/tcp/127.0.0.1/{a}) && echo allowed-connected >> {ws}/net; true",
+            ws = ws.display(),
+            out = outside.display(),
+            d = denied.local_addr().unwrap().port(),
+            a = allowed.local_addr().unwrap().port(),
+        );
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("bash");
+        cmd.args(["-c", &script]);
+        // SAFETY: restrict_in_child is async-signal-safe; `fd` outlives the spawn.
+        unsafe {
+            cmd.pre_exec(move || restrict_in_child(raw));
+        }
+        let st = cmd.status().unwrap();
+        drop(fd);
+        assert!(st.success());
+        assert_eq!(std::fs::read_to_string(ws.join("in")).unwrap(), "ok\n");
+        assert!(!outside.join("written").exists());
+        assert_eq!(std::fs::read_to_string(ws.join("stolen")).unwrap(), "");
+        assert_eq!(
+            std::fs::read_to_string(ws.join("net")).unwrap(),
+            "allowed-connected\n"
+        );
+    }
 
     #[test]
     fn grant_minus_expands_around_denials() {
@@ -580,6 +648,7 @@ mod tests {
                 program: "tool",
                 path_env: Some(&path_env),
                 runner_home: Some(&home),
+                agent_kubeconfig: None,
             },
         );
         assert!(p.read.contains(&home.join("bin")), "{p:?}");
