@@ -16,7 +16,8 @@ use crate::sinks::slack::SlackOptions;
 pub const DEFAULT_PROMPT: &str = include_str!("../../../prompts/triage.md");
 
 /// Variables the runner sets for every agent; `env_allow` cannot name them.
-pub const INCIDENT_VARS: [&str; 11] = [
+pub const INCIDENT_VARS: [&str; 12] = [
+    "KUBECONFIG",
     "INCIDENT_ID",
     "INCIDENT_DIR",
     "EVENT_FILE",
@@ -68,6 +69,9 @@ pub struct AgentSinkConfig {
     pub slack: SlackOptions,
     /// Consecutive failed/timed-out agents before one "degraded" message.
     pub failure_alert_threshold: u32,
+    /// The `[[cluster]]` credentials and the read-only proxy; `None`: no
+    /// agent can reach any cluster.
+    pub clusters: Option<Arc<crate::cluster::ClusterGuard>>,
 }
 
 impl AgentSinkConfig {
@@ -87,6 +91,7 @@ impl AgentSinkConfig {
             slack_webhook: None,
             slack: SlackOptions::default(),
             failure_alert_threshold: 3,
+            clusters: None,
         }
     }
 
@@ -274,6 +279,7 @@ impl AgentSinkConfig {
             slack_webhook,
             slack: SlackOptions::default(),
             failure_alert_threshold: threshold,
+            clusters: None,
         })
     }
 
@@ -350,7 +356,7 @@ fn check_allowed_name(name: &str, webhook_env: &str) -> Result<(), String> {
         return Err("a name that does not hold a runner secret (webhook, tokens are never passed to agents)".into());
     }
     if INCIDENT_VARS.contains(&name) || BASE_ENV.contains(&name) {
-        return Err("a name the runner does not already set (PATH, HOME, LANG and the incident variables are always passed)".into());
+        return Err("a name the runner does not already set (PATH, HOME, LANG and the incident variables are always passed; KUBECONFIG is generated per incident from [[cluster]], see docs/agents.md)".into());
     }
     Ok(())
 }

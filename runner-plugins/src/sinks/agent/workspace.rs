@@ -56,6 +56,9 @@ pub struct IncidentDoc {
     pub exit_code: Option<i32>,
     pub failure_reason: Option<String>,
     pub duration_ms: Option<u64>,
+    /// What the agent could reach of its cluster (see `cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_access: Option<String>,
 }
 
 impl IncidentDoc {
@@ -84,6 +87,7 @@ impl IncidentDoc {
             exit_code: None,
             failure_reason: None,
             duration_ms: None,
+            cluster_access: None,
         }
     }
 }
