@@ -245,11 +245,12 @@ impl Grant {
     /// A kubeconfig for the agent: the proxy, this token, this cluster only.
     pub fn kubeconfig(&self) -> String {
         let name = "incident";
+        let server = format!("http://{}{}{}", self.proxy, proxy::TOKEN_PREFIX, self.token);
         let cfg = json!({
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": name, "cluster": {"server": format!("http://{}", self.proxy)}}],
-            "users": [{"name": name, "user": {"token": self.token}}],
+            "clusters": [{"name": name, "cluster": {"server": server}}],
+            "users": [{"name": name, "user": {}}],
             "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
             "current-context": name,
         });

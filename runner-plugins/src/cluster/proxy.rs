@@ -153,17 +153,29 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         .expect("static response parts")
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+/// Splits `/incident/<token>/<rest>` into the token and `/<rest>`.
+///
+/// The token travels in the server URL's path rather than in an
+/// Authorization header because kubectl does not send bearer tokens to a
+/// plain-http server; a path prefix works with every Kubernetes client.
+pub fn split_token(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix(TOKEN_PREFIX)?;
+    match rest.find('/') {
+        Some(i) => Some((&rest[..i], &rest[i..])),
+        None => Some((rest, "/")),
+    }
 }
+
+/// The agent's server URL is `http://<proxy>/incident/<token>`.
+pub const TOKEN_PREFIX: &str = "/incident/";
 
 /// The proxy's single handler (every path).
 pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let (token, path) = split_token(req.uri().path()).unwrap_or(("", req.uri().path()));
+    let path = path.to_string();
     let query = req.uri().query().map(str::to_string);
+    // Logged without the token.
     let shown = clean_line(
         &match &query {
             Some(q) => format!("{path}?{q}"),
@@ -171,7 +183,10 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         },
         300,
     );
-    let Some(grant) = bearer(req.headers()).and_then(|t| shared.lookup(t)) else {
+    let Some(grant) = Some(token)
+        .filter(|t| !t.is_empty())
+        .and_then(|t| shared.lookup(t))
+    else {
         shared.unauthenticated.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(verb = %method, path = %shown, decision = "refused", reason = "no valid incident token", "cluster proxy");
         return status(
@@ -195,12 +210,10 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     }
     grant.allowed.fetch_add(1, Ordering::Relaxed);
     cluster.allowed.fetch_add(1, Ordering::Relaxed);
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
+    let pq = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
     let mut rb = match cluster.upstream.request(method.clone(), &pq) {
         Ok(rb) => rb,
         Err(e) => {
