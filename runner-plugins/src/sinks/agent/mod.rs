@@ -330,7 +330,20 @@ impl Sink for AgentSink {
         let mut doc = IncidentDoc::new(&ws.id, ev);
         // Held until the agent is gone: dropping a grant revokes its token.
         let access = match &self.cfg.clusters {
-            Some(g) => g.access(&ev.cluster, &ws.id).await,
+            // A credential check can take a while; shutdown must not wait for it.
+            Some(g) => tokio::select! {
+                a = g.access(&ev.cluster, &ws.id) => a,
+                _ = kill.cancelled() => {
+                    return self.finish_blocking(
+                        &ws,
+                        &mut doc,
+                        Status::Abandoned,
+                        SinkResult::abandoned("shutdown before the agent started"),
+                        None,
+                        None,
+                    );
+                }
+            },
             None => Access::None(
                 "no [[cluster]] is configured: by design the agent cannot reach any cluster".into(),
             ),
