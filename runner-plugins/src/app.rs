@@ -10,6 +10,7 @@ use runner_core::pipeline::{ChainResult, Pipeline, RunReport, StageChain};
 use runner_core::{Outcome, RawPayload, Recorder, Stage, StatsSnapshot};
 
 use crate::cli;
+use crate::cluster::{Check, OnUnsafe};
 use crate::compile::{self, Compiled};
 
 /// Exit codes (documented in README).
@@ -124,17 +125,57 @@ fn validate(path: &Path, ov: &Overrides) -> ExitCode {
             if !c.notifiers.is_empty() {
                 out += &format!("  notify:  {}\n", c.notifiers.join(", "));
             }
+            let mut refused = false;
+            if let Some(g) = &c.clusters {
+                out += "clusters (agent credentials, checked now):\n";
+                let checks = runtime().block_on(g.verify_all());
+                for (name, policy, check) in &checks {
+                    out += &format!("  {name}: {}\n", describe_check(policy, check));
+                    refused |= matches!(check, Check::Unsafe(_)) && *policy == OnUnsafe::Refuse;
+                }
+            }
             out += "effective configuration:\n";
             for e in &c.effective {
                 out += &format!("  {} = {} ({})\n", e.key, e.value, e.origin.as_str());
             }
             print_stdout(&out);
+            if refused {
+                eprintln!(
+                    "error: a [[cluster]] credential can write or read Secrets (on_unsafe_credential = \"refuse\"); give the agent credential a read-only role without Secrets"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
             ExitCode::from(EXIT_OK)
         }
         Err(errs) => {
             print_errors(&errs);
             ExitCode::from(EXIT_CONFIG)
         }
+    }
+}
+
+/// One line of `runner validate` about a cluster credential.
+fn describe_check(policy: &OnUnsafe, check: &Check) -> String {
+    match check {
+        Check::Safe { incomplete: None } => {
+            "read-only, no Secrets: agents get proxied access".into()
+        }
+        Check::Safe {
+            incomplete: Some(why),
+        } => format!(
+            "read-only as far as the API server could tell (rules incomplete: {why}); the proxy refuses writes and Secrets anyway"
+        ),
+        Check::Unsafe(problems) => format!(
+            "{}: {}",
+            match policy {
+                OnUnsafe::Refuse => "REFUSED",
+                OnUnsafe::Disable => "ERROR, triage for this cluster disabled",
+            },
+            problems.join("; ")
+        ),
+        Check::Unreachable(e) => format!(
+            "WARNING unreachable ({e}); the runner retries at the cluster's next incident, agents get no access until a check succeeds"
+        ),
     }
 }
 
@@ -218,6 +259,23 @@ async fn run(path: &Path, ov: &Overrides, harden_errors: &[String]) -> ExitCode 
     let agent = c.agent.clone();
     if let Some(a) = &agent {
         crate::sinks::agent::startup(a);
+    }
+    if let Some(g) = &c.clusters {
+        let mut refused = Vec::new();
+        for (name, policy, check) in g.verify_all().await {
+            if matches!(check, Check::Unsafe(_)) && policy == OnUnsafe::Refuse {
+                refused.push(name);
+            }
+        }
+        if !refused.is_empty() {
+            let msg = format!(
+                "refusing to start: the agent credential of cluster(s) {} can write or read Secrets (on_unsafe_credential = \"refuse\")",
+                refused.join(", ")
+            );
+            tracing::error!("{msg}");
+            eprintln!("error: {msg}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     }
     let report = run_compiled(c).await;
     // Every agent was swept by its sink call; this catches what a crash of

@@ -11,6 +11,7 @@ use runner_core::pipeline::PipelineParts;
 use runner_core::router::{OverflowPolicy, RouterLimits};
 use runner_core::{Sink, Source, Stage};
 
+use crate::cluster::{ClusterConfig, ClusterGuard, Upstream};
 use crate::component::{BuildContext, ReadContext};
 use crate::settings as env;
 use crate::sinks::{self, SinkConfig};
@@ -49,6 +50,9 @@ pub struct Compiled {
     pub limits: RouterLimits,
     /// Effective configuration (secrets masked) with where each value came from.
     pub effective: Vec<Effective>,
+    /// The `[[cluster]]` credentials (shared with the agent sink), for the
+    /// startup check.
+    pub clusters: Option<Arc<ClusterGuard>>,
 }
 
 impl Compiled {
@@ -183,11 +187,12 @@ pub fn compile(
     let stages_t = take_array(&mut root, "stage", &mut errors);
     let router_t = take_table(&mut root, "router", &mut errors);
     let sinks_t = take_sinks(&mut root, &mut errors);
+    let clusters_t = take_array(&mut root, "cluster", &mut errors);
     for k in root.keys() {
         errors.push(
             k.clone(),
             "(unknown key)",
-            "one of: settings, source, stage, router, sink",
+            "one of: settings, source, stage, router, cluster, sink",
         );
     }
 
@@ -323,6 +328,9 @@ pub fn compile(
         }
     };
 
+    // [[cluster]]
+    let clusters = read_clusters(clusters_t, overrides, opts, &mut errors, &mut effective);
+
     // [[sink]] (or one [sink] table, as in earlier versions)
     let mut sink_configs: Vec<(String, SinkConfig)> = Vec::new();
     if sinks_t.is_empty() {
@@ -347,7 +355,10 @@ pub fn compile(
         let mut r = TableReader::new(prefix.clone(), t, overrides, &mut errors, &mut effective);
         let c = SinkConfig::read(&kind, &mut r, &cx);
         r.finish();
-        if let Some(c) = c {
+        if let Some(mut c) = c {
+            if let SinkConfig::Agent(a) = &mut c {
+                a.clusters = clusters.clone();
+            }
             sink_configs.push((prefix, c));
         }
     }
@@ -392,7 +403,51 @@ pub fn compile(
         agent,
         limits,
         effective,
+        clusters,
     })
+}
+
+/// Reads every `[[cluster]]` and (unless replaying) loads each credential
+/// with kubectl. `None` when no cluster is configured.
+fn read_clusters(
+    tables: Vec<toml::Table>,
+    overrides: &Overrides,
+    opts: &CompileOptions,
+    errors: &mut ConfigErrors,
+    effective: &mut Vec<Effective>,
+) -> Option<Arc<ClusterGuard>> {
+    if tables.is_empty() {
+        return None;
+    }
+    let mut loaded = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for (i, t) in tables.into_iter().enumerate() {
+        let prefix = format!("cluster[{i}]");
+        let mut r = TableReader::new(prefix, t, overrides, errors, effective);
+        if let Some(c) = ClusterConfig::read(&mut r, &opts.base_dir) {
+            if seen.contains(&c.name) {
+                r.error(
+                    "name",
+                    format!("{:?}", c.name),
+                    "a name not used by another [[cluster]]",
+                );
+            }
+            seen.push(c.name.clone());
+            // Replay runs no agent: no credential is needed.
+            if !opts.skip_sources {
+                match Upstream::load(&c.kubeconfig, c.context.as_deref()) {
+                    Ok(u) => loaded.push((c, u)),
+                    Err(problems) => {
+                        for (key, value, allowed) in problems {
+                            r.error(key, value, allowed);
+                        }
+                    }
+                }
+            }
+        }
+        r.finish();
+    }
+    Some(Arc::new(ClusterGuard::new(loaded)))
 }
 
 /// Reads and compiles a file; relative paths inside resolve against its directory.

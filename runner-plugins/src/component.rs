@@ -135,6 +135,8 @@ macro_rules! component_family {
         }
     ) => {
         $(#[$meta])*
+        // Configs are read once at startup; their sizes do not matter.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug)]
         $vis enum $family {
             $( $(#[$vmeta])* $variant($config) ),+

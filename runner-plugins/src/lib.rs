@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod compile;
 pub mod component;
 pub mod demo;

@@ -612,7 +612,7 @@ timeout_seconds = 60
 kill_grace_seconds = 3
 workspace_root = "/var/tmp/inc"
 prompt_file = "mine.md"
-env_allow = ["KUBECONFIG"]
+env_allow = ["AWS_REGION"]
 min_investigation_bytes = 10
 failure_alert_threshold = 5
 "#;
@@ -625,7 +625,7 @@ failure_alert_threshold = 5
     assert_eq!(c.kill_grace, Duration::from_secs(3));
     assert_eq!(c.workspace_root, std::path::PathBuf::from("/var/tmp/inc"));
     assert_eq!(c.prompt, "Investigate carefully.");
-    assert_eq!(c.env_allow, vec!["KUBECONFIG"]);
+    assert_eq!(c.env_allow, vec!["AWS_REGION"]);
     assert_eq!(c.min_investigation_bytes, 10);
     assert_eq!(c.failure_alert_threshold, 5);
     assert!(c.build().is_ok());

@@ -17,7 +17,8 @@ use crate::sinks::slack::SlackOptions;
 pub const DEFAULT_PROMPT: &str = include_str!("../../../prompts/triage.md");
 
 /// Variables the runner sets for every agent; `env_allow` cannot name them.
-pub const INCIDENT_VARS: [&str; 12] = [
+pub const INCIDENT_VARS: [&str; 13] = [
+    "KUBECONFIG",
     "INCIDENT_ID",
     "INCIDENT_DIR",
     "EVENT_FILE",
@@ -76,6 +77,9 @@ pub struct AgentSinkConfig {
     /// Names of variables holding a source's token (`token_env`), redacted
     /// from reports like every other secret.
     pub secret_envs: Vec<String>,
+    /// The `[[cluster]]` credentials and the read-only proxy; `None`: no
+    /// agent can reach any cluster.
+    pub clusters: Option<Arc<crate::cluster::ClusterGuard>>,
 }
 
 impl AgentSinkConfig {
@@ -101,6 +105,7 @@ impl AgentSinkConfig {
             slack_webhook: None,
             slack: SlackOptions::default(),
             failure_alert_threshold: 3,
+            clusters: None,
         }
     }
 
@@ -336,6 +341,7 @@ impl AgentSinkConfig {
                 deny_paths,
             },
             secret_envs: Vec::new(),
+            clusters: None,
         })
     }
 
@@ -421,7 +427,7 @@ fn check_allowed_name(name: &str, webhook_env: &str) -> Result<(), String> {
         return Err("a name that does not hold a runner secret (webhook, tokens are never passed to agents)".into());
     }
     if INCIDENT_VARS.contains(&name) || BASE_ENV.contains(&name) {
-        return Err("a name the runner does not already set (PATH, HOME, LANG and the incident variables are always passed)".into());
+        return Err("a name the runner does not already set (PATH, HOME, LANG and the incident variables are always passed; KUBECONFIG is generated per incident from [[cluster]], see docs/agents.md)".into());
     }
     Ok(())
 }

@@ -20,6 +20,8 @@ pub use crate::sinks::slack;
 use std::path::Path;
 use std::sync::Mutex;
 
+use crate::cluster::{self, Access};
+
 use async_trait::async_trait;
 use runner_core::{CancellationToken, Envelope, Outcome, Sink, SinkResult};
 use tokio::time::Instant;
@@ -37,6 +39,8 @@ use crate::sinks::notice::{Notice, Notices};
 
 /// The agent's report is read at most this far (it is shown, not parsed).
 const MAX_INVESTIGATION_BYTES: u64 = 1024 * 1024;
+/// The agent's kubeconfig in its workspace (proxy token, or no cluster).
+pub const KUBECONFIG_FILE: &str = "kubeconfig";
 /// Lines of the agent's stderr quoted in the report of a failure.
 const STDERR_TAIL_LINES: usize = 20;
 
@@ -110,7 +114,7 @@ impl AgentSink {
         let runner_home = std::env::var_os("HOME").map(std::path::PathBuf::from);
         let agent_home = get("HOME").map(Path::new);
         let private_home = agent_home.filter(|h| Some(*h) != runner_home.as_deref());
-        let policy = sandbox::Policy::build(
+        let mut policy = sandbox::Policy::build(
             &self.cfg.sandbox,
             &sandbox::Inputs {
                 workspace: &launch.cwd,
@@ -121,11 +125,18 @@ impl AgentSink {
                 agent_kubeconfig: get("KUBECONFIG"),
             },
         );
+        // The cluster proxy listens on an ephemeral loopback port: the agent's
+        // only way to its cluster, so it must be reachable through the sandbox.
+        if let Some(addr) = self.cfg.clusters.as_ref().and_then(|g| g.proxy_address())
+            && !policy.ports.contains(&addr.port())
+        {
+            policy.ports.push(addr.port());
+        }
         tracing::debug!(read = ?policy.read, write = ?policy.write, ports = ?policy.ports, "agent sandbox policy");
         policy.ruleset().map(Some)
     }
 
-    fn launch(&self, ws: &Workspace, doc: &IncidentDoc) -> Launch {
+    fn launch(&self, ws: &Workspace, doc: &IncidentDoc, kubeconfig: &Path) -> Launch {
         let dir = ws.dir.display().to_string();
         let prompt = ws.prompt_file().display().to_string();
         let argv = match &self.cfg.command {
@@ -153,6 +164,7 @@ impl AgentSink {
             ("FAULT_ID".into(), v(doc.fault_id.as_deref().unwrap_or(""))),
             ("SEVERITY".into(), doc.severity.clone()),
             ("TMPDIR".into(), ws.tmp_dir().display().to_string()),
+            ("KUBECONFIG".into(), kubeconfig.display().to_string()),
         ]);
         Launch {
             argv,
@@ -430,10 +442,51 @@ impl Sink for AgentSink {
             }
         };
         let mut doc = IncidentDoc::new(&ws.id, ev);
-        let prompt = prompt::render(&self.cfg.prompt, &doc, &ws);
+        // Held until the agent is gone: dropping a grant revokes its token.
+        let access = match &self.cfg.clusters {
+            // A credential check can take a while; shutdown must not wait for it.
+            Some(g) => tokio::select! {
+                a = g.access(&ev.cluster, &ws.id) => a,
+                _ = kill.cancelled() => {
+                    return self.finish_blocking(
+                        &ws,
+                        &mut doc,
+                        Status::Abandoned,
+                        SinkResult::abandoned("shutdown before the agent started"),
+                        None,
+                        None,
+                    );
+                }
+            },
+            None => Access::None(
+                "no [[cluster]] is configured: by design the agent cannot reach any cluster".into(),
+            ),
+        };
+        let (access_note, kubeconfig) = match &access {
+            Access::Granted(g) => (
+                format!(
+                    "Read-only, through the runner's proxy: `kubectl` uses `$KUBECONFIG` (cluster {} only). Writes, Secrets, exec/attach/port-forward, proxies and watches are refused.",
+                    clean_line(g.cluster(), 253)
+                ),
+                g.kubeconfig(),
+            ),
+            Access::None(why) | Access::Disabled(why) => (
+                format!(
+                    "None: {why}. Do not try to reach the cluster; investigate from the incident data below and state in your report that the cluster was not reachable."
+                ),
+                cluster::NO_ACCESS_KUBECONFIG.to_string(),
+            ),
+        };
+        doc.cluster_access = Some(match &access {
+            Access::Granted(_) => "read-only through the runner's proxy".to_string(),
+            Access::None(why) => format!("none: {why}"),
+            Access::Disabled(why) => format!("disabled: {why}"),
+        });
+        let prompt = prompt::render(&self.cfg.prompt, &doc, &ws, &access_note);
         let prepared = blocking(|| {
             ws.write_event(&ev.raw)
                 .and_then(|_| ws.write_atomic("prompt.md", prompt.as_bytes()))
+                .and_then(|_| ws.write_atomic(KUBECONFIG_FILE, kubeconfig.as_bytes()))
                 .and_then(|_| ws.write_incident(&doc))
         });
         if let Err(e) = prepared {
@@ -442,6 +495,16 @@ impl Sink for AgentSink {
                 &mut doc,
                 Status::Failed,
                 SinkResult::failed(format!("cannot prepare workspace: {e}")),
+                None,
+                None,
+            );
+        }
+        if let Access::Disabled(why) = &access {
+            return self.finish_blocking(
+                &ws,
+                &mut doc,
+                Status::Failed,
+                SinkResult::failed(format!("triage disabled: {why}")),
                 None,
                 None,
             );
@@ -457,7 +520,7 @@ impl Sink for AgentSink {
             );
         }
 
-        let launch = self.launch(&ws, &doc);
+        let launch = self.launch(&ws, &doc, &ws.dir.join(KUBECONFIG_FILE));
         let started = Instant::now();
         doc.sandbox = Some(self.cfg.sandbox.mode.as_str().to_string());
         let ruleset = match blocking(|| self.sandbox_for(&launch)) {
@@ -518,11 +581,16 @@ impl Sink for AgentSink {
             Exit::Exited { code, .. } => *code,
             _ => None,
         };
+        // The agent is gone: its token ends now, before the report is written.
+        drop(access);
         let (status, result) = self.judge(&exit, &ws);
         self.finish_blocking(&ws, &mut doc, status, result, Some(started), exit_code)
     }
 
     async fn close(&self) {
+        if let Some(g) = &self.cfg.clusters {
+            g.close();
+        }
         self.notices.close().await;
     }
 }

@@ -163,6 +163,7 @@ pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
         ("UID", md_inline(&r.uid)),
         ("Fault type", md_inline(&doc.fault_type)),
         ("Severity", doc.severity.clone()),
+        ("Cluster access", opt(&doc.cluster_access)),
     ];
     for (k, v) in rows {
         m.push_str(&format!("| {k} | {v} |\n"));

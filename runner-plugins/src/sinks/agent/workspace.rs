@@ -61,6 +61,9 @@ pub struct IncidentDoc {
     /// Processes the agent left running (outside its control or after it
     /// exited) that the runner had to kill.
     pub leftover_processes: Vec<LeftoverProcess>,
+    /// What the agent could reach of its cluster (see `cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_access: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +101,7 @@ impl IncidentDoc {
             duration_ms: None,
             sandbox: None,
             leftover_processes: Vec::new(),
+            cluster_access: None,
         }
     }
 }
