@@ -124,6 +124,12 @@ fn validate(path: &Path, ov: &Overrides) -> ExitCode {
             if !c.notifiers.is_empty() {
                 out += &format!("  notify:  {}\n", c.notifiers.join(", "));
             }
+            if let Some(a) = &c.agent {
+                out += &format!(
+                    "  sandbox: {}\n",
+                    crate::sinks::agent::sandbox::describe(a.sandbox.mode)
+                );
+            }
             out += "effective configuration:\n";
             for e in &c.effective {
                 out += &format!("  {} = {} ({})\n", e.key, e.value, e.origin.as_str());
