@@ -125,6 +125,12 @@ fn validate(path: &Path, ov: &Overrides) -> ExitCode {
             if !c.notifiers.is_empty() {
                 out += &format!("  notify:  {}\n", c.notifiers.join(", "));
             }
+            if let Some(a) = &c.agent {
+                out += &format!(
+                    "  sandbox: {}\n",
+                    crate::sinks::agent::sandbox::describe(a.sandbox.mode)
+                );
+            }
             let mut refused = false;
             if let Some(g) = &c.clusters {
                 out += "clusters (agent credentials, checked now):\n";

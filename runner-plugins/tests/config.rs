@@ -190,6 +190,21 @@ fn shipped_pipeline_toml_validates() {
         stdout.contains("source[0].endpoint = \"http://127.0.0.1:8080/mcp\" (env)"),
         "{stdout}"
     );
+    // This machine's kernel has Landlock (the sandbox tests need it too).
+    assert!(
+        stdout.contains("  sandbox: enforce (Landlock ABI "),
+        "{stdout}"
+    );
+    let off = runner()
+        .args(["validate", "--agent-sandbox", "off", "--config", root])
+        .env("K8S_CLUSTER_MCP_ENDPOINT", "http://127.0.0.1:8080/mcp")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&off.stdout);
+    assert!(
+        stdout.contains("  sandbox: off (agents run without a kernel sandbox)"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -117,9 +117,11 @@ async fn two_slack_sinks_beside_the_agent_sink_each_get_the_incident() {
     let server = one_fault_server().await;
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("agent.log");
+    // The agent writes its log outside its workspace: the sandbox must allow it.
+    let logdir = log_dir.path().canonicalize().unwrap().display().to_string();
     let config = format!(
         "{}[[sink]]\nkind = \"slack\"\nwebhook_env = \"E2E_HOOK_A\"\n\n\
-         [[sink]]\nkind = \"agent\"\ncommand_line = {AGENT:?}\nworkspace_root = \"{{dir}}/incidents\"\nenv_allow = [\"E2E_LOG\"]\n\n\
+         [[sink]]\nkind = \"agent\"\ncommand_line = {AGENT:?}\nworkspace_root = \"{{dir}}/incidents\"\nenv_allow = [\"E2E_LOG\"]\nsandbox_write_paths = [{logdir:?}]\n\n\
          [[sink]]\nkind = \"slack\"\nwebhook_env = \"E2E_HOOK_B\"\n",
         source(&server.url())
     );
@@ -162,8 +164,10 @@ async fn a_single_sink_table_with_slack_webhook_url_still_notifies() {
     let server = one_fault_server().await;
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("agent.log");
+    // The agent writes its log outside its workspace: the sandbox must allow it.
+    let logdir = log_dir.path().canonicalize().unwrap().display().to_string();
     let config = format!(
-        "{}[sink]\nkind = \"agent\"\ncommand_line = {AGENT:?}\nworkspace_root = \"{{dir}}/incidents\"\nenv_allow = [\"E2E_LOG\"]\n",
+        "{}[sink]\nkind = \"agent\"\ncommand_line = {AGENT:?}\nworkspace_root = \"{{dir}}/incidents\"\nenv_allow = [\"E2E_LOG\"]\nsandbox_write_paths = [{logdir:?}]\n",
         source(&server.url())
     );
     let mut r = Runner::builder(&config)

@@ -38,6 +38,9 @@ impl From<Arc<dyn Notify>> for SinkComponent {
 
 crate::component_family! {
     /// A `[[sink]]` table, by `kind`.
+    // Read once at startup, a handful per pipeline: the agent's larger
+    // settings (sandbox paths) cost nothing worth a Box.
+    #[allow(clippy::large_enum_variant)]
     pub enum SinkConfig -> SinkComponent {
         Agent(agent::AgentSinkConfig),
         Slack(slack::SlackSinkConfig),

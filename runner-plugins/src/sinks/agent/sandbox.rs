@@ -157,6 +157,17 @@ pub fn unsupported_reason() -> Option<String> {
     }
 }
 
+/// One line for `runner validate`: what agents will run under here.
+pub fn describe(mode: Mode) -> String {
+    match (mode, unsupported_reason()) {
+        (Mode::Off, _) => "off (agents run without a kernel sandbox)".to_string(),
+        (Mode::Enforce, None) => format!("enforce (Landlock ABI {})", kernel_abi()),
+        (Mode::Enforce, Some(why)) => {
+            format!("enforce, but UNAVAILABLE: {why}; every agent would be refused")
+        }
+    }
+}
+
 /// Landlock features beyond the minimum that this kernel lacks (logged as
 /// warnings at startup).
 pub fn missing_features() -> Vec<&'static str> {
