@@ -4,7 +4,7 @@
 //! failure modes (see the module docs of `testserver`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -73,15 +73,97 @@ fn current(inner: &Arc<Inner>) -> Service {
     slot.get_or_insert_with(|| new_mcp(inner)).svc.clone()
 }
 
+/// Accepts TCP connections whose close can be made abortive (RST).
+struct ResetListener(tokio::net::TcpListener);
+
+/// A connection that sends a TCP reset instead of a FIN when it is closed
+/// after its `reset` flag was set (like a proxy or load balancer cutting it).
+pub(super) struct ResetIo {
+    io: tokio::net::TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Drop for ResetIo {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::Acquire) {
+            // SO_LINGER 0: close() discards unsent data and sends RST.
+            let _ = self.io.set_zero_linger();
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for ResetIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ResetIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl axum::serve::Listener for ResetListener {
+    type Io = ResetIo;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (ResetIo, std::net::SocketAddr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        let io = ResetIo {
+            io,
+            reset: Arc::new(AtomicBool::new(false)),
+        };
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// The reset switch of the connection a request came on.
+#[derive(Clone)]
+pub(super) struct ConnReset(pub(super) Arc<AtomicBool>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ResetListener>>
+    for ConnReset
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, ResetListener>) -> Self {
+        ConnReset(s.io().reset.clone())
+    }
+}
+
 pub(super) fn serve(inner: &Arc<Inner>, listener: tokio::net::TcpListener) {
     let app = Router::new()
         .route("/mcp", axum::routing::any(mcp))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .with_state(inner.clone());
+        .with_state(inner.clone())
+        .into_make_service_with_connect_info::<ConnReset>();
     let stop = CancellationToken::new();
     let s = stop.clone();
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
+        let _ = axum::serve(ResetListener(listener), app)
             .with_graceful_shutdown(s.cancelled_owned())
             .await;
     });
@@ -347,6 +429,10 @@ async fn get_stream(inner: &Arc<Inner>, mut req: Request, session_id: Option<Str
     }
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let kill = inner.epoch().child_token();
+    let reset = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<ConnReset>>()
+        .map(|c| c.0.0.clone());
     let generation = inner.stream_gen.fetch_add(1, Ordering::Relaxed) + 1;
     // A cut stream's body may not be dropped yet; until it is, rmcp still
     // sees its standalone stream open and would give this GET a silent
@@ -372,6 +458,7 @@ async fn get_stream(inner: &Arc<Inner>, mut req: Request, session_id: Option<Str
                         inject: tx,
                         kill: kill.clone(),
                         ready: ready.clone(),
+                        reset,
                     });
                     break;
                 }

@@ -163,6 +163,8 @@ struct StreamSlot {
     /// response is out). Before that, a notification would be cached by
     /// rmcp instead of failing like go-sdk's write does.
     ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Makes the GET's TCP connection close with a reset.
+    reset: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[derive(Default)]
@@ -194,6 +196,15 @@ impl Session {
     /// stream closed.
     fn kill_stream(&self) {
         if let Some(s) = self.stream.lock().unwrap().as_ref() {
+            s.kill.cancel();
+        }
+    }
+    /// Cuts the GET stream with a TCP reset (abortive close).
+    fn reset_stream(&self) {
+        if let Some(s) = self.stream.lock().unwrap().as_ref() {
+            if let Some(r) = &s.reset {
+                r.store(true, Ordering::Release);
+            }
             s.kill.cancel();
         }
     }
@@ -456,9 +467,13 @@ impl Inner {
         }
     }
 
-    fn kill_streams(&self, cancel_subscriptions: bool) {
+    fn kill_streams(&self, cancel_subscriptions: bool, reset: bool) {
         for s in self.all_sessions() {
-            s.kill_stream();
+            if reset {
+                s.reset_stream();
+            } else {
+                s.kill_stream();
+            }
             if cancel_subscriptions {
                 self.cancel_subs(&s);
             }
@@ -641,11 +656,17 @@ impl Control {
     /// Cuts every GET stream; like a delivery attempt during the gap
     /// (§5.3), this also cancels the session's subscriptions silently.
     pub fn kill_streams(&self) {
-        self.0.kill_streams(true);
+        self.0.kill_streams(true, false);
     }
     /// Cuts every GET stream and leaves subscriptions alone.
     pub fn cut_streams_only(&self) {
-        self.0.kill_streams(false);
+        self.0.kill_streams(false, false);
+    }
+    /// Aborts every GET stream's TCP connection with a reset, as a proxy or
+    /// load balancer does. `cancel_subscriptions`: a delivery was attempted
+    /// during the gap, so the subscriptions are gone too (§5.3).
+    pub fn reset_streams(&self, cancel_subscriptions: bool) {
+        self.0.kill_streams(cancel_subscriptions, true);
     }
     /// Silently cancels every subscription (streams stay open).
     pub fn cancel_subscriptions(&self) {

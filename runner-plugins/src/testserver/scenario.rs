@@ -11,6 +11,7 @@
 //! {"sleep": {"ms": 200}}
 //! {"kill_streams": {}}            # cut GET streams; subscriptions cancelled (§5.3)
 //! {"cut_streams": {}}             # cut GET streams only
+//! {"reset_streams": {"cancel": false}}  # abort GET connections with a TCP reset
 //! {"cancel_subscriptions": {}}    # silent cancellation, streams stay
 //! {"subscription_error": {}}      # degrade + kubernetes/subscription_error
 //! {"drop_sessions": {}}           # forget sessions: 404 from now on
@@ -74,6 +75,11 @@ pub enum Step {
     },
     KillStreams {},
     CutStreams {},
+    ResetStreams {
+        /// Also cancel the subscriptions (a delivery hit the gap).
+        #[serde(default)]
+        cancel: bool,
+    },
     CancelSubscriptions {},
     SubscriptionError {},
     DropSessions {},
@@ -158,6 +164,7 @@ impl Scenario {
                 }
                 Step::KillStreams {} => c.kill_streams(),
                 Step::CutStreams {} => c.cut_streams_only(),
+                Step::ResetStreams { cancel } => c.reset_streams(cancel),
                 Step::CancelSubscriptions {} => c.cancel_subscriptions(),
                 Step::SubscriptionError {} => c.subscription_error().await,
                 Step::DropSessions {} => c.drop_sessions(),
@@ -191,6 +198,7 @@ mod tests {
 {"sleep": {"ms": 5}}
 {"kill_streams": {}}
 {"cut_streams": {}}
+{"reset_streams": {"cancel": true}}
 {"cancel_subscriptions": {}}
 {"subscription_error": {}}
 {"drop_sessions": {}}
@@ -201,7 +209,7 @@ mod tests {
 {"fail_next": {"status": 429, "retry_after": "1"}}
 "#;
         let s = Scenario::parse(text).unwrap();
-        assert_eq!(s.steps.len(), 16);
+        assert_eq!(s.steps.len(), 17);
         assert!(matches!(s.steps[1], Step::Emit { repeat: 2, .. }));
         let err = Scenario::parse("{\"emit\": {}}\n{\"nope\": {}}").unwrap_err();
         assert!(err.contains("line 1"), "{err}");

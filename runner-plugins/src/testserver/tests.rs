@@ -220,3 +220,60 @@ async fn bearer_token_is_required_when_configured() {
     assert_eq!(m.post(init).await.status(), 200);
     assert_eq!(server.stats().sessions_created, 1);
 }
+
+/// True when the error's source chain holds a TCP connection reset.
+fn is_reset(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionReset
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+#[tokio::test]
+async fn reset_streams_aborts_the_get_connection_with_a_tcp_reset() {
+    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let c = server.control();
+    let mut m = Raw::new(server.url());
+    m.init().await;
+    m.call("logging/setLevel", json!({"level": "info"})).await;
+    m.call(
+        "tools/call",
+        json!({"name": "events_subscribe", "arguments": {"mode": "faults"}}),
+    )
+    .await;
+    let mut stream = m.get().await;
+    assert_eq!(stream.status(), 200);
+    assert!(c.wait_for_subscriber(1, Duration::from_secs(5)).await);
+    // Without cancel the subscription survives the reset (no delivery hit the gap).
+    c.reset_streams(false);
+    let err = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(e) => return Some(e),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    let err = err.expect("an error, not a clean end");
+    assert!(is_reset(&err), "not a reset: {err:?}");
+    assert_eq!(server.stats().active_subscriptions, 1);
+    // The session goes on: a new GET stream receives the next fault.
+    let mut stream = m.get().await;
+    assert_eq!(stream.status(), 200);
+    assert!(c.wait_for_subscriber(1, Duration::from_secs(5)).await);
+    c.emit(&fault(3)).await;
+    let mut buf = String::new();
+    let f = next_frame(&mut stream, &mut buf, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(fault_id_of(&f), fault(3)["faultId"]);
+}
