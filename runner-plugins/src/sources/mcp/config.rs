@@ -33,8 +33,6 @@ pub struct McpSourceConfig {
     pub request_timeout: Duration,
     /// Consecutive failed attempts before failures are logged at error level.
     pub failure_alert_after: u32,
-    /// A session subscribed for this long resets the backoff.
-    pub healthy_after: Duration,
 }
 
 impl std::fmt::Debug for McpSourceConfig {
@@ -104,7 +102,8 @@ impl McpSourceConfig {
         let cluster: Option<String> = r.opt::<String>("cluster").filter(|c| !c.is_empty());
 
         // events_subscribe arguments: the events-mode filters are sent as
-        // given; the server ignores them in faults mode (protocol §2.3).
+        // given; the server ignores them in faults mode
+        // (docs/mcp-events-protocol.md, "Tools").
         let mut arguments = Map::new();
         let context: Option<String> = r.opt("context");
         if let Some(c) = context.filter(|c| !c.is_empty()) {
@@ -247,8 +246,6 @@ impl McpSourceConfig {
             subscribe_timeout,
             request_timeout,
             failure_alert_after: failure_alert_after.max(1),
-            // Long enough to have passed at least one liveness check.
-            healthy_after: reconnect_max.max(ping_interval).max(subscription_check),
         })
     }
 

@@ -1,25 +1,26 @@
 //! The rmcp client handler: a non-blocking hand-off of each notification.
 //!
 //! rmcp spawns one task per incoming notification with no backpressure
-//! (stack-notes), so the handler never awaits: fault payloads go to
+//! (docs/mcp-events-protocol.md, "Client side"), so the handler never awaits: fault payloads go to
 //! `Intake::submit` (a `try_send`; a full intake queue rejects and counts),
 //! everything else is counted or raises a session signal.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use rmcp::ClientHandler;
 #[allow(deprecated)]
 use rmcp::model::LoggingMessageNotificationParam;
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
 use rmcp::service::{NotificationContext, RoleClient};
-use rmcp::transport::common::client_side_sse::SseRetryPolicy;
 use runner_core::Intake;
 use tokio_util::sync::CancellationToken;
 
-/// The protocol version the events server speaks (stack-notes: rmcp's
-/// default 2026-07-28 has no sessions, and notifications never arrive).
+use super::watch::StreamWatchState;
+
+/// The protocol version the events server speaks (rmcp's default
+/// 2026-07-28 has no sessions, and notifications never arrive; see
+/// docs/mcp-events-protocol.md).
 pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 
 pub const SUBSCRIPTION_ERROR_LOGGER: &str = "kubernetes/subscription_error";
@@ -45,6 +46,8 @@ pub struct SessionSignals {
     reason: Mutex<Option<String>>,
     /// Set once `events_subscribe` succeeded.
     pub subscription_id: OnceLock<String>,
+    /// Openings and ends of the GET stream (see `watch.rs`).
+    pub stream: StreamWatchState,
 }
 
 impl std::fmt::Debug for SessionSignals {
@@ -133,20 +136,5 @@ impl ClientHandler for Handler {
             Implementation::new("event-runner", env!("CARGO_PKG_VERSION")),
         )
         .with_protocol_version(PROTOCOL_VERSION)
-    }
-}
-
-/// rmcp consults the SSE retry policy when the standalone GET stream ends
-/// or a reconnect of it failed. Instead of letting rmcp retry forever
-/// without telling anyone (stack-notes), report the loss: the server
-/// cancels subscriptions it cannot deliver to (protocol §5.3), so the
-/// session is replaced by a fresh one.
-#[derive(Debug)]
-pub struct StreamWatch(pub Arc<SessionSignals>);
-
-impl SseRetryPolicy for StreamWatch {
-    fn retry(&self, _current_times: usize) -> Option<Duration> {
-        self.0.raise("event stream (GET) closed");
-        None
     }
 }

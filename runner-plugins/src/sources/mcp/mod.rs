@@ -1,17 +1,20 @@
 //! `kind = "mcp"`: subscribes to Kubernetes fault notifications of an
 //! events-enabled kubernetes-mcp-server over MCP Streamable HTTP (rmcp).
 //!
-//! The source owns its connection lifecycle (protocol doc §5): every attempt
-//! is a fresh session (initialize → setLevel → subscribe), liveness is
-//! checked actively (ping, `events_list_subscriptions`) because the server
-//! sends no heartbeats and cancels subscriptions silently, and transient
-//! failures are retried forever with exponential backoff. Only wrong
-//! credentials at startup and a server without event streaming are fatal.
+//! The source owns its connection lifecycle (docs/mcp-events-protocol.md
+//! says what it relies on): every attempt is a fresh session (initialize →
+//! GET stream open → setLevel → subscribe), the GET stream is watched (a
+//! reopened stream is followed at once by a subscription check, see
+//! `watch.rs`), liveness is checked actively (ping,
+//! `events_list_subscriptions`) because the server sends no heartbeats and
+//! cancels subscriptions silently, and transient failures are retried
+//! forever with exponential backoff. Only wrong credentials at startup and
+//! a server without event streaming are fatal.
 //!
 //! Runtime choice: each source runs on its own current-thread runtime in a
 //! dedicated OS thread. rmcp spawns one task per notification; on the
-//! multi-thread runtime a few percent were handled out of order
-//! (stack-notes), on a current-thread runtime none are, so payloads reach
+//! multi-thread runtime a few percent were handled out of order, on a
+//! current-thread runtime none are, so payloads reach
 //! the intake in the order the server sent them. The hand-off into the
 //! intake is a non-blocking `try_send`, which works across runtimes.
 
@@ -19,6 +22,7 @@ pub mod backoff;
 pub mod config;
 pub mod handler;
 pub mod session;
+pub mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use backoff::Backoff;
 pub use config::McpSourceConfig;
 use handler::SourceShared;
-use session::{Attempt, End};
+use session::{Attempt, Cause, End};
 
 /// Longest honoured `Retry-After` (a broken server must not park us for days).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -122,8 +126,10 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
     );
     let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
     let mut attempt: u64 = 0;
+    // Consecutive attempts that never got a subscription.
     let mut failures: u32 = 0;
     let mut ever_subscribed = false;
+    let mut last_cause = Cause::Other;
     let end = loop {
         attempt += 1;
         let end = Attempt {
@@ -136,28 +142,45 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
         }
         .run()
         .await;
-        let (reason, subscribed_for, retry_after) = match end {
+        let (reason, subscribed_for, retry_after, cause) = match end {
             End::Retry {
                 reason,
                 subscribed_for,
                 retry_after,
-            } => (reason, subscribed_for, retry_after),
+                cause,
+            } => (reason, subscribed_for, retry_after, cause),
             other => break other,
         };
-        if let Some(d) = subscribed_for {
+        // A session that subscribed worked: the next one starts from the
+        // initial delay however short it was (a flapping server that
+        // delivers each time is reconnected quickly); attempts that never
+        // subscribe keep growing the delay.
+        if subscribed_for.is_some() {
             ever_subscribed = true;
-            if d >= cfg.healthy_after {
-                backoff.reset();
-                failures = 0;
-            }
+            backoff.reset();
+            failures = 0;
+        } else {
+            failures = failures.saturating_add(1);
         }
-        failures = failures.saturating_add(1);
+        if cause != last_cause {
+            explain(&cfg, cause);
+            last_cause = cause;
+        }
         let mut delay = backoff.next_delay();
         if let Some(after) = retry_after {
             delay = delay.max(after.min(MAX_RETRY_AFTER));
         }
         let delay_ms = delay.as_millis() as u64;
-        if failures >= cfg.failure_alert_after {
+        if subscribed_for.is_some() {
+            tracing::warn!(
+                source = %cfg.name,
+                next_attempt = attempt + 1,
+                delay_ms,
+                subscribed_ms = subscribed_for.map_or(0, |d| d.as_millis() as u64),
+                reason = %reason,
+                "MCP session lost; reconnecting with a fresh session"
+            );
+        } else if failures >= cfg.failure_alert_after {
             tracing::error!(
                 source = %cfg.name,
                 next_attempt = attempt + 1,
@@ -173,7 +196,7 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
                 delay_ms,
                 consecutive_failures = failures,
                 reason = %reason,
-                "MCP session lost; reconnecting with a fresh session"
+                "MCP session could not be established; retrying"
             );
         }
         tokio::select! {
@@ -194,5 +217,29 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
             message,
         }),
         _ => Ok(()),
+    }
+}
+
+/// A line of its own for failures that look like a configuration mistake
+/// rather than a flaky network, once each time the cause appears.
+fn explain(cfg: &McpSourceConfig, cause: Cause) {
+    let url = reqwest::Url::parse(&cfg.endpoint).ok();
+    match cause {
+        Cause::Other => {}
+        Cause::NotFound => tracing::warn!(
+            source = %cfg.name,
+            endpoint = %runner_core::config::mask(&cfg.endpoint),
+            // The path is no secret and is what is wrong here.
+            path = url.as_ref().map_or("", |u| u.path()),
+            "the MCP endpoint answered 404 Not Found to initialize: wrong path? \
+             (the events server serves MCP at /mcp); still retrying"
+        ),
+        Cause::Refused => tracing::warn!(
+            source = %cfg.name,
+            endpoint = %runner_core::config::mask(&cfg.endpoint),
+            port = url.as_ref().and_then(|u| u.port_or_known_default()).unwrap_or(0),
+            "nothing accepts connections at the MCP endpoint (connection refused): \
+             is the events server running there with --port? still retrying"
+        ),
     }
 }

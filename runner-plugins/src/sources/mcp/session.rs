@@ -20,7 +20,28 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::parse_retry_after;
 use super::config::McpSourceConfig;
-use super::handler::{Handler, SessionSignals, SourceShared, StreamWatch};
+use super::handler::{Handler, SessionSignals, SourceShared};
+use super::watch::{StreamRetry, WatchedClient};
+
+/// Tries of one liveness request before the session is given up.
+const LIVENESS_ATTEMPTS: u32 = 3;
+const LIVENESS_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How long a lost GET stream may stay closed before the session is
+/// replaced (rmcp reopens it at once when it can; capped by
+/// `request_timeout`).
+const REOPEN_WAIT: Duration = Duration::from_secs(3);
+/// Reopens less than `RAPID_REOPEN` apart, more than `MAX_RAPID_REOPENS`
+/// times in a row: the stream keeps closing, start a fresh session (which
+/// goes through the backoff) instead of reopening it in a tight loop.
+const RAPID_REOPEN: Duration = Duration::from_secs(1);
+const MAX_RAPID_REOPENS: u32 = 5;
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// How a session ended.
 #[derive(Debug)]
@@ -33,9 +54,22 @@ pub enum End {
         subscribed_for: Option<Duration>,
         /// A server-requested minimum delay (429 Retry-After).
         retry_after: Option<Duration>,
+        /// A failure worth its own explanation (wrong path, nothing listening).
+        cause: Cause,
     },
     /// Retrying cannot help (wrong credentials, no event streaming).
     Fatal(String),
+}
+
+/// Failures that are more likely a configuration mistake than a flaky
+/// network: the supervisor says so in a line of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Other,
+    /// HTTP 404 to `initialize`: nothing serves MCP at that path.
+    NotFound,
+    /// TCP connection refused: nothing listens at that host and port.
+    Refused,
 }
 
 /// What an error means for the reconnect loop.
@@ -46,6 +80,10 @@ pub enum Failure {
     RateLimited(Option<Duration>),
     /// 404 on a known session: the server forgot it (restart).
     SessionGone,
+    /// 404 without a session (to `initialize`): wrong endpoint path.
+    NotFound(String),
+    /// The TCP connection was refused.
+    Refused(String),
     Other(String),
 }
 
@@ -74,6 +112,9 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Failure {
                 {
                     return Failure::Auth(m.chars().take(200).collect());
                 }
+                StreamableHttpError::UnexpectedServerResponse(m) if m.starts_with("HTTP 404") => {
+                    return Failure::NotFound(m.trim_end().chars().take(200).collect());
+                }
                 // `Client` does not expose its reqwest error as a source.
                 StreamableHttpError::Client(inner) => {
                     cur = Some(inner);
@@ -81,6 +122,11 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Failure {
                 }
                 _ => {}
             }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return Failure::Refused(io.to_string());
         }
         cur = e.source();
     }
@@ -99,6 +145,7 @@ fn retry(reason: impl Into<String>, subscribed_at: Option<Instant>) -> End {
         reason: reason.into(),
         subscribed_for: subscribed_at.map(|t| t.elapsed()),
         retry_after: None,
+        cause: Cause::Other,
     }
 }
 
@@ -120,6 +167,19 @@ fn end_for(f: Failure, what: &str, startup: bool, subscribed_at: Option<Instant>
             reason: format!("{what}: rate limited (HTTP 429)"),
             subscribed_for: subscribed_at.map(|t| t.elapsed()),
             retry_after: after,
+            cause: Cause::Other,
+        },
+        Failure::NotFound(m) => End::Retry {
+            reason: format!("{what}: the endpoint answered {m}"),
+            subscribed_for: subscribed_at.map(|t| t.elapsed()),
+            retry_after: None,
+            cause: Cause::NotFound,
+        },
+        Failure::Refused(m) => End::Retry {
+            reason: format!("{what}: connection refused ({m})"),
+            subscribed_for: subscribed_at.map(|t| t.elapsed()),
+            retry_after: None,
+            cause: Cause::Refused,
         },
         Failure::SessionGone => retry(
             format!("{what}: session not found (HTTP 404, server restarted?)"),
@@ -157,6 +217,47 @@ fn result_text(r: &rmcp::model::CallToolResult) -> String {
         .join("\n")
 }
 
+/// One liveness request, retried: a single failed request (a pooled
+/// connection closed under a burst, a 502 from a proxy) is no proof that the
+/// session or its GET stream is gone. Definite answers (404 session gone,
+/// 401/403, 429, rmcp's transport closed) end the session at once; other
+/// failures only after `LIVENESS_ATTEMPTS` tries or once `rt` has passed
+/// since the first, so a frozen server is still given up after one timeout.
+async fn probe<T, F, Fut>(source: &str, rt: Duration, what: &str, mut call: F) -> Result<T, End>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ServiceError>>,
+{
+    let first = Instant::now();
+    let mut attempt = 1u32;
+    loop {
+        let failure = match timeout(rt, call()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Err(_) => Failure::Other(format!("timed out after {rt:?}")),
+            Ok(Err(ServiceError::TransportClosed)) => {
+                return Err(retry(format!("{what}: MCP transport closed"), None));
+            }
+            Ok(Err(e)) => classify_service(&e),
+        };
+        let definite = matches!(
+            failure,
+            Failure::Auth(_) | Failure::SessionGone | Failure::RateLimited(_)
+        );
+        if definite || attempt >= LIVENESS_ATTEMPTS || first.elapsed() >= rt {
+            return Err(end_for(failure, what, false, None));
+        }
+        tracing::info!(
+            source,
+            request = what,
+            attempt,
+            error = ?failure,
+            "liveness request failed; retrying before giving up the session"
+        );
+        attempt += 1;
+        tokio::time::sleep(LIVENESS_RETRY_PAUSE).await;
+    }
+}
+
 pub struct Attempt<'a> {
     pub cfg: &'a McpSourceConfig,
     pub shared: &'a Arc<SourceShared>,
@@ -172,13 +273,18 @@ impl Attempt<'_> {
         let signals = Arc::new(SessionSignals::default());
         let mut tcfg = StreamableHttpClientTransportConfig::with_uri(self.cfg.endpoint.as_str())
             // A silently re-initialized session has no level and no
-            // subscription (stack-notes): surface the 404 instead.
+            // subscription (docs/mcp-events-protocol.md, "Client side"):
+            // surface the 404 instead.
             .reinit_on_expired_session(false);
-        tcfg.retry_config = Arc::new(StreamWatch(signals.clone()));
+        tcfg.retry_config = Arc::new(StreamRetry(signals.clone()));
         if let Some(t) = &self.cfg.token {
             tcfg = tcfg.auth_header(t.to_string());
         }
-        let transport = StreamableHttpClientTransport::with_client(self.http.clone(), tcfg);
+        let client = WatchedClient {
+            http: self.http.clone(),
+            signals: signals.clone(),
+        };
+        let transport = StreamableHttpClientTransport::with_client(client, tcfg);
         let handler = Handler {
             shared: self.shared.clone(),
             signals: signals.clone(),
@@ -214,16 +320,18 @@ impl Attempt<'_> {
         self.close(service, &signals, matches!(end, End::Shutdown))
             .await;
         // However the session ended, a subscribed one counts as connected
-        // (backoff reset after a healthy period, credentials proven).
+        // (backoff reset, credentials proven).
         match end {
             End::Retry {
                 reason,
                 subscribed_for: None,
                 retry_after,
+                cause,
             } if subscribed_at.is_some() => End::Retry {
                 reason,
                 subscribed_for: subscribed_at.map(|t| t.elapsed()),
                 retry_after,
+                cause,
             },
             other => other,
         }
@@ -237,8 +345,21 @@ impl Attempt<'_> {
     ) -> End {
         let cfg = self.cfg;
         let rt = cfg.request_timeout;
+        let mut stream = signals.stream.subscribe();
+        // A notification sent before the GET stream is open cancels the new
+        // subscription (docs/mcp-events-protocol.md, "Delivery"): subscribe
+        // only once rmcp has opened it.
+        let opened = stream.wait_for(|s| s.opens >= 1);
+        tokio::select! {
+            reason = signals.raised() => return retry(reason, None),
+            r = timeout(rt, opened) => match r {
+                Ok(Ok(_)) => {}
+                _ => return retry(format!("event stream (GET) not opened within {rt:?}"), None),
+            },
+        }
 
-        // Without a level the server sends nothing (protocol §2.2).
+        // Without a level the server sends nothing (docs/mcp-events-protocol.md,
+        // "Session setup").
         #[allow(deprecated)]
         let set_level = service.set_level(SetLevelRequestParams::new(LoggingLevel::Info));
         match timeout(rt, set_level).await {
@@ -255,7 +376,8 @@ impl Attempt<'_> {
             service.call_tool(CallToolRequestParams::new("events_subscribe").with_arguments(args));
         let st = cfg.subscribe_timeout;
         let result = match timeout(st, call).await {
-            // The faults-mode server can hang here forever (protocol §2.4).
+            // A faults-mode server can hang here forever
+            // (docs/mcp-events-protocol.md, "Tools").
             Err(_) => return retry(format!("events_subscribe timed out after {st:?}"), None),
             Ok(Err(ServiceError::McpError(e))) => {
                 let msg = e.message.to_string();
@@ -304,26 +426,84 @@ impl Attempt<'_> {
         let start = Instant::now();
         let mut ping = tokio::time::interval_at(start + cfg.ping_interval, cfg.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // The first check comes early: a notification sent before rmcp's
-        // GET stream was open cancels the new subscription (§5.3).
+        // The first check comes early, in case something slipped past the
+        // stream watch.
         let first_check = cfg.subscription_check.min(Duration::from_secs(5));
         let mut check = tokio::time::interval_at(start + first_check, cfg.subscription_check);
         check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let reopen_wait = rt.min(REOPEN_WAIT);
+        let now = stream.borrow_and_update().clone();
+        let mut verified_opens = now.opens;
+        // The stream may have dropped while subscribing.
+        let mut lost_since = (!now.open).then(Instant::now);
+        let mut last_reopen: Option<Instant> = None;
+        let mut rapid_reopens = 0u32;
         loop {
+            let reopen_deadline = lost_since.map(|t| t + reopen_wait);
             tokio::select! {
                 reason = signals.raised() => return retry(reason, *subscribed_at),
+                Ok(()) = stream.changed() => {
+                    let st = stream.borrow_and_update().clone();
+                    if !st.open {
+                        if lost_since.is_none() {
+                            lost_since = Some(st.lost_at.unwrap_or_else(Instant::now));
+                            tracing::info!(
+                                source = %self.shared.source,
+                                reason = st.last_loss.as_deref().unwrap_or(""),
+                                "event stream lost; waiting for it to reopen"
+                            );
+                        }
+                        continue;
+                    }
+                    if st.opens <= verified_opens {
+                        continue;
+                    }
+                    verified_opens = st.opens;
+                    lost_since = None;
+                    // Lost and reopened may arrive as one change.
+                    let down_ms = st.lost_at.map_or(0, |t| t.elapsed().as_millis() as u64);
+                    let now = Instant::now();
+                    if last_reopen.is_some_and(|t| now - t < RAPID_REOPEN) {
+                        rapid_reopens += 1;
+                    } else {
+                        rapid_reopens = 1;
+                    }
+                    last_reopen = Some(now);
+                    if rapid_reopens > MAX_RAPID_REOPENS {
+                        return retry(
+                            format!(
+                                "event stream (GET) keeps closing ({rapid_reopens} reopens less than {RAPID_REOPEN:?} apart)"
+                            ),
+                            *subscribed_at,
+                        );
+                    }
+                    // A notification sent while no stream was open has
+                    // cancelled the subscription: verify it now.
+                    if let Err(end) = self.check_subscription(service, &id).await {
+                        return end;
+                    }
+                    tracing::info!(
+                        source = %self.shared.source,
+                        subscription_id = %id,
+                        down_ms,
+                        "event stream reopened; subscription still active"
+                    );
+                }
+                _ = sleep_until_opt(reopen_deadline), if reopen_deadline.is_some() => {
+                    return retry(
+                        format!("event stream (GET) lost and not reopened within {reopen_wait:?}"),
+                        *subscribed_at,
+                    );
+                }
                 _ = ping.tick() => {
-                    let req = ClientRequest::PingRequest(PingRequest::default());
-                    match timeout(rt, service.send_request(req)).await {
-                        Err(_) => return retry(format!("ping timed out after {rt:?}"), *subscribed_at),
-                        Ok(Err(e)) => return end_for(classify_service(&e), "ping", false, *subscribed_at),
-                        Ok(Ok(_)) => {}
+                    let req = || service.send_request(ClientRequest::PingRequest(PingRequest::default()));
+                    if let Err(end) = probe(&self.shared.source, rt, "ping", req).await {
+                        return end;
                     }
                 }
                 _ = check.tick() => {
-                    match self.check_subscription(service, &id).await {
-                        Ok(()) => {}
-                        Err(end) => return end,
+                    if let Err(end) = self.check_subscription(service, &id).await {
+                        return end;
                     }
                 }
             }
@@ -362,33 +542,24 @@ impl Attempt<'_> {
     }
 
     /// `events_list_subscriptions` is the only way to see a subscription
-    /// the server cancelled silently (protocol §5.3).
+    /// the server cancelled silently (docs/mcp-events-protocol.md, "Delivery").
     async fn check_subscription(
         &self,
         service: &RunningService<RoleClient, Handler>,
         id: &str,
     ) -> Result<(), End> {
-        let rt = self.cfg.request_timeout;
-        let call = service.call_tool(
-            CallToolRequestParams::new("events_list_subscriptions").with_arguments(Map::new()),
-        );
-        let r = match timeout(rt, call).await {
-            Err(_) => {
-                return Err(retry(
-                    format!("events_list_subscriptions timed out after {rt:?}"),
-                    None,
-                ));
-            }
-            Ok(Err(e)) => {
-                return Err(end_for(
-                    classify_service(&e),
-                    "events_list_subscriptions",
-                    false,
-                    None,
-                ));
-            }
-            Ok(Ok(r)) => r,
+        let call = || {
+            service.call_tool(
+                CallToolRequestParams::new("events_list_subscriptions").with_arguments(Map::new()),
+            )
         };
+        let r = probe(
+            &self.shared.source,
+            self.cfg.request_timeout,
+            "events_list_subscriptions",
+            call,
+        )
+        .await?;
         let text = result_text(&r);
         if r.is_error == Some(true) {
             return Err(retry(
@@ -422,7 +593,8 @@ impl Attempt<'_> {
 
     /// Best effort and bounded: unsubscribe on shutdown, then close the
     /// transport, which DELETEs the session (and with it any zombie
-    /// watchers of the old subscription, protocol §5.6c).
+    /// watchers of the old subscription, docs/mcp-events-protocol.md,
+    /// "Duplicates").
     async fn close(
         &self,
         service: RunningService<RoleClient, Handler>,
@@ -476,6 +648,72 @@ mod tests {
         );
         let e = std::io::Error::other("connection refused");
         assert!(matches!(classify(&e), Failure::Other(m) if m.contains("refused")));
+    }
+
+    #[test]
+    fn wrong_path_and_refused_connection_are_told_apart() {
+        let e: StreamableHttpError<reqwest::Error> = StreamableHttpError::UnexpectedServerResponse(
+            "HTTP 404 Not Found: 404 page not found\n".into(),
+        );
+        assert_eq!(
+            classify(&e),
+            Failure::NotFound("HTTP 404 Not Found: 404 page not found".into())
+        );
+        let e = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(classify(&e), Failure::Refused(_)));
+        assert!(matches!(
+            end_for(classify(&e), "initialize", true, None),
+            End::Retry {
+                cause: Cause::Refused,
+                ..
+            }
+        ));
+    }
+
+    fn failing(n: &std::sync::atomic::AtomicU32) -> Result<(), ServiceError> {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(ServiceError::UnexpectedResponse)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_retries_transient_failures() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let rt = Duration::from_secs(10);
+        // Two hiccups, then an answer: the session lives on.
+        let n = AtomicU32::new(0);
+        let t = Instant::now();
+        let r = probe("s", rt, "ping", || async {
+            if n.load(Ordering::Relaxed) < 2 {
+                failing(&n)
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        assert!(r.is_ok());
+        assert_eq!(t.elapsed(), 2 * LIVENESS_RETRY_PAUSE);
+        // Failing every time: given up after LIVENESS_ATTEMPTS tries.
+        let n = AtomicU32::new(0);
+        let r = probe("s", rt, "ping", || async { failing(&n) }).await;
+        assert!(matches!(r, Err(End::Retry { .. })));
+        assert_eq!(n.load(Ordering::Relaxed), LIVENESS_ATTEMPTS);
+        // Rmcp's transport is gone: no point in retrying.
+        let n = AtomicU32::new(0);
+        let r = probe("s", rt, "ping", || async {
+            n.fetch_add(1, Ordering::Relaxed);
+            Err::<(), _>(ServiceError::TransportClosed)
+        })
+        .await;
+        assert!(matches!(r, Err(End::Retry { .. })));
+        assert_eq!(n.load(Ordering::Relaxed), 1);
+        // A frozen server: one timeout is enough, as before.
+        let t = Instant::now();
+        let r = probe("s", rt, "ping", std::future::pending::<Result<(), _>>).await;
+        assert!(
+            matches!(&r, Err(End::Retry { reason, .. }) if reason.contains("timed out")),
+            "{r:?}"
+        );
+        assert_eq!(t.elapsed(), rt);
     }
 
     #[test]
