@@ -271,8 +271,8 @@ async fn get_stream_cut_is_repaired_within_the_liveness_interval() {
         "{}",
         r.dump()
     );
-    // Cut the GET stream; like the real server (§5.3) the subscription is
-    // gone too, and nothing tells the client.
+    // Cut the GET stream; like the real server (docs/mcp-events-protocol.md,
+    // "Delivery") the subscription is gone too, and nothing tells the client.
     let cut = Instant::now();
     c.kill_streams();
     assert_eq!(server.stats().active_subscriptions, 0);

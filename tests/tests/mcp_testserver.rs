@@ -1,5 +1,6 @@
-//! The test MCP server speaks the events server's protocol (protocol doc
-//! §1–§5): checked with raw HTTP so the rmcp client cannot paper over it.
+//! The test MCP server speaks the events server's protocol
+//! (docs/mcp-events-protocol.md): checked with raw HTTP so the rmcp client
+//! cannot paper over it.
 
 use std::time::Duration;
 
@@ -68,7 +69,7 @@ impl Client {
         let s = self.session.clone().unwrap();
         // go-sdk issues 26 base32 characters; the test server's sessions come
         // from rmcp's LocalSessionManager, which issues UUIDs. Clients treat
-        // the id as opaque (protocol §1), so the shape is rmcp's here.
+        // the id as opaque (docs/mcp-events-protocol.md, "Transport"), so the shape is rmcp's here.
         assert_eq!(s.len(), 36, "{s}");
         assert!(s.chars().all(|c| c.is_ascii_hexdigit() || c == '-'), "{s}");
         let n = self
@@ -216,7 +217,8 @@ async fn subscribe_texts_gating_and_delivery() {
     );
     let (text, err) = c.tool("events_unsubscribe", json!({})).await;
     assert!(err && text == "subscriptionId is required");
-    // Zombie watcher (§5.6c): the cancelled faults subscription still emits.
+    // Zombie watcher (docs/mcp-events-protocol.md, "Duplicates"): the
+    // cancelled faults subscription still emits.
     c0.emit(&fault(4)).await;
     let frame = next_frame(&mut stream, &mut buf, Duration::from_secs(5))
         .await
@@ -371,7 +373,7 @@ async fn undeliverable_notification_cancels_the_subscription_silently() {
             .await
             .1
     );
-    // No GET stream open at delivery time (§5.3).
+    // No GET stream open at delivery time (docs/mcp-events-protocol.md, "Delivery").
     server.control().emit(&fault(1)).await;
     assert_eq!(server.stats().silently_cancelled, 1);
     assert_eq!(server.stats().delivered, 0);

@@ -73,7 +73,7 @@ async fn upstream_server_without_event_streaming_is_a_clear_fatal_error() {
     let tmp = tempfile::tempdir().unwrap();
     let bin = upstream_bin(tmp.path());
     // A loadable kubeconfig whose API server is unreachable: the server
-    // starts and serves MCP (protocol doc §8).
+    // starts and serves MCP (docs/mcp-events-protocol.md, "Upstream server").
     let kubeconfig = tmp.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,

@@ -1,6 +1,6 @@
 //! The HTTP front of the test server: rmcp's `StreamableHttpService` does the
 //! MCP protocol; this handler in front of it adds what go-sdk v1.2.0's
-//! `StreamableHTTPHandler` does differently (protocol §1) and the scripted
+//! `StreamableHTTPHandler` does differently ("Transport") and the scripted
 //! failure modes (see the module docs of `testserver`).
 
 use std::sync::Arc;
@@ -393,7 +393,7 @@ async fn mcp(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
                 inner.changed.notify_waiters();
             }
-            // rmcp answers 202; go-sdk 204 (protocol §2.1).
+            // rmcp answers 202; go-sdk 204 ("Session setup").
             StatusCode::NO_CONTENT.into_response()
         }
         Method::POST => post(&inner, req, session_id).await,

@@ -1,5 +1,5 @@
 //! A faithful test double of the events-enabled kubernetes-mcp-server
-//! (`/work/shared/docs/k8s-mcp-events-protocol.md`), scriptable from a
+//! (`docs/mcp-events-protocol.md`; quoted section names below refer to it), scriptable from a
 //! JSON-lines scenario, usable in-process (tests, the embedded demo) and as
 //! the `mcp-test-server` binary.
 //!
@@ -10,15 +10,15 @@
 //! an axum front handler) and in the handler:
 //!
 //! * `logging/setLevel` gating (nothing before it, nothing below the level,
-//!   §2.2): rmcp sends whatever the handler asks it to, so the handler gates;
+//!   "Session setup"): rmcp sends whatever the handler asks it to, so the handler gates;
 //! * silent cancellation of a subscription whose session has no open GET
-//!   stream at delivery time (§5.3): rmcp would cache the notification for a
+//!   stream at delivery time ("Delivery"): rmcp would cache the notification for a
 //!   later stream, so the front tracks open GET streams per session and the
 //!   handler checks before sending;
 //! * zombie fault watchers that keep sending with the old id after a
-//!   cancellation while the session lives (§5.6c, switchable);
-//! * the four `events_*` tools with Go `MarshalIndent` result texts (§2.3),
-//!   error texts with `isError` (§2.4), `-32602 unknown tool`, the
+//!   cancellation while the session lives ("Duplicates", switchable);
+//! * the four `events_*` tools with Go `MarshalIndent` result texts ("Tools"),
+//!   error texts with `isError` ("Tools"), `-32602 unknown tool`, the
 //!   10-per-session and 100-per-server limits; nothing persisted across restart;
 //! * the go-sdk HTTP surface where rmcp differs: 400 for `Last-Event-ID` (no
 //!   resumption is offered: the real server has no event store), 409 for a
@@ -29,7 +29,7 @@
 //!   list (rmcp knows newer ones);
 //! * SSE framing: rmcp numbers every event (`id: N`) even without an event
 //!   store; the front rewrites each rmcp frame to go-sdk's `event: message` +
-//!   `data:` form without `id:`/`retry:` lines (protocol §1), so a client never
+//!   `data:` form without `id:`/`retry:` lines ("Transport"), so a client never
 //!   learns an event id and never tries a `Last-Event-ID` resumption that the
 //!   real server would not offer;
 //! * no replay: every new GET stream of a session starts with rmcp re-sending
@@ -83,7 +83,7 @@ pub const MAX_GLOBAL: usize = 100;
 pub struct ServerOptions {
     /// The kubeconfig context name reported as `cluster` ("" = in-cluster).
     pub cluster: String,
-    /// Faults-mode watchers keep sending after cancellation (§5.6c).
+    /// Faults-mode watchers keep sending after cancellation ("Duplicates").
     pub zombies: bool,
     /// Like `--require-oauth`: 401 without `Authorization: Bearer <token>`.
     pub require_token: Option<String>,
@@ -259,7 +259,7 @@ fn level_rank(l: &str) -> u8 {
     }
 }
 
-/// A realistic HEAD-shape fault payload (protocol §4.1), unique per `i`.
+/// A realistic HEAD-shape fault payload ("Notifications"), unique per `i`.
 pub fn fault(i: u64) -> Value {
     let kinds = [
         ("CrashLoop", "critical", "Pod", "v1"),
@@ -315,7 +315,7 @@ impl Inner {
 
     /// Active subscriptions whose session has its GET stream open: the ones
     /// a notification can reach now. (A notification sent before the client
-    /// opened its GET stream silently cancels the subscription, §5.3.)
+    /// opened its GET stream silently cancels the subscription, "Delivery".)
     fn receivable_total(&self) -> usize {
         self.all_sessions()
             .iter()
@@ -356,7 +356,7 @@ impl Inner {
     async fn deliver(&self, s: &Session, logger: &str, level: &str, data: Value) -> Option<bool> {
         let set = s.level.lock().unwrap().clone();
         match set {
-            // No level yet, or below it: nil without sending (§2.2).
+            // No level yet, or below it: nil without sending ("Session setup").
             None => {
                 self.counters.gated.fetch_add(1, Ordering::Relaxed);
                 return None;
@@ -367,7 +367,7 @@ impl Inner {
             }
             _ => {}
         }
-        // No open GET stream: go-sdk fails the write (§5.3); rmcp would
+        // No open GET stream: go-sdk fails the write ("Delivery"); rmcp would
         // cache the message for a later stream, so do not hand it over.
         if s.stream_tx().is_none() {
             return Some(false);
@@ -416,7 +416,7 @@ impl Inner {
                 }
                 let ok = self.deliver(&s, logger, level, d).await;
                 if ok == Some(false) && active {
-                    // §5.3: the manager cancels the subscription, silently.
+                    // "Delivery": the manager cancels the subscription, silently.
                     let mut subs = s.subs.lock().unwrap();
                     if let Some(x) = subs.iter_mut().find(|x| x.id == id) {
                         x.active = false;
@@ -654,7 +654,7 @@ impl Control {
         self.0.garbage_frame().await;
     }
     /// Cuts every GET stream; like a delivery attempt during the gap
-    /// (§5.3), this also cancels the session's subscriptions silently.
+    /// ("Delivery"), this also cancels the session's subscriptions silently.
     pub fn kill_streams(&self) {
         self.0.kill_streams(true, false);
     }
@@ -664,7 +664,7 @@ impl Control {
     }
     /// Aborts every GET stream's TCP connection with a reset, as a proxy or
     /// load balancer does. `cancel_subscriptions`: a delivery was attempted
-    /// during the gap, so the subscriptions are gone too (§5.3).
+    /// during the gap, so the subscriptions are gone too ("Delivery").
     pub fn reset_streams(&self, cancel_subscriptions: bool) {
         self.0.kill_streams(cancel_subscriptions, true);
     }

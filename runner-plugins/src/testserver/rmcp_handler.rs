@@ -1,6 +1,6 @@
 //! The MCP protocol layer of the test server on rmcp's server side: the
 //! `initialize` answer, `logging/setLevel`, `ping` and the four `events_*`
-//! tools of the events server (protocol §2). Session state comes from the
+//! tools of the events server ("Session setup"). Session state comes from the
 //! HTTP front, which puts the session into the request's extensions.
 // rmcp deprecates MCP logging (SEP-2577); the events server is built on it.
 #![allow(deprecated)]
@@ -81,7 +81,7 @@ fn tool_result(text: String, is_error: bool) -> CallToolResponse {
 
 impl ServerHandler for Handler {
     fn get_info(&self) -> ServerConfig {
-        // Protocol §2.1; the fallback version is go-sdk's for unknown asks.
+        // "Session setup"; the fallback version is go-sdk's for unknown asks.
         serde_json::from_value(json!({
             "protocolVersion": "2025-06-18",
             "capabilities": {"logging": {}, "prompts": {"listChanged": true}, "tools": {"listChanged": true}},
@@ -159,7 +159,7 @@ impl ServerHandler for Handler {
                     .is_ok()
                 {
                     // Like the faults-mode informer sync that never ends
-                    // (§2.4): hold the request until restart/shutdown.
+                    // ("Tools"): hold the request until restart/shutdown.
                     inner.epoch().cancelled().await;
                     return Err(internal("server restarting"));
                 }
@@ -312,7 +312,7 @@ fn unsubscribe(inner: &Inner, session: &Session, args: &Map<String, Value>) -> (
             true,
         );
     };
-    // The watcher of a faults subscription is never stopped (§5.6c): it
+    // The watcher of a faults subscription is never stopped ("Duplicates"): it
     // stays in the list as a zombie that still emits while the session lives.
     sub.active = false;
     inner.counters.unsubscribes.fetch_add(1, Ordering::Relaxed);

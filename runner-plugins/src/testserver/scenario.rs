@@ -9,7 +9,7 @@
 //! {"malformed": {"count": 3}}
 //! {"garbage_frame": {}}
 //! {"sleep": {"ms": 200}}
-//! {"kill_streams": {}}            # cut GET streams; subscriptions cancelled (§5.3)
+//! {"kill_streams": {}}            # cut GET streams; subscriptions cancelled ("Delivery")
 //! {"cut_streams": {}}             # cut GET streams only
 //! {"reset_streams": {"cancel": false}}  # abort GET connections with a TCP reset
 //! {"cancel_subscriptions": {}}    # silent cancellation, streams stay
