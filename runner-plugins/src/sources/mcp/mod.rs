@@ -162,6 +162,15 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
         } else {
             failures = failures.saturating_add(1);
         }
+        if subscribed_for.is_some() {
+            last_cause = Cause::Other;
+        }
+        // A refused connection after the server worked is a restart, not
+        // a configuration mistake.
+        let cause = match cause {
+            Cause::Refused if ever_subscribed => Cause::Other,
+            c => c,
+        };
         if cause != last_cause {
             explain(&cfg, cause);
             last_cause = cause;
