@@ -161,21 +161,21 @@ pub const SETTINGS: &[Setting] = &[
         "max-concurrent-agents",
         "router.max_concurrent_agents",
         "5",
-        "Global cap on running agents (min 1)."
+        "Global cap on running agents (1 to 4096)."
     ),
     s!(
         "GLOBAL_QUEUE_SIZE",
         "global-queue-size",
         "router.global_queue_size",
         "100",
-        "Bound on events waiting across all clusters (min 1)."
+        "Bound on events waiting across all clusters (1 to 1000000)."
     ),
     s!(
         "CLUSTER_QUEUE_SIZE",
         "cluster-queue-size",
         "router.cluster_queue_size",
         "10",
-        "Bound on events waiting per cluster (min 1)."
+        "Bound on events waiting per cluster (1 to 1000000)."
     ),
     s!(
         "QUEUE_OVERFLOW_POLICY",
@@ -196,7 +196,7 @@ pub const SETTINGS: &[Setting] = &[
         "intake-queue-size",
         "settings.intake_queue_size",
         "1024",
-        "Bound of the queue between sources and stages; a full queue rejects new payloads."
+        "Bound of the queue between sources and stages (1 to 1000000); a full queue rejects new payloads."
     ),
     s!(
         "AGENT_COMMAND",

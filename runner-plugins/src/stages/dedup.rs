@@ -108,15 +108,35 @@ impl Default for DedupConfig {
     }
 }
 
+/// Upper bound of `window_seconds` (one week).
+pub const MAX_WINDOW_SECONDS: u64 = 7 * 86_400;
+/// Upper bound of `max_keys`.
+pub const MAX_KEYS_LIMIT: usize = 10_000_000;
+
 impl DedupConfig {
     pub fn read(r: &mut TableReader<'_>) -> Option<DedupConfig> {
         let window_seconds = r.layered("window_seconds", DEDUP_WINDOW_SECONDS, 300u64);
         let max_keys: usize = r.layered("max_keys", DEDUP_MAX_KEYS, 100_000usize);
-        let mut ok = true;
-        if max_keys < 1 {
-            r.error("max_keys", max_keys.to_string(), "an integer >= 1");
-            ok = false;
-        }
+        // A week of window and ten million keys (about a GiB of table) are
+        // far beyond any real storm; bigger values are typos.
+        let mut ok = r
+            .check_range(
+                "window_seconds",
+                DEDUP_WINDOW_SECONDS,
+                window_seconds,
+                0..=MAX_WINDOW_SECONDS,
+                "seconds",
+            )
+            .is_some();
+        ok &= r
+            .check_range(
+                "max_keys",
+                DEDUP_MAX_KEYS,
+                max_keys,
+                1..=MAX_KEYS_LIMIT,
+                "keys",
+            )
+            .is_some();
         let mut key = Vec::new();
         match r.opt::<Vec<String>>("key") {
             None => key.extend_from_slice(&DEFAULT_KEY),

@@ -1,0 +1,171 @@
+//! End to end: input and output hygiene of the real `runner` binary —
+//! credentials in endpoint URLs, text log escaping, range validation of
+//! size/count settings, and `runner replay` on lines that are not UTF-8.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use e2e::Runner;
+
+fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let cfg = dir.join("p.toml");
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// Runs `runner <args…>` with a clean settings environment plus `env`.
+fn runner(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(e2e::runner_bin());
+    cmd.args(args);
+    for s in runner_plugins::settings::SETTINGS {
+        cmd.env_remove(s.env);
+    }
+    cmd.env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run runner")
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(s)
+}
+
+const MINIMAL: &str = "[[source]]\nkind = \"mcp\"\nendpoint = \"http://127.0.0.1:1/mcp\"\n\n[sink]\nkind = \"agent\"\npreset = \"demo\"\n";
+
+#[test]
+fn replay_counts_a_non_utf8_line_invalid_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!("{MINIMAL}\n[[stage]]\nkind = \"severity\"\nthreshold = \"ERROR\"\n"),
+    );
+    let rec = dir.path().join("recorded.jsonl");
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(br#"{"cluster":"prod","faultId":"a1","faultType":"CrashLoop","severity":"critical","resource":{"kind":"Pod","name":"web-1","namespace":"shop"}}"#);
+    bytes.extend_from_slice(b"\n{\"cluster\":\"prod\xff\xfe\",\"severity\":\"critical\"}\n");
+    bytes.extend_from_slice(br#"{"cluster":"prod","faultId":"a3","faultType":"CrashLoop","severity":"critical","resource":{"kind":"Pod","name":"web-3","namespace":"shop"}}"#);
+    bytes.push(b'\n');
+    std::fs::write(&rec, bytes).unwrap();
+    let out = runner(
+        &[
+            os("replay"),
+            rec.as_os_str(),
+            os("--config"),
+            cfg.as_os_str(),
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "rc {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    let line2 = stdout
+        .lines()
+        .find(|l| l.starts_with("line     2: "))
+        .unwrap_or_else(|| panic!("no line 2 in\n{stdout}"));
+    assert!(
+        line2.contains("invalid") && line2.contains("not valid UTF-8"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line     3: would-run-agent"),
+        "replay must go on after the bad line:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("summary: received 3 | would run agent 2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.trim() == "invalid         1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_rejects_out_of_range_sizes_and_counts_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!("{MINIMAL}\n[router]\ncluster_queue_size = 100000000\n"),
+    );
+    // Above tokio's semaphore limit (usize::MAX >> 3) and absurd in general.
+    let huge = (usize::MAX >> 2).to_string();
+    let out = runner(
+        &[os("validate"), os("--config"), cfg.as_os_str()],
+        &[
+            ("MAX_CONCURRENT_AGENTS", &huge),
+            ("INTAKE_QUEUE_SIZE", "0"),
+            ("GLOBAL_QUEUE_SIZE", "99999999999"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("4 configuration error(s)"), "{stderr}");
+    for (key, value) in [
+        ("router.max_concurrent_agents", huge.as_str()),
+        ("settings.intake_queue_size", "0"),
+        ("router.global_queue_size", "99999999999"),
+        ("router.cluster_queue_size", "100000000"),
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("no error for {key}:\n{stderr}"));
+        assert!(
+            line.contains(value) && line.contains("an integer in 1..="),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn endpoint_credentials_are_masked_in_validate_and_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[source]]\nkind = \"mcp\"\nendpoint = \"http://alice:s3cr3t@127.0.0.1:1/mcp?access_token=tok123&x=hidden2\"\n\n[sink]\nkind = \"agent\"\npreset = \"demo\"\n",
+    );
+    let out = runner(&[os("validate"), os("--config"), cfg.as_os_str()], &[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let expected = "http://****:****@127.0.0.1:1/mcp?access_token=****&x=****";
+    assert!(text.contains(expected), "{text}");
+    for secret in ["alice", "s3cr3t", "tok123", "hidden2"] {
+        assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+    }
+
+    // The same masked form through the environment variable, in the logs of
+    // a running runner (effective configuration and the source's own lines).
+    let url = "http://bob:pw9@127.0.0.1:1/mcp?access_token=tok456";
+    let mut r = Runner::builder("[sink]\nkind = \"agent\"\npreset = \"demo\"\nworkspace_root = \"{dir}/inc\"\n[[source]]\nkind = \"mcp\"\n")
+        .env("K8S_CLUSTER_MCP_ENDPOINT", url)
+        .env("LOG_FORMAT", "text")
+        .spawn();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        assert!(
+            r.wait_for_text("MCP source starting", Duration::from_secs(20))
+                .await
+                .is_some(),
+            "{}",
+            r.dump()
+        );
+        r.stop(Duration::from_secs(20)).await;
+    });
+    let logs = r.lines().join("\n");
+    assert!(
+        logs.contains("http://****:****@127.0.0.1:1/mcp?access_token=****"),
+        "{logs}"
+    );
+    for secret in ["bob", "pw9", "tok456"] {
+        assert!(!logs.contains(secret), "{secret} leaked:\n{logs}");
+    }
+}
