@@ -83,7 +83,8 @@ pub fn init_logging(level: &str, format: &str) {
     let _ = if format == "json" {
         b.json().try_init()
     } else {
-        b.try_init()
+        // Event fields are untrusted: quote them so none can forge another.
+        b.fmt_fields(crate::logfmt::QuotedFields).try_init()
     };
 }
 

@@ -169,3 +169,102 @@ fn endpoint_credentials_are_masked_in_validate_and_logs() {
         assert!(!logs.contains(secret), "{secret} leaked:\n{logs}");
     }
 }
+
+/// Splits a text log line into `key=value` pairs the way a logfmt reader
+/// does: a value is a bare token or a double-quoted string with escapes.
+fn logfmt_pairs(line: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i] != b' ' && b[i] != b'=' && b[i] != b'"' {
+            i += 1;
+        }
+        if i < b.len() && b[i] == b'=' && i > start {
+            let key = line[start..i].to_string();
+            i += 1;
+            let mut val = String::new();
+            if i < b.len() && b[i] == b'"' {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' && i + 1 < b.len() {
+                        i += 1;
+                    }
+                    val.push(b[i] as char);
+                    i += 1;
+                }
+                i += 1;
+            } else {
+                while i < b.len() && b[i] != b' ' {
+                    val.push(b[i] as char);
+                    i += 1;
+                }
+            }
+            out.push((key, val));
+        } else if i < b.len() && b[i] == b'"' {
+            // A quoted message: skip it whole.
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i += 1;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_quote_untrusted_fields_so_none_can_be_forged() {
+    use runner_plugins::testserver::{Scenario, Step, TestServer, fault};
+    e2e::runner_bin();
+    let mut f = fault(1);
+    f["severity"] = "critical".into();
+    f["resource"]["name"] = "web-1 outcome=\"completed\" reason=ok".into();
+    f["cluster"] = "prod cluster=other".into();
+    let server = TestServer::start(Scenario::new(vec![
+        Step::WaitForSubscriber {
+            active: 1,
+            timeout_ms: 120_000,
+        },
+        Step::Emit {
+            data: f,
+            repeat: 1,
+            logger: "kubernetes/faults".into(),
+            level: "warning".into(),
+        },
+    ]))
+    .await
+    .unwrap();
+    let config = format!(
+        "[[source]]\nkind = \"mcp\"\nendpoint = \"{}\"\n\n[sink]\nkind = \"agent\"\ncommand = [\"false\"]\nworkspace_root = \"{{dir}}/inc\"\n",
+        server.url()
+    );
+    let mut r = Runner::builder(&config).env("LOG_FORMAT", "text").spawn();
+    let line = r
+        .wait_for_text("event failed", Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no failed event:\n{}", r.dump()));
+    r.stop(Duration::from_secs(20)).await;
+    let pairs = logfmt_pairs(&line);
+    let get = |k: &str| -> Vec<&str> {
+        pairs
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("outcome"), ["failed"], "{line}");
+    assert_eq!(get("cluster"), ["prod cluster=other"], "{line}");
+    assert_eq!(
+        get("name"),
+        ["web-1 outcome=\"completed\" reason=ok"],
+        "{line}"
+    );
+    assert_eq!(get("reason").len(), 1, "{line}");
+}
