@@ -667,6 +667,15 @@ fn to_wit(e: &Event, raw_json: String) -> wit::Event {
 /// Maps a plugin's replacement onto the event, holding it to the same limits
 /// as a parsed payload. `raw` changes only if the plugin changed `raw-json`.
 fn apply(event: &mut Event, new: wit::Event, raw_sent: &str) -> Result<(), String> {
+    // A replacement obeys the payload size limit of the intake, so a plugin
+    // cannot grow an event past what the byte budget assumes.
+    let max = runner_core::event::max_payload_bytes();
+    if new.raw_json.len() > max {
+        return Err(format!(
+            "raw-json is {} bytes, over the maximum payload size of {max} (MAX_PAYLOAD_BYTES)",
+            new.raw_json.len()
+        ));
+    }
     let raw = if new.raw_json != raw_sent {
         match serde_json::from_str::<Value>(&new.raw_json) {
             Ok(v @ Value::Object(_)) => Some(Arc::new(v)),

@@ -348,6 +348,16 @@ async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
             continue;
         }
         recorder.received();
+        let max = runner_core::event::max_payload_bytes();
+        if line.len() > max {
+            let reason = format!(
+                "payload too large: {} bytes (maximum {max}, MAX_PAYLOAD_BYTES)",
+                line.len()
+            );
+            recorder.finish_raw(None, &source, Outcome::Invalid, "replay", &reason);
+            let _ = writeln!(out, "line {:>5}: {:<16} ({reason})", n + 1, "invalid");
+            continue;
+        }
         let data = serde_json::from_str(line)
             .unwrap_or_else(|_| serde_json::Value::String(line.to_string()));
         let raw = RawPayload {

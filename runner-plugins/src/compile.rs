@@ -20,6 +20,12 @@ use crate::sinks::{self, SinkConfig};
 use crate::sources::SourceConfig;
 use crate::stages::StageConfig;
 
+/// Default byte budget of payloads in flight (`PAYLOAD_BUDGET_BYTES`).
+pub const DEFAULT_PAYLOAD_BUDGET: usize = 256 << 20;
+/// Upper bounds of `max_payload_bytes` and `payload_budget_bytes`.
+const MAX_PAYLOAD_LIMIT: usize = 256 << 20;
+const MAX_BUDGET_LIMIT: usize = 64 << 30;
+
 /// Process-level settings from `[settings]`.
 #[derive(Debug, Clone)]
 pub struct GlobalSettings {
@@ -27,6 +33,8 @@ pub struct GlobalSettings {
     pub log_format: String,
     pub shutdown_timeout: Duration,
     pub intake_queue_size: usize,
+    pub max_payload_bytes: usize,
+    pub payload_budget_bytes: usize,
 }
 
 /// Options that are not configuration but context for compiling.
@@ -66,6 +74,7 @@ impl Compiled {
             limits: self.limits,
             intake_capacity: self.settings.intake_queue_size,
             shutdown_grace: self.settings.shutdown_timeout,
+            payload_budget: self.settings.payload_budget_bytes,
         };
         (self.settings, parts)
     }
@@ -224,12 +233,37 @@ pub fn compile(
             1..=MAX_QUEUE_LIMIT,
             "payloads",
         );
+        let max_payload: usize = r.layered_in(
+            "max_payload_bytes",
+            env::MAX_PAYLOAD_BYTES,
+            runner_core::event::DEFAULT_MAX_PAYLOAD_BYTES,
+            1024..=MAX_PAYLOAD_LIMIT,
+            "bytes",
+        );
+        let budget: usize = r.layered_in(
+            "payload_budget_bytes",
+            env::PAYLOAD_BUDGET_BYTES,
+            DEFAULT_PAYLOAD_BUDGET,
+            (1 << 20)..=MAX_BUDGET_LIMIT,
+            "bytes",
+        );
+        if budget < max_payload {
+            r.error(
+                "payload_budget_bytes",
+                budget.to_string(),
+                format!("at least max_payload_bytes ({max_payload}): one payload must fit"),
+            );
+        }
+        // Before any stage is built: WASM replacements obey the same limit.
+        runner_core::event::set_max_payload_bytes(max_payload);
         r.finish();
         GlobalSettings {
             log_level: log_level.to_ascii_lowercase(),
             log_format,
             shutdown_timeout: Duration::from_secs(shutdown),
             intake_queue_size: intake,
+            max_payload_bytes: max_payload,
+            payload_budget_bytes: budget,
         }
     };
 

@@ -268,3 +268,89 @@ async fn text_logs_quote_untrusted_fields_so_none_can_be_forged() {
     );
     assert_eq!(get("reason").len(), 1, "{line}");
 }
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_megabyte_payloads_stay_within_the_byte_budget() {
+    use e2e::num;
+    use runner_plugins::testserver::{Scenario, Step, TestServer, fault};
+    e2e::runner_bin();
+    const MIB: usize = 1 << 20;
+    const BIG: u64 = 30;
+    const HUGE: u64 = 2;
+    const MAX: usize = 10 * MIB + MIB / 2;
+    let budget = 32 * MIB;
+    let mut steps = vec![Step::WaitForSubscriber {
+        active: 1,
+        timeout_ms: 120_000,
+    }];
+    let emit = |i: u64, size: usize| {
+        let mut f = fault(i);
+        f["severity"] = "critical".into();
+        f["cluster"] = format!("c{i}").into();
+        f["context"] = "x".repeat(size).into();
+        Step::Emit {
+            data: f,
+            repeat: 1,
+            logger: "kubernetes/faults".into(),
+            level: "warning".into(),
+        }
+    };
+    for i in 0..BIG {
+        steps.push(emit(i, 10 * MIB));
+    }
+    // Over MAX_PAYLOAD_BYTES (10.5 MiB): invalid, with the size in the reason.
+    for i in 0..HUGE {
+        steps.push(emit(BIG + i, 11 * MIB));
+    }
+    let server = TestServer::start(Scenario::new(steps)).await.unwrap();
+    let config = format!(
+        "[settings]\nmax_payload_bytes = {}\npayload_budget_bytes = {budget}\nshutdown_timeout_seconds = 1\n\n[[source]]\nkind = \"mcp\"\nendpoint = \"{}\"\n\n[router]\nmax_concurrent_agents = 1\n\n[sink]\nkind = \"agent\"\ncommand_line = \"sleep 60\"\nworkspace_root = \"{{dir}}/inc\"\ntimeout_seconds = 120\nkill_grace_seconds = 1\n",
+        MAX,
+        server.url()
+    );
+    let mut r = Runner::start(&config);
+    let t = Duration::from_secs(120);
+    let all_in = r.wait_for_count("event rejected", 1, t).await
+        && r.wait_for_count("event invalid", HUGE as usize, t).await;
+    let hwm = vm_hwm_kib(r.pid());
+    assert!(all_in, "payloads did not arrive:\n{}", r.dump());
+    let invalid = r.messages("event invalid");
+    assert!(
+        invalid.iter().all(|f| f["reason"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("payload too large: 11534")
+                && s.contains(&format!("bytes (maximum {MAX}")))),
+        "{invalid:?}"
+    );
+    r.stop(Duration::from_secs(30)).await;
+    let stats = r.final_stats().unwrap_or_else(|| panic!("{}", r.dump()));
+    assert_eq!(num(&stats, "received"), BIG + HUGE, "{stats}");
+    assert_eq!(num(&stats, "invalid"), HUGE, "{stats}");
+    assert_eq!(stats["adds_up"], serde_json::Value::Bool(true));
+    // At most budget / 10 MB payloads were held at once; the rest were
+    // refused at intake.
+    let held = (budget / (10 * MIB + 1024)) as u64;
+    assert!(num(&stats, "rejected") >= BIG - held, "{stats}");
+    // The budget bounds what is held; the rest of the peak is the process
+    // itself and one message being decoded by the transport (a few copies
+    // of 10-20 MB). Without the budget, 30 x 10 MB stay queued.
+    let limit_kib = (budget as u64 + 128 * MIB as u64) / 1024;
+    eprintln!(
+        "VmHWM {hwm} KiB (limit {limit_kib} KiB, budget {} KiB)",
+        budget / 1024
+    );
+    assert!(
+        hwm < limit_kib,
+        "peak RSS {hwm} KiB over budget + 128 MiB = {limit_kib} KiB\n{stats}"
+    );
+}
