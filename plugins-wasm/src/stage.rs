@@ -71,6 +71,10 @@ struct HostState {
     memory_denied: bool,
     logs_this_call: u32,
     logs_suppressed: u32,
+    /// The last error-level line the guest logged in this call: a Rust
+    /// guest's panic hook (`plugin_kit::forward_panics`) logs the panic
+    /// message there just before it aborts, so a trap reports it.
+    last_error: Option<String>,
 }
 
 impl ResourceLimiter for HostState {
@@ -135,6 +139,9 @@ fn clean_line(s: &str, max: usize) -> String {
 
 impl host::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
+        if matches!(level, LogLevel::Error) {
+            self.last_error = Some(clean_line(&message, MAX_LOG_LEN));
+        }
         self.logs_this_call += 1;
         if self.logs_this_call > MAX_LOGS_PER_CALL {
             self.logs_suppressed += 1;
@@ -248,7 +255,11 @@ fn describe_trap(e: &wasmtime::Error, state: &HostState, timeout_ms: u64) -> (Fa
             ),
         );
     }
-    (FailKind::Trap, format!("trapped: {}", e.root_cause()))
+    let said = match &state.last_error {
+        Some(m) => format!(" after logging: {m}"),
+        None => String::new(),
+    };
+    (FailKind::Trap, format!("trapped: {}{said}", e.root_cause()))
 }
 
 impl WasmStage {
@@ -285,6 +296,7 @@ impl WasmStage {
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| format!("a loadable plugin (linking the host interface failed: {e:#})"))?;
         provide_hash_seed(&mut linker, &component)?;
+        provide_empty_environment(&mut linker, &component)?;
         // Everything else the component imports (WASI from the Rust
         // standard library, mostly) traps if called: that is the sandbox.
         linker
@@ -344,6 +356,7 @@ impl WasmStage {
                 memory_denied: false,
                 logs_this_call: 0,
                 logs_suppressed: 0,
+                last_error: None,
             },
         );
         store.limiter(|s| s);
@@ -440,6 +453,7 @@ impl WasmStage {
             let st = live.store.data_mut();
             st.logs_this_call = 0;
             st.logs_suppressed = 0;
+            st.last_error = None;
         }
         live.store.set_epoch_deadline(self.deadline_ticks);
         let result = live
@@ -581,6 +595,36 @@ fn provide_hash_seed(linker: &mut Linker<HostState>, component: &Component) -> R
     Ok(())
 }
 
+/// Rust's panic machinery reads `RUST_BACKTRACE` through WASI before the
+/// panic hook runs; if that trapped, a panicking plugin would be reported
+/// as an unknown import instead of by its own message. The guest gets an
+/// empty environment, no arguments and no working directory: nothing of
+/// the host is revealed.
+fn provide_empty_environment(
+    linker: &mut Linker<HostState>,
+    component: &Component,
+) -> Result<(), String> {
+    let names: Vec<String> = component
+        .component_type()
+        .imports(engine())
+        .map(|(n, _)| n.to_string())
+        .filter(|n| n.starts_with("wasi:cli/environment@0.2."))
+        .collect();
+    for name in names {
+        linker
+            .instance(&name)
+            .and_then(|mut i| {
+                i.func_wrap("get-environment", |_, (): ()| {
+                    Ok((Vec::<(String, String)>::new(),))
+                })?;
+                i.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
+                i.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))
+            })
+            .map_err(|e| format!("a loadable plugin (linking {name} failed: {e:#})"))?;
+    }
+    Ok(())
+}
+
 fn severity_to_wit(s: Severity) -> wit::Severity {
     match s {
         Severity::Debug => wit::Severity::Debug,
@@ -623,6 +667,15 @@ fn to_wit(e: &Event, raw_json: String) -> wit::Event {
 /// Maps a plugin's replacement onto the event, holding it to the same limits
 /// as a parsed payload. `raw` changes only if the plugin changed `raw-json`.
 fn apply(event: &mut Event, new: wit::Event, raw_sent: &str) -> Result<(), String> {
+    // A replacement obeys the payload size limit of the intake, so a plugin
+    // cannot grow an event past what the byte budget assumes.
+    let max = runner_core::event::max_payload_bytes();
+    if new.raw_json.len() > max {
+        return Err(format!(
+            "raw-json is {} bytes, over the maximum payload size of {max} (MAX_PAYLOAD_BYTES)",
+            new.raw_json.len()
+        ));
+    }
     let raw = if new.raw_json != raw_sent {
         match serde_json::from_str::<Value>(&new.raw_json) {
             Ok(v @ Value::Object(_)) => Some(Arc::new(v)),

@@ -402,44 +402,92 @@ fn config_is_read_and_errors_read_like_validate_output() {
     );
 }
 
-/// The two WASI functions the Rust standard library may call: a hash seed
-/// (provided) and the environment (not provided: traps).
+/// WASI functions a Rust guest's standard library may call: a hash seed
+/// and the environment (both provided: a seed, an empty environment) and a
+/// clock (not provided: traps).
 const WASI_SUBSET: &str = "package wasi:random@0.2.6;
 interface insecure-seed { insecure-seed: func() -> tuple<u64, u64>; }
 package wasi:cli@0.2.6 {
   interface environment { get-environment: func() -> list<tuple<string, string>>; }
+}
+package wasi:clocks@0.2.6 {
+  interface monotonic-clock { now: func() -> u64; }
 }";
 
-#[test]
-fn wasi_calls_trap_except_the_hash_seed() {
-    let wit = WIT.replace(
+fn wasi_world() -> String {
+    WIT.replace(
         "world plugin {\n",
-        "world plugin {\n    import wasi:random/insecure-seed@0.2.6;\n    import wasi:cli/environment@0.2.6;\n",
-    );
-    // Asks for a seed on every call (a HashMap would); reads the
-    // environment when the event is CRITICAL.
-    let body = format!(
-        "(call $seed (i32.const 2048))
-    (if (i32.eq (i32.load8_u offset={SEVERITY_OFFSET} (local.get $ev)) (i32.const 4))
-      (then (call $env (i32.const 2048))))
-    {KEEP}"
-    );
-    let wat = plugin_wat("0.1.0", INIT_OK, &body).replacen(
+        "world plugin {\n    import wasi:random/insecure-seed@0.2.6;\n    import wasi:cli/environment@0.2.6;\n    import wasi:clocks/monotonic-clock@0.2.6;\n",
+    )
+}
+
+fn with_wasi_imports(wat: &str) -> String {
+    wat.replacen(
         "(memory (export \"memory\") 1)",
         "(import \"wasi:random/insecure-seed@0.2.6\" \"insecure-seed\" (func $seed (param i32)))
   (import \"wasi:cli/environment@0.2.6\" \"get-environment\" (func $env (param i32)))
-  (memory (export \"memory\") 1)",
+  (import \"wasi:clocks/monotonic-clock@0.2.6\" \"now\" (func $now (result i64)))
+  (memory (export \"memory\") 1)
+  (data (i32.const 3072) \"plugin panicked: boom at src/lib.rs:7:5\")",
         1,
+    )
+}
+
+#[test]
+fn wasi_calls_trap_except_the_hash_seed_and_an_empty_environment() {
+    // Asks for a seed and the environment on every call (a HashMap and the
+    // panic machinery would); a non-empty environment traps; reads the
+    // clock when the event is CRITICAL.
+    let body = format!(
+        "(call $seed (i32.const 2048))
+    (call $env (i32.const 2048))
+    (if (i32.ne (i32.load (i32.const 2052)) (i32.const 0)) (then unreachable))
+    (if (i32.eq (i32.load8_u offset={SEVERITY_OFFSET} (local.get $ev)) (i32.const 4))
+      (then (drop (call $now))))
+    {KEEP}"
     );
-    let (_d, mut cfg) = config_for(&componentize_with(&wat, &wit, &[WASI_SUBSET]));
+    let wat = with_wasi_imports(&plugin_wat("0.1.0", INIT_OK, &body));
+    let (_d, mut cfg) = config_for(&componentize_with(&wat, &wasi_world(), &[WASI_SUBSET]));
     cfg.on_error = OnError::Drop;
     let stage = build(&cfg);
     assert_eq!(verdict(&stage, &mut warning()), Verdict::Pass);
     let v = verdict(&stage, &mut critical());
     let reason = drop_reason(&v);
     assert!(
-        reason.contains("wasi:cli/environment@0.2.6#get-environment") && reason.contains("trapped"),
+        reason.contains("wasi:clocks/monotonic-clock@0.2.6#now") && reason.contains("trapped"),
         "{reason}"
+    );
+}
+
+#[test]
+fn a_panic_in_init_reports_the_plugins_own_message() {
+    // What a Rust guest with `plugin_kit::forward_panics` does when `init`
+    // panics: the panic machinery reads the environment (RUST_BACKTRACE),
+    // the hook logs the message at error level, then the guest aborts.
+    let init = "(call $env (i32.const 2048))
+    (call $log (i32.const 3) (i32.const 3072) (i32.const 39))
+    unreachable";
+    let wat = with_wasi_imports(&plugin_wat("0.1.0", init, KEEP));
+    let (_d, cfg) = config_for(&componentize_with(&wat, &wasi_world(), &[WASI_SUBSET]));
+    let e = build_err(&cfg);
+    assert!(
+        e.contains("plugin panicked: boom at src/lib.rs:7:5"),
+        "the plugin's own message must be reported: {e}"
+    );
+    assert!(!e.contains("environment"), "{e}");
+
+    // The same in a call: the drop reason carries the message.
+    let body = "(call $env (i32.const 2048))
+    (call $log (i32.const 3) (i32.const 3072) (i32.const 39))
+    unreachable";
+    let wat = with_wasi_imports(&plugin_wat("0.1.0", INIT_OK, body));
+    let (_d, mut cfg) = config_for(&componentize_with(&wat, &wasi_world(), &[WASI_SUBSET]));
+    cfg.on_error = OnError::Drop;
+    let stage = build(&cfg);
+    let v = verdict(&stage, &mut critical());
+    assert!(
+        drop_reason(&v).contains("plugin panicked: boom at src/lib.rs:7:5"),
+        "{v:?}"
     );
 }
 

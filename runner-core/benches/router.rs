@@ -57,6 +57,7 @@ fn env(seq: u64, e: &Event, src: &Arc<str>) -> Envelope {
         source: src.clone(),
         received_at: tokio::time::Instant::now(),
         passed_stages: 0,
+        bytes: 0,
     }
 }
 

@@ -389,6 +389,59 @@ impl<'a> TableReader<'a> {
         })
     }
 
+    /// Like [`layered`](Self::layered), for a size, count or duration that
+    /// must lie in `range`: a value outside is an error naming the key, the
+    /// value and the range (`unit` says what the number means), and the
+    /// default is returned so compilation can go on collecting errors.
+    pub fn layered_in<T>(
+        &mut self,
+        key: &'static str,
+        env: &str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+        unit: &str,
+    ) -> T
+    where
+        T: ConfigValue + PartialOrd + fmt::Display + Copy,
+    {
+        let v = self.layered(key, env, default);
+        self.check_range(key, env, v, range, unit)
+            .unwrap_or(default)
+    }
+
+    /// Checks `v` (read from `key`, overridable by `env`) against `range`;
+    /// records an error and returns `None` when it is outside.
+    pub fn check_range<T>(
+        &mut self,
+        key: &'static str,
+        env: &str,
+        v: T,
+        range: std::ops::RangeInclusive<T>,
+        unit: &str,
+    ) -> Option<T>
+    where
+        T: PartialOrd + fmt::Display + Copy,
+    {
+        if range.contains(&v) {
+            return Some(v);
+        }
+        let k = match self.overrides.get(env) {
+            Some((_, origin)) => format!("{} (from {} {env})", self.key(key), origin.as_str()),
+            None => self.key(key),
+        };
+        let unit = if unit.is_empty() {
+            String::new()
+        } else {
+            format!(" ({unit})")
+        };
+        self.errors.push(
+            k,
+            v.to_string(),
+            format!("an integer in {}..={}{unit}", range.start(), range.end()),
+        );
+        None
+    }
+
     /// Like [`layered`](Self::layered) without a default.
     pub fn layered_opt<T: ConfigValue>(
         &mut self,
@@ -396,6 +449,28 @@ impl<'a> TableReader<'a> {
         env: &str,
         secret: bool,
     ) -> Option<T> {
+        let how = if secret { Shown::Secret } else { Shown::Plain };
+        self.layered_shown(key, env, how)
+    }
+
+    /// An endpoint URL without a default: shown everywhere through
+    /// [`mask_url`] (credentials and query values hidden).
+    pub fn layered_url(&mut self, key: &'static str, env: &str) -> Option<String> {
+        self.layered_shown(key, env, Shown::Url)
+    }
+
+    fn layered_shown<T: ConfigValue>(
+        &mut self,
+        key: &'static str,
+        env: &str,
+        how: Shown,
+    ) -> Option<T> {
+        let secret = how == Shown::Secret;
+        let shown = |text: &str, rendered: String| match how {
+            Shown::Plain => rendered,
+            Shown::Secret => mask(text),
+            Shown::Url => format!("{:?}", mask_url(text)),
+        };
         self.seen.push(key);
         let k = self.key(key);
         if let Some((text, origin)) = self.overrides.get(env) {
@@ -403,17 +478,13 @@ impl<'a> TableReader<'a> {
                 Ok(t) => {
                     self.effective.push(Effective {
                         key: k,
-                        value: if secret { mask(text) } else { t.render() },
+                        value: shown(text, t.render()),
                         origin,
                     });
                     Some(t)
                 }
                 Err(allowed) => {
-                    let shown = if secret {
-                        mask(text)
-                    } else {
-                        format!("{text:?}")
-                    };
+                    let shown = shown(text, format!("{text:?}"));
                     self.errors.push(
                         format!("{k} (from {} {env})", origin.as_str()),
                         shown,
@@ -426,9 +497,14 @@ impl<'a> TableReader<'a> {
         let v = self.table.get(key)?.clone();
         match T::from_toml(&v) {
             Ok(t) => {
+                let value = match (how, v.as_str()) {
+                    (Shown::Secret, _) => "****".into(),
+                    (Shown::Url, Some(text)) => shown(text, String::new()),
+                    _ => t.render(),
+                };
                 self.effective.push(Effective {
                     key: k,
-                    value: if secret { "****".into() } else { t.render() },
+                    value,
                     origin: Origin::File,
                 });
                 Some(t)
@@ -483,7 +559,9 @@ impl<'a> TableReader<'a> {
     }
 }
 
-/// Masks a secret for logs: keeps the scheme and host of a URL, nothing else.
+/// Masks a value that is secret as a whole (a Slack webhook, whose path is
+/// the credential): keeps the scheme and host of a URL, nothing else.
+/// Endpoint URLs go through [`mask_url`] instead.
 pub fn mask(secret: &str) -> String {
     if secret.is_empty() {
         return String::new();
@@ -494,6 +572,69 @@ pub fn mask(secret: &str) -> String {
         return format!("{}://{}/****", rest.0, host);
     }
     "****".to_string()
+}
+
+/// Masks the credentials in an endpoint URL, the same way everywhere it is
+/// shown (effective configuration, `runner validate`, errors, logs): the
+/// user info (`user:pass@`) becomes `****:****@`, every query value becomes
+/// `****` (`?access_token=****&x=****`), a fragment becomes `#****`; scheme,
+/// host, port and path stay readable so a wrong endpoint can be diagnosed.
+pub fn mask_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(auth_end);
+    let mut out = String::with_capacity(url.len());
+    if let Some(s) = scheme {
+        out.push_str(s);
+        out.push_str("://");
+    }
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            out.push_str(if user.contains(':') {
+                "****:****@"
+            } else {
+                "****@"
+            });
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    let (before_frag, frag) = match tail.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (tail, None),
+    };
+    let (path, query) = match before_frag.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (before_frag, None),
+    };
+    out.push_str(path);
+    if let Some(q) = query {
+        out.push('?');
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) => format!("{k}=****"),
+                // A bare query value may be a token itself.
+                None if pair.is_empty() => String::new(),
+                None => "****".to_string(),
+            })
+            .collect();
+        out.push_str(&parts.join("&"));
+    }
+    if frag.is_some_and(|f| !f.is_empty()) {
+        out.push_str("#****");
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Plain,
+    Secret,
+    Url,
 }
 
 /// Parses a `FromStr` value or records an error; convenience for validators.
@@ -584,5 +725,43 @@ mod tests {
         );
         assert_eq!(mask("http://user:pw@host:8080/x"), "http://host:8080/****");
         assert_eq!(mask("abc"), "****");
+    }
+
+    #[test]
+    fn url_masking_hides_credentials_and_query_values_only() {
+        for (url, shown) in [
+            ("http://127.0.0.1:8080/mcp", "http://127.0.0.1:8080/mcp"),
+            (
+                "https://alice:s3cr3t@mcp.example:443/a/mcp?access_token=tok&x=1#frag",
+                "https://****:****@mcp.example:443/a/mcp?access_token=****&x=****#****",
+            ),
+            ("http://tok@host/mcp", "http://****@host/mcp"),
+            ("http://host?tok", "http://host?****"),
+            ("http://u:p@h@host/x", "http://****:****@host/x"),
+            ("not a url?token=abc", "not a url?token=****"),
+        ] {
+            assert_eq!(mask_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn effective_endpoint_is_masked_from_file_and_env() {
+        let url = "http://u:pw@h:1/mcp?access_token=tok";
+        let expected = "\"http://****:****@h:1/mcp?access_token=****\"";
+        let mut ov = Overrides::new();
+        for from_env in [false, true] {
+            let t = if from_env {
+                ov.set("EP", url, Origin::Env);
+                toml::Table::new()
+            } else {
+                table(&format!("endpoint = {url:?}"))
+            };
+            let mut errs = ConfigErrors::default();
+            let mut eff = Vec::new();
+            let mut r = TableReader::new("source[0]", t, &ov, &mut errs, &mut eff);
+            assert_eq!(r.layered_url("endpoint", "EP").as_deref(), Some(url));
+            r.finish();
+            assert_eq!(eff[0].value, expected);
+        }
     }
 }

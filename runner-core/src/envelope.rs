@@ -16,4 +16,7 @@ pub struct Envelope {
     pub received_at: Instant,
     /// Number of stages the event has passed (for `Stage::finished`).
     pub passed_stages: usize,
+    /// Payload bytes charged to the byte budget at intake; the recorder
+    /// releases them with the terminal outcome (0 when not charged).
+    pub bytes: usize,
 }

@@ -24,6 +24,42 @@ pub const MAX_NAME_LEN: usize = 253;
 /// `context` longer than this is truncated (it may embed captured logs).
 pub const MAX_CONTEXT_LEN: usize = 64 * 1024;
 
+/// Default of the largest payload accepted at intake (`MAX_PAYLOAD_BYTES`).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
+
+static MAX_PAYLOAD_BYTES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_PAYLOAD_BYTES);
+
+/// The largest payload, as compact JSON bytes, that may enter the pipeline:
+/// at intake, in `runner replay`, and as a WASM stage's replacement.
+pub fn max_payload_bytes() -> usize {
+    MAX_PAYLOAD_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sets [`max_payload_bytes`] for the process (the config compiler does,
+/// before any stage or source is built).
+pub fn set_max_payload_bytes(n: usize) {
+    MAX_PAYLOAD_BYTES.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Size of `v` as compact JSON, counted without building the text.
+pub fn json_size(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a `Value` into an infallible sink cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// Current flat payload with `faultId`.

@@ -21,6 +21,6 @@ pub use outcome::{Counters, Outcome, StatsSnapshot};
 pub use record::Recorder;
 pub use severity::Severity;
 pub use sink::{Sink, SinkResult};
-pub use source::{Intake, RawPayload, Source, SourceContext, SourceError};
+pub use source::{Intake, Queued, RawPayload, Source, SourceContext, SourceError};
 pub use stage::{Stage, StageFuture, Verdict};
 pub use tokio_util::sync::CancellationToken;

@@ -16,7 +16,7 @@ use crate::outcome::{Outcome, StatsSnapshot};
 use crate::record::{Recorder, StageStats};
 use crate::router::{Router, RouterLimits, RouterSnapshot, ShutdownReport};
 use crate::sink::Sink;
-use crate::source::{Intake, RawPayload, Source, SourceContext, SourceError};
+use crate::source::{Intake, Queued, RawPayload, Source, SourceContext, SourceError};
 use crate::stage::{Stage, Verdict};
 
 const INTAKE_BATCH: usize = 64;
@@ -31,6 +31,9 @@ pub struct PipelineParts {
     pub intake_capacity: usize,
     /// How long running sink calls may continue after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Bound of the payload bytes held by events in flight (intake queue,
+    /// stages, router queues, running agents).
+    pub payload_budget: usize,
 }
 
 /// Result of a whole run.
@@ -117,10 +120,17 @@ impl StageChain {
     /// Parses, validates and runs the stages for one received payload.
     /// The payload must already be counted as received.
     pub async fn process(&self, raw: RawPayload) -> ChainResult {
+        self.process_charged(raw, 0).await
+    }
+
+    /// Like [`process`](Self::process) for a payload whose `bytes` were
+    /// charged to the recorder's byte budget at intake.
+    pub async fn process_charged(&self, raw: RawPayload, bytes: usize) -> ChainResult {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let event = match Event::from_json(raw.data, raw.cluster_fill.as_deref()) {
             Ok(e) => e,
             Err(err) => {
+                self.recorder.release(bytes);
                 let reason = err.to_string();
                 self.recorder.finish_raw(
                     Some(seq),
@@ -138,6 +148,7 @@ impl StageChain {
             source: raw.source,
             received_at: raw.received_at,
             passed_stages: 0,
+            bytes,
         };
         tracing::debug!(
             target: "audit",
@@ -220,6 +231,7 @@ impl Pipeline {
         let mut parts = parts;
         let stages: Arc<[Box<dyn Stage>]> = std::mem::take(&mut parts.stages).into();
         let recorder = Arc::new(Recorder::new(stages));
+        recorder.set_byte_budget(parts.payload_budget);
         Pipeline { parts, recorder }
     }
 
@@ -257,7 +269,7 @@ async fn run(
     router: Router,
     handle: PipelineHandle,
 ) -> RunReport {
-    let (tx, mut rx) = mpsc::channel::<RawPayload>(intake_capacity.max(1));
+    let (tx, mut rx) = mpsc::channel::<Queued>(intake_capacity.max(1));
     let intake = Intake::new(tx, recorder.clone());
     let stop_sources = CancellationToken::new();
     let mut source_tasks = JoinSet::new();
@@ -310,8 +322,8 @@ async fn run(
                     intake_open = false;
                     continue;
                 }
-                for raw in batch.drain(..) {
-                    if let ChainResult::Passed(env) = chain.process(raw).await {
+                for q in batch.drain(..) {
+                    if let ChainResult::Passed(env) = chain.process_charged(q.raw, q.bytes).await {
                         router.admit(env);
                     }
                 }
@@ -336,8 +348,8 @@ async fn run(
     // chain; the router, once closed, abandons whatever passes.
     rx.close();
     router.close();
-    while let Some(raw) = rx.recv().await {
-        if let ChainResult::Passed(env) = chain.process(raw).await {
+    while let Some(q) = rx.recv().await {
+        if let ChainResult::Passed(env) = chain.process_charged(q.raw, q.bytes).await {
             router.admit(env);
         }
     }

@@ -2,7 +2,7 @@
 //! counters, the audit log line, and `Stage::finished` notifications.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::envelope::Envelope;
 use crate::outcome::{Counters, Outcome, StatsSnapshot};
@@ -29,6 +29,10 @@ pub struct Recorder {
     counters: Counters,
     stages: Arc<[Box<dyn Stage>]>,
     stage_counters: Box<[StageCounters]>,
+    /// Payload bytes of events received and not yet at their outcome
+    /// (intake queue, stages, router queues, running), and their bound.
+    bytes_used: AtomicUsize,
+    bytes_budget: AtomicUsize,
 }
 
 impl Recorder {
@@ -38,6 +42,38 @@ impl Recorder {
             counters: Counters::new(),
             stages,
             stage_counters,
+            bytes_used: AtomicUsize::new(0),
+            bytes_budget: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    /// Bounds the payload bytes held by events in flight (`PAYLOAD_BUDGET_BYTES`).
+    pub fn set_byte_budget(&self, bytes: usize) {
+        self.bytes_budget.store(bytes, Ordering::Relaxed);
+    }
+
+    /// `(in use, budget)` in payload bytes.
+    pub fn bytes(&self) -> (usize, usize) {
+        (
+            self.bytes_used.load(Ordering::Relaxed),
+            self.bytes_budget.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Charges `n` payload bytes if they fit in the budget.
+    pub fn try_charge(&self, n: usize) -> bool {
+        let budget = self.bytes_budget.load(Ordering::Relaxed);
+        self.bytes_used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|t| *t <= budget)
+            })
+            .is_ok()
+    }
+
+    /// Gives back bytes charged with [`try_charge`](Self::try_charge).
+    pub fn release(&self, n: usize) {
+        if n > 0 {
+            self.bytes_used.fetch_sub(n, Ordering::AcqRel);
         }
     }
 
@@ -97,6 +133,7 @@ impl Recorder {
     /// tells every stage the event passed.
     pub fn finish(&self, env: &Envelope, outcome: Outcome, stage: &str, reason: &str) {
         self.counters.record(outcome);
+        self.release(env.bytes);
         let e = &env.event;
         macro_rules! audit {
             ($lvl:ident) => {

@@ -74,6 +74,16 @@ crate::config_enum!(
     "one of drop (drop oldest), reject (reject newest)"
 );
 
+/// Upper bound of `max_concurrent`: each slot is an agent process, and
+/// tokio's semaphore panics above `usize::MAX >> 3` permits.
+pub const MAX_CONCURRENT_LIMIT: usize = 4096;
+/// Upper bound of every queue size (intake, global, per cluster): a bigger
+/// queue only hides an overload and holds that many payloads in memory.
+pub const MAX_QUEUE_LIMIT: usize = 1_000_000;
+/// Upper bound of the idle-worker and other second-valued settings (a day):
+/// keeps deadline arithmetic far from overflow.
+pub const MAX_SECONDS_LIMIT: u64 = 86_400;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouterLimits {
     pub max_concurrent: usize,

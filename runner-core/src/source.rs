@@ -21,33 +21,67 @@ pub struct RawPayload {
     pub received_at: Instant,
 }
 
+/// A payload in the intake queue with the bytes charged for it.
+#[derive(Debug)]
+pub struct Queued {
+    pub raw: RawPayload,
+    /// Charged to the recorder's byte budget; released with the outcome.
+    pub bytes: usize,
+}
+
 /// Non-blocking hand-off from sources into the pipeline's bounded intake
 /// queue. Counting happens here so every source is accounted the same way.
 #[derive(Clone)]
 pub struct Intake {
-    tx: mpsc::Sender<RawPayload>,
+    tx: mpsc::Sender<Queued>,
     recorder: Arc<Recorder>,
 }
 
 impl Intake {
-    pub fn new(tx: mpsc::Sender<RawPayload>, recorder: Arc<Recorder>) -> Self {
+    pub fn new(tx: mpsc::Sender<Queued>, recorder: Arc<Recorder>) -> Self {
         Intake { tx, recorder }
     }
 
     /// Counts the payload as received and queues it. Never waits: when the
     /// intake queue is full the payload is `rejected` (logged and counted),
     /// so a flood cannot pile up tasks or memory in the transport.
+    ///
+    /// Memory is bounded by bytes too: a payload over
+    /// [`max_payload_bytes`](crate::event::max_payload_bytes) is `invalid`
+    /// (the reason gives its size), and one that does not fit in the byte
+    /// budget of events in flight is `rejected`.
     pub fn submit(&self, data: Value, source: &Arc<str>, cluster_fill: Option<&Arc<str>>) -> bool {
         self.recorder.received();
+        let bytes = crate::event::json_size(&data);
+        let max = crate::event::max_payload_bytes();
+        if bytes > max {
+            drop(data);
+            let why =
+                format!("payload too large: {bytes} bytes (maximum {max}, MAX_PAYLOAD_BYTES)");
+            self.recorder
+                .finish_raw(None, source, Outcome::Invalid, "intake", &why);
+            return false;
+        }
+        if !self.recorder.try_charge(bytes) {
+            drop(data);
+            let (used, budget) = self.recorder.bytes();
+            let why = format!(
+                "payload byte budget full: {used} of {budget} bytes held by queued and running events, this payload has {bytes} (PAYLOAD_BUDGET_BYTES)"
+            );
+            self.recorder
+                .finish_raw(None, source, Outcome::Rejected, "intake", &why);
+            return false;
+        }
         let raw = RawPayload {
             data,
             source: source.clone(),
             cluster_fill: cluster_fill.cloned(),
             received_at: Instant::now(),
         };
-        match self.tx.try_send(raw) {
+        match self.tx.try_send(Queued { raw, bytes }) {
             Ok(()) => true,
             Err(e) => {
+                self.recorder.release(bytes);
                 let why = match e {
                     mpsc::error::TrySendError::Full(_) => "intake queue full",
                     mpsc::error::TrySendError::Closed(_) => "intake closed (shutting down)",

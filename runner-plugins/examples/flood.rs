@@ -5,7 +5,14 @@
 //!
 //! ```text
 //! cargo run --release -p runner-plugins --example flood [-- EVENTS CLUSTERS MAX_KEYS]
+//! cargo run -p runner-plugins --example flood -- storm [FAULTS REPORTS]
 //! ```
+//!
+//! `storm`: FAULTS distinct faults (default 20,000) on 10 clusters, each
+//! reported REPORTS times (default 5, so 100,000 events) in waves 60 virtual
+//! seconds apart (all within the 300 s dedup window). Counts the duplicate
+//! verdicts given to a fault that had no incident queued, running or run at
+//! that moment: reports the runner was blind to.
 //!
 //! Runs on tokio's paused clock on one thread: arrivals are 1,000 events per
 //! virtual second, so the run covers ~1,000 virtual seconds (the dedup window
@@ -75,7 +82,15 @@ impl Sink for SlowSink {
 }
 
 /// Shares the dedup stage with the report (the chain owns boxed stages).
-struct Shared(Arc<DedupStage>);
+/// In `storm` mode it also tracks, per fault name, incidents still queued or
+/// running and faults whose incident ran.
+struct Shared(Arc<DedupStage>, Option<Arc<Mutex<Tracker>>>);
+
+#[derive(Default)]
+struct Tracker {
+    live: HashMap<String, u32>,
+    ran: std::collections::HashSet<String>,
+}
 
 impl Stage for Shared {
     fn name(&self) -> &str {
@@ -85,6 +100,19 @@ impl Stage for Shared {
         self.0.process(event)
     }
     fn finished(&self, event: &Event, outcome: Outcome) {
+        if let Some(t) = &self.1 {
+            let mut t = t.lock().unwrap();
+            let name = &event.resource.name;
+            if let Some(n) = t.live.get_mut(name) {
+                *n -= 1;
+            }
+            if matches!(
+                outcome,
+                Outcome::Completed | Outcome::Failed | Outcome::TimedOut
+            ) {
+                t.ran.insert(name.clone());
+            }
+        }
         self.0.finished(event, outcome)
     }
 }
@@ -120,7 +148,19 @@ fn payload(i: u64, clusters: u64) -> String {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("storm") {
+        args.next();
+        let faults: u64 = args.next().map_or(20_000, |a| a.parse().expect("FAULTS"));
+        let reports: u64 = args.next().map_or(5, |a| a.parse().expect("REPORTS"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(storm(faults, reports));
+        return;
+    }
     let events: u64 = args
         .next()
         .map_or(1_000_000, |a| a.parse().expect("EVENTS"));
@@ -148,7 +188,7 @@ async fn flood(events: u64, clusters: u64, max_keys: usize) -> bool {
             threshold: Severity::Error,
         }
         .build(),
-        Box::new(Shared(dedup.clone())),
+        Box::new(Shared(dedup.clone(), None)),
     ];
     let recorder = Arc::new(Recorder::new(stages.into()));
     let chain = StageChain::new(recorder.clone());
@@ -274,4 +314,81 @@ async fn flood(events: u64, clusters: u64, max_keys: usize) -> bool {
         );
     }
     ok
+}
+
+/// A storm: every fault reported `reports` times in waves; see the module doc.
+async fn storm(faults: u64, reports: u64) {
+    let clusters = 10u64;
+    let limits = RouterLimits::default();
+    let dedup = Arc::new(DedupStage::new(&DedupConfig::default()));
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let stages: Vec<Box<dyn Stage>> = vec![Box::new(Shared(dedup.clone(), Some(tracker.clone())))];
+    let recorder = Arc::new(Recorder::new(stages.into()));
+    let chain = StageChain::new(recorder.clone());
+    let sink = Arc::new(SlowSink {
+        per_cluster: Mutex::new(HashMap::new()),
+        running: AtomicUsize::new(0),
+        max_running: AtomicUsize::new(0),
+        cluster_violation: AtomicBool::new(false),
+    });
+    let router = Router::new(limits, sink.clone(), recorder.clone());
+    let src: Arc<str> = Arc::from("storm");
+    let (mut blind, mut blinded) = (0u64, std::collections::HashSet::new());
+    let wave = Duration::from_secs(60);
+    for r in 0..reports {
+        let start = tokio::time::Instant::now();
+        for f in 0..faults {
+            if f.is_multiple_of(100) && f > 0 {
+                tokio::time::advance(Duration::from_millis(100)).await;
+            }
+            let name = format!("workload-{f:06}");
+            recorder.received();
+            let raw = RawPayload {
+                data: serde_json::json!({"cluster": format!("prod-{:02}", f % clusters),
+                    "faultType": "CrashLoop", "severity": "critical",
+                    "resource": {"kind": "Pod", "namespace": "default", "name": name}}),
+                source: src.clone(),
+                cluster_fill: None,
+                received_at: tokio::time::Instant::now(),
+            };
+            match chain.process(raw).await {
+                ChainResult::Passed(env) => {
+                    *tracker.lock().unwrap().live.entry(name).or_insert(0) += 1;
+                    router.admit(env);
+                }
+                ChainResult::Stopped(Outcome::Duplicate, _) => {
+                    let t = tracker.lock().unwrap();
+                    if t.live.get(&name).copied().unwrap_or(0) == 0 && !t.ran.contains(&name) {
+                        blind += 1;
+                        blinded.insert(name);
+                    }
+                }
+                ChainResult::Stopped(..) => {}
+            }
+        }
+        if r + 1 < reports {
+            tokio::time::sleep_until(start + wave).await;
+        }
+    }
+    router.wait_idle().await;
+    router
+        .shutdown(Duration::from_secs(60), CancellationToken::new())
+        .await;
+    let s = recorder.snapshot();
+    let t = tracker.lock().unwrap();
+    let fields: Vec<String> = s.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "storm: {faults} faults x {reports} reports on {clusters} clusters, waves {} s apart",
+        wave.as_secs()
+    );
+    println!("final statistics: {}", fields.join(" "));
+    println!(
+        "faults investigated: {}; never investigated: {}",
+        t.ran.len(),
+        faults as usize - t.ran.len()
+    );
+    println!(
+        "blind duplicates (no incident queued, running or run): {blind} verdicts on {} faults",
+        blinded.len()
+    );
 }

@@ -183,7 +183,7 @@ async fn source(events: u64, parse: bool, lazy: bool) -> (f64, f64) {
                 }
             }
         }
-        while let Some(raw) = rx.recv().await {
+        while let Some(runner_core::Queued { raw, .. }) = rx.recv().await {
             if parse && Event::from_json(raw.data, raw.cluster_fill.as_deref()).is_err() {
                 bad += 1;
             }

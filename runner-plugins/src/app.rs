@@ -83,7 +83,8 @@ pub fn init_logging(level: &str, format: &str) {
     let _ = if format == "json" {
         b.json().try_init()
     } else {
-        b.try_init()
+        // Event fields are untrusted: quote them so none can forge another.
+        b.fmt_fields(crate::logfmt::QuotedFields).try_init()
     };
 }
 
@@ -321,20 +322,50 @@ async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
     let out = std::io::stdout();
     let mut out = out.lock();
     let mut passed = 0u64;
-    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = match line {
-            Ok(l) => l,
+    let mut reader = std::io::BufReader::new(f);
+    let mut buf = Vec::new();
+    for n in 0.. {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
             Err(e) => {
                 eprintln!("error: reading {}: {e}", file.display());
                 return ExitCode::from(EXIT_FATAL);
             }
+        }
+        // A recorded line that is not UTF-8 (a corrupted capture) is one
+        // bad payload, not a reason to give up on the rest of the file.
+        let line = match std::str::from_utf8(&buf) {
+            Ok(l) => l,
+            Err(e) => {
+                recorder.received();
+                let reason = format!(
+                    "line is not valid UTF-8 (invalid byte at offset {})",
+                    e.valid_up_to()
+                );
+                recorder.finish_raw(None, &source, Outcome::Invalid, "replay", &reason);
+                let _ = writeln!(out, "line {:>5}: {:<16} ({reason})", n + 1, "invalid");
+                continue;
+            }
         };
+        let line = line.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             continue;
         }
         recorder.received();
-        let data =
-            serde_json::from_str(&line).unwrap_or_else(|_| serde_json::Value::String(line.clone()));
+        let max = runner_core::event::max_payload_bytes();
+        if line.len() > max {
+            let reason = format!(
+                "payload too large: {} bytes (maximum {max}, MAX_PAYLOAD_BYTES)",
+                line.len()
+            );
+            recorder.finish_raw(None, &source, Outcome::Invalid, "replay", &reason);
+            let _ = writeln!(out, "line {:>5}: {:<16} ({reason})", n + 1, "invalid");
+            continue;
+        }
+        let data = serde_json::from_str(line)
+            .unwrap_or_else(|_| serde_json::Value::String(line.to_string()));
         let raw = RawPayload {
             data,
             source: source.clone(),

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use runner_core::config::{ConfigErrors, Effective, Overrides, TableReader};
 use runner_core::pipeline::PipelineParts;
-use runner_core::router::{OverflowPolicy, RouterLimits};
+use runner_core::router::{
+    MAX_CONCURRENT_LIMIT, MAX_QUEUE_LIMIT, MAX_SECONDS_LIMIT, OverflowPolicy, RouterLimits,
+};
 use runner_core::{Sink, Source, Stage};
 
 use crate::cluster::{ClusterConfig, ClusterGuard, Upstream};
@@ -18,6 +20,12 @@ use crate::sinks::{self, SinkConfig};
 use crate::sources::SourceConfig;
 use crate::stages::StageConfig;
 
+/// Default byte budget of payloads in flight (`PAYLOAD_BUDGET_BYTES`).
+pub const DEFAULT_PAYLOAD_BUDGET: usize = 256 << 20;
+/// Upper bounds of `max_payload_bytes` and `payload_budget_bytes`.
+const MAX_PAYLOAD_LIMIT: usize = 256 << 20;
+const MAX_BUDGET_LIMIT: usize = 64 << 30;
+
 /// Process-level settings from `[settings]`.
 #[derive(Debug, Clone)]
 pub struct GlobalSettings {
@@ -25,6 +33,8 @@ pub struct GlobalSettings {
     pub log_format: String,
     pub shutdown_timeout: Duration,
     pub intake_queue_size: usize,
+    pub max_payload_bytes: usize,
+    pub payload_budget_bytes: usize,
 }
 
 /// Options that are not configuration but context for compiling.
@@ -64,6 +74,7 @@ impl Compiled {
             limits: self.limits,
             intake_capacity: self.settings.intake_queue_size,
             shutdown_grace: self.settings.shutdown_timeout,
+            payload_budget: self.settings.payload_budget_bytes,
         };
         (self.settings, parts)
     }
@@ -153,15 +164,6 @@ fn kind_of(
     }
 }
 
-fn min1(r: &mut TableReader<'_>, key: &'static str, v: usize) -> usize {
-    if v < 1 {
-        r.error(key, v.to_string(), "an integer >= 1");
-        1
-    } else {
-        v
-    }
-}
-
 /// Compiles a pipeline from TOML text. Reports every error found.
 pub fn compile(
     text: &str,
@@ -217,19 +219,51 @@ pub fn compile(
         if !["text", "json"].contains(&log_format.as_str()) {
             r.error("log_format", format!("{log_format:?}"), "one of text, json");
         }
-        let shutdown: u64 = r.layered(
+        let shutdown: u64 = r.layered_in(
             "shutdown_timeout_seconds",
             env::SHUTDOWN_TIMEOUT_SECONDS,
             30,
+            0..=MAX_SECONDS_LIMIT,
+            "seconds",
         );
-        let intake: usize = r.layered("intake_queue_size", env::INTAKE_QUEUE_SIZE, 1024);
-        let intake = min1(&mut r, "intake_queue_size", intake);
+        let intake: usize = r.layered_in(
+            "intake_queue_size",
+            env::INTAKE_QUEUE_SIZE,
+            1024,
+            1..=MAX_QUEUE_LIMIT,
+            "payloads",
+        );
+        let max_payload: usize = r.layered_in(
+            "max_payload_bytes",
+            env::MAX_PAYLOAD_BYTES,
+            runner_core::event::DEFAULT_MAX_PAYLOAD_BYTES,
+            1024..=MAX_PAYLOAD_LIMIT,
+            "bytes",
+        );
+        let budget: usize = r.layered_in(
+            "payload_budget_bytes",
+            env::PAYLOAD_BUDGET_BYTES,
+            DEFAULT_PAYLOAD_BUDGET,
+            (1 << 20)..=MAX_BUDGET_LIMIT,
+            "bytes",
+        );
+        if budget < max_payload {
+            r.error(
+                "payload_budget_bytes",
+                budget.to_string(),
+                format!("at least max_payload_bytes ({max_payload}): one payload must fit"),
+            );
+        }
+        // Before any stage is built: WASM replacements obey the same limit.
+        runner_core::event::set_max_payload_bytes(max_payload);
         r.finish();
         GlobalSettings {
             log_level: log_level.to_ascii_lowercase(),
             log_format,
             shutdown_timeout: Duration::from_secs(shutdown),
             intake_queue_size: intake,
+            max_payload_bytes: max_payload,
+            payload_budget_bytes: budget,
         }
     };
 
@@ -306,25 +340,46 @@ pub fn compile(
     // [router]
     let limits = {
         let mut r = TableReader::new("router", router_t, overrides, &mut errors, &mut effective);
-        let max: usize = r.layered("max_concurrent_agents", env::MAX_CONCURRENT_AGENTS, 5);
-        let max = min1(&mut r, "max_concurrent_agents", max);
-        let global: usize = r.layered("global_queue_size", env::GLOBAL_QUEUE_SIZE, 100);
-        let global = min1(&mut r, "global_queue_size", global);
-        let cluster: usize = r.layered("cluster_queue_size", env::CLUSTER_QUEUE_SIZE, 10);
-        let cluster = min1(&mut r, "cluster_queue_size", cluster);
+        let max: usize = r.layered_in(
+            "max_concurrent_agents",
+            env::MAX_CONCURRENT_AGENTS,
+            5,
+            1..=MAX_CONCURRENT_LIMIT,
+            "agents",
+        );
+        let global: usize = r.layered_in(
+            "global_queue_size",
+            env::GLOBAL_QUEUE_SIZE,
+            100,
+            1..=MAX_QUEUE_LIMIT,
+            "events",
+        );
+        let cluster: usize = r.layered_in(
+            "cluster_queue_size",
+            env::CLUSTER_QUEUE_SIZE,
+            10,
+            1..=MAX_QUEUE_LIMIT,
+            "events",
+        );
         let policy: OverflowPolicy = r.layered(
             "overflow_policy",
             env::QUEUE_OVERFLOW_POLICY,
             OverflowPolicy::Drop,
         );
-        let idle: u64 = r.layered("idle_worker_seconds", env::IDLE_WORKER_SECONDS, 60);
+        let idle: u64 = r.layered_in(
+            "idle_worker_seconds",
+            env::IDLE_WORKER_SECONDS,
+            60,
+            1..=MAX_SECONDS_LIMIT,
+            "seconds",
+        );
         r.finish();
         RouterLimits {
             max_concurrent: max,
             global_queue: global,
             cluster_queue: cluster,
             policy,
-            idle_reap: Duration::from_secs(idle.max(1)),
+            idle_reap: Duration::from_secs(idle),
         }
     };
 

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod compile;
 pub mod component;
 pub mod demo;
+pub mod logfmt;
 pub mod settings;
 pub mod sinks;
 pub mod sources;

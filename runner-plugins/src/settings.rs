@@ -57,6 +57,8 @@ pub const CLUSTER_QUEUE_SIZE: &str = "CLUSTER_QUEUE_SIZE";
 pub const QUEUE_OVERFLOW_POLICY: &str = "QUEUE_OVERFLOW_POLICY";
 pub const IDLE_WORKER_SECONDS: &str = "IDLE_WORKER_SECONDS";
 pub const INTAKE_QUEUE_SIZE: &str = "INTAKE_QUEUE_SIZE";
+pub const MAX_PAYLOAD_BYTES: &str = "MAX_PAYLOAD_BYTES";
+pub const PAYLOAD_BUDGET_BYTES: &str = "PAYLOAD_BUDGET_BYTES";
 pub const AGENT_COMMAND: &str = "AGENT_COMMAND";
 pub const AGENT_TIMEOUT: &str = "AGENT_TIMEOUT";
 pub const AGENT_MODEL: &str = "AGENT_MODEL";
@@ -161,21 +163,21 @@ pub const SETTINGS: &[Setting] = &[
         "max-concurrent-agents",
         "router.max_concurrent_agents",
         "5",
-        "Global cap on running agents (min 1)."
+        "Global cap on running agents (1 to 4096)."
     ),
     s!(
         "GLOBAL_QUEUE_SIZE",
         "global-queue-size",
         "router.global_queue_size",
         "100",
-        "Bound on events waiting across all clusters (min 1)."
+        "Bound on events waiting across all clusters (1 to 1000000)."
     ),
     s!(
         "CLUSTER_QUEUE_SIZE",
         "cluster-queue-size",
         "router.cluster_queue_size",
         "10",
-        "Bound on events waiting per cluster (min 1)."
+        "Bound on events waiting per cluster (1 to 1000000)."
     ),
     s!(
         "QUEUE_OVERFLOW_POLICY",
@@ -196,7 +198,21 @@ pub const SETTINGS: &[Setting] = &[
         "intake-queue-size",
         "settings.intake_queue_size",
         "1024",
-        "Bound of the queue between sources and stages; a full queue rejects new payloads."
+        "Bound of the queue between sources and stages (1 to 1000000); a full queue rejects new payloads."
+    ),
+    s!(
+        "MAX_PAYLOAD_BYTES",
+        "max-payload-bytes",
+        "settings.max_payload_bytes",
+        "1048576",
+        "Largest payload (compact JSON bytes) accepted; a larger one is `invalid` with its size in the reason. Also bounds `runner replay` lines and WASM replacements (1024 to 268435456)."
+    ),
+    s!(
+        "PAYLOAD_BUDGET_BYTES",
+        "payload-budget-bytes",
+        "settings.payload_budget_bytes",
+        "268435456",
+        "Bound of the payload bytes held by events in flight (intake queue, stages, router queues, running agents); a payload that does not fit is `rejected` (1 MiB to 64 GiB, at least MAX_PAYLOAD_BYTES)."
     ),
     s!(
         "AGENT_COMMAND",

@@ -56,7 +56,7 @@ fn three_mistakes_are_all_reported() {
         "{msg}"
     );
     assert!(
-        msg.contains("router.max_concurrent_agents: invalid value 0; allowed: an integer >= 1"),
+        msg.contains("router.max_concurrent_agents: invalid value 0; allowed: an integer in 1..=4096 (agents)"),
         "{msg}"
     );
     assert!(

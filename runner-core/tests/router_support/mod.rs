@@ -212,6 +212,7 @@ pub fn envelope(seq: u64, cluster: &str) -> Envelope {
         source: Arc::from("test"),
         received_at: tokio::time::Instant::now(),
         passed_stages: 1,
+        bytes: 0,
     }
 }
 

@@ -10,7 +10,11 @@
 //!   resources: the map compares the stored key on every hit.
 //! * A key is suppressed while it is in flight (admitted and not yet at its
 //!   terminal outcome, tracked through `Stage::finished`) or within the window
-//!   of its last admission, whichever is later. Duplicates do not extend the
+//!   of its last admission, whichever is later. An admission whose event
+//!   never became an incident (dropped or rejected by a full queue, abandoned,
+//!   stopped by a later stage) is undone when it ends: the key falls back to
+//!   its previous admission, or is forgotten, so an overflow never blinds the
+//!   runner to a fault for the rest of the window. Duplicates do not extend the
 //!   window (a fault repeating every minute still gets an agent every window).
 //!   `finished` finds the key by re-encoding the event, so a stage placed
 //!   *after* dedup must not change key fields; if one does, the stale
@@ -108,15 +112,35 @@ impl Default for DedupConfig {
     }
 }
 
+/// Upper bound of `window_seconds` (one week).
+pub const MAX_WINDOW_SECONDS: u64 = 7 * 86_400;
+/// Upper bound of `max_keys`.
+pub const MAX_KEYS_LIMIT: usize = 10_000_000;
+
 impl DedupConfig {
     pub fn read(r: &mut TableReader<'_>) -> Option<DedupConfig> {
         let window_seconds = r.layered("window_seconds", DEDUP_WINDOW_SECONDS, 300u64);
         let max_keys: usize = r.layered("max_keys", DEDUP_MAX_KEYS, 100_000usize);
-        let mut ok = true;
-        if max_keys < 1 {
-            r.error("max_keys", max_keys.to_string(), "an integer >= 1");
-            ok = false;
-        }
+        // A week of window and ten million keys (about a GiB of table) are
+        // far beyond any real storm; bigger values are typos.
+        let mut ok = r
+            .check_range(
+                "window_seconds",
+                DEDUP_WINDOW_SECONDS,
+                window_seconds,
+                0..=MAX_WINDOW_SECONDS,
+                "seconds",
+            )
+            .is_some();
+        ok &= r
+            .check_range(
+                "max_keys",
+                DEDUP_MAX_KEYS,
+                max_keys,
+                1..=MAX_KEYS_LIMIT,
+                "keys",
+            )
+            .is_some();
         let mut key = Vec::new();
         match r.opt::<Vec<String>>("key") {
             None => key.extend_from_slice(&DEFAULT_KEY),
@@ -176,6 +200,26 @@ struct Slot {
     admitted: Instant,
     /// Passed events not yet at their terminal outcome.
     in_flight: u32,
+    /// The admission before `admitted`, restored when the current one ends
+    /// without an incident (see [`never_ran`]); `None` if there was none.
+    before: Option<Instant>,
+}
+
+/// Outcomes of an admitted event that never became an incident: dropped or
+/// rejected by a full queue, abandoned at shutdown, or stopped by a stage
+/// after dedup. Such an admission must not suppress later reports of the
+/// fault: only an incident queued, running or run does.
+fn never_ran(outcome: Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Dropped
+            | Outcome::Rejected
+            | Outcome::Abandoned
+            | Outcome::Filtered
+            | Outcome::Duplicate
+            | Outcome::PluginDropped
+            | Outcome::Invalid
+    )
 }
 
 /// Runtime type.
@@ -332,6 +376,7 @@ impl DedupStage {
                 v.insert(Slot {
                     admitted: now,
                     in_flight: 1,
+                    before: None,
                 });
                 len
             }
@@ -349,6 +394,7 @@ impl DedupStage {
                 reason: Cow::Borrowed(why),
             },
             None => {
+                ent.before = Some(ent.admitted);
                 ent.admitted = now;
                 // Not `+= 1`: a pass means nothing (live) was in flight, and
                 // this forgets a stale mark for good.
@@ -431,11 +477,34 @@ impl Stage for DedupStage {
         StageFuture::Ready(self.check(event))
     }
 
-    fn finished(&self, event: &Event, _outcome: Outcome) {
+    fn finished(&self, event: &Event, outcome: Outcome) {
         self.with_key(event, |key| {
             // Missing when evicted meanwhile: nothing to release.
-            if let Some(mut ent) = self.table.get_mut(key) {
+            let forget = {
+                let Some(mut ent) = self.table.get_mut(key) else {
+                    return;
+                };
                 ent.in_flight = ent.in_flight.saturating_sub(1);
+                if !never_ran(outcome) || ent.in_flight > 0 {
+                    return;
+                }
+                // No incident came of this admission: the key suppresses
+                // again only as far as its previous admission does.
+                match ent.before.take() {
+                    Some(prev) => {
+                        ent.admitted = prev;
+                        return;
+                    }
+                    None => ent.admitted,
+                }
+            };
+            // First admission of the key: forget it. Only if nothing was
+            // admitted in between (the shard lock was released above).
+            let gone = self
+                .table
+                .remove_if(key, |_, e| e.in_flight == 0 && e.admitted == forget);
+            if gone.is_some() {
+                self.len.fetch_sub(1, Ordering::Relaxed);
             }
         })
     }
@@ -519,7 +588,7 @@ mod tests {
         // Finished long after the window: admitted again at once.
         assert!(passes(&s, &e));
         // Finished within the window of the admission: window still applies.
-        s.finished(&e, Outcome::Dropped);
+        s.finished(&e, Outcome::Failed);
         tokio::time::advance(Duration::from_secs(5)).await;
         match s.check(&e) {
             Verdict::Drop { reason, .. } => assert_eq!(reason, WITHIN_WINDOW),
@@ -527,6 +596,32 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(passes(&s, &e));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_admission_that_never_ran_does_not_suppress() {
+        let s = stage(300, 100);
+        let e = ev("c", "ns", "Pod", "p");
+        for outcome in [Outcome::Dropped, Outcome::Rejected, Outcome::Abandoned] {
+            assert!(passes(&s, &e));
+            assert!(!passes(&s, &e), "queued: suppressed");
+            s.finished(&e, outcome);
+            assert!(passes(&s, &e), "{outcome:?}: no incident, key forgotten");
+            s.finished(&e, Outcome::Dropped);
+        }
+        assert_eq!(s.len(), 0, "first admissions that never ran leave no key");
+        // After an incident ran, a later admission that is dropped falls
+        // back to the earlier incident's window.
+        assert!(admit_and_finish(&s, &e));
+        tokio::time::advance(Duration::from_secs(200)).await;
+        assert!(!passes(&s, &e), "within the window of the run");
+        tokio::time::advance(Duration::from_secs(100)).await;
+        assert!(passes(&s, &e), "window over: admitted");
+        s.finished(&e, Outcome::Dropped);
+        assert!(passes(&s, &e), "the dropped admission does not suppress");
+        s.finished(&e, Outcome::Completed);
+        tokio::time::advance(Duration::from_secs(299)).await;
+        assert!(!passes(&s, &e), "this one ran: its window applies");
     }
 
     #[tokio::test(start_paused = true)]
@@ -851,25 +946,119 @@ mod tests {
         assert_eq!(s.get(Outcome::Duplicate), 2);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_overflow_drop_does_not_blind_the_runner() {
+        use runner_core::pipeline::{ChainResult, StageChain};
+        use runner_core::router::{OverflowPolicy, Router, RouterLimits};
+        use runner_core::{CancellationToken, Envelope, RawPayload, Recorder, Sink, SinkResult};
+        struct Slow;
+        #[async_trait::async_trait]
+        impl Sink for Slow {
+            fn name(&self) -> &str {
+                "slow"
+            }
+            async fn handle(&self, _: &Envelope, _: CancellationToken) -> SinkResult {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                SinkResult::completed()
+            }
+        }
+        // A five-minute window: before the fix, "b" dropped by the full
+        // queue stayed a duplicate for the whole window.
+        let stages: Vec<Box<dyn Stage>> = vec![stage(300, 100).build_boxed()];
+        let rec = Arc::new(Recorder::new(stages.into()));
+        let chain = StageChain::new(rec.clone());
+        let limits = RouterLimits {
+            max_concurrent: 1,
+            global_queue: 10,
+            cluster_queue: 1,
+            policy: OverflowPolicy::Drop,
+            idle_reap: Duration::from_secs(60),
+        };
+        let router = Router::new(limits, Arc::new(Slow), rec.clone());
+        let src: Arc<str> = Arc::from("t");
+        let send = |name: &str| {
+            rec.received();
+            RawPayload {
+                data: serde_json::json!({"cluster": "c", "severity": "critical",
+                    "resource": {"kind": "Pod", "name": name, "namespace": "ns"}}),
+                source: src.clone(),
+                cluster_fill: None,
+                received_at: Instant::now(),
+            }
+        };
+        let outcome = |r: ChainResult| match r {
+            ChainResult::Passed(env) => {
+                router.admit(env);
+                None
+            }
+            ChainResult::Stopped(o, _) => Some(o),
+        };
+        assert_eq!(outcome(chain.process(send("a")).await), None); // runs
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(outcome(chain.process(send("b")).await), None); // queued
+        assert_eq!(outcome(chain.process(send("c")).await), None); // drops b
+        assert_eq!(rec.snapshot().get(Outcome::Dropped), 1);
+        // b never ran: its next report is investigated, not a duplicate.
+        assert_eq!(outcome(chain.process(send("b")).await), None); // drops c
+        assert_eq!(outcome(chain.process(send("c")).await), None); // drops b
+        assert_eq!(outcome(chain.process(send("b")).await), None); // drops c
+        // a ran (is running): still a duplicate.
+        assert_eq!(
+            outcome(chain.process(send("a")).await),
+            Some(Outcome::Duplicate)
+        );
+        router.wait_idle().await;
+        // b ran now: its window applies.
+        assert_eq!(
+            outcome(chain.process(send("b")).await),
+            Some(Outcome::Duplicate)
+        );
+        router
+            .shutdown(Duration::ZERO, CancellationToken::new())
+            .await;
+        let s = rec.snapshot();
+        assert!(s.adds_up(), "{s:?}");
+        assert_eq!(s.get(Outcome::Completed), 2); // a, b
+        assert_eq!(s.get(Outcome::Dropped), 4);
+        assert_eq!(s.get(Outcome::Duplicate), 2);
+    }
+
     /// A tiny reference model of the rules (no eviction: max_keys is large).
     #[derive(Default)]
     struct Model {
         keys: std::collections::HashMap<u8, (u64, bool)>, // admitted at (s), in flight
+        before: std::collections::HashMap<u8, u64>,       // the admission before
     }
 
     impl Model {
         fn process(&mut self, k: u8, now: u64, window: u64) -> bool {
             match self.keys.get(&k) {
                 Some(&(at, in_flight)) if in_flight || now - at < window => false,
-                _ => {
+                prev => {
+                    match prev {
+                        Some(&(at, _)) => self.before.insert(k, at),
+                        None => self.before.remove(&k),
+                    };
                     self.keys.insert(k, (now, true));
                     true
                 }
             }
         }
-        fn finished(&mut self, k: u8) {
-            if let Some(e) = self.keys.get_mut(&k) {
-                e.1 = false;
+        fn finished(&mut self, k: u8, ran: bool) {
+            if ran {
+                if let Some(e) = self.keys.get_mut(&k) {
+                    e.1 = false;
+                }
+            } else {
+                // Back to the admission before this one (if any).
+                match self.before.remove(&k) {
+                    Some(at) => {
+                        self.keys.insert(k, (at, false));
+                    }
+                    None => {
+                        self.keys.remove(&k);
+                    }
+                }
             }
         }
     }
@@ -877,7 +1066,9 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Event(u8),
-        Finish(u8),
+        /// The key's incident ended; `true`: it ran, `false`: it never did
+        /// (dropped by a full queue).
+        Finish(u8, bool),
         Advance(u64),
     }
 
@@ -885,7 +1076,7 @@ mod tests {
         use proptest::prelude::*;
         prop_oneof![
             4 => (0u8..12).prop_map(Op::Event),
-            2 => (0u8..12).prop_map(Op::Finish),
+            2 => ((0u8..12), proptest::bool::ANY).prop_map(|(k, ran)| Op::Finish(k, ran)),
             1 => (0u64..400).prop_map(Op::Advance),
         ]
     }
@@ -918,13 +1109,14 @@ mod tests {
                             passes(&small, &e);
                             proptest::prop_assert!(small.len() <= max_keys, "len {} > {}", small.len(), max_keys);
                         }
-                        Op::Finish(k) => {
+                        Op::Finish(k, ran) => {
                             if let Some(i) = live.iter().position(|x| *x == k) {
                                 live.swap_remove(i);
                                 let e = ev_of(k);
-                                s.finished(&e, Outcome::Completed);
-                                small.finished(&e, Outcome::Completed);
-                                m.finished(k);
+                                let o = if ran { Outcome::Completed } else { Outcome::Dropped };
+                                s.finished(&e, o);
+                                small.finished(&e, o);
+                                m.finished(k, ran);
                             }
                         }
                         Op::Advance(d) => {

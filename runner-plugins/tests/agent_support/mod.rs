@@ -29,6 +29,7 @@ pub fn envelope_of(raw: Value, seq: u64) -> Envelope {
         source: Arc::from("test"),
         received_at: tokio::time::Instant::now(),
         passed_stages: 0,
+        bytes: 0,
     }
 }
 

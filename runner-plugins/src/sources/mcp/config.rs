@@ -39,7 +39,7 @@ impl std::fmt::Debug for McpSourceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpSourceConfig")
             .field("name", &self.name)
-            .field("endpoint", &runner_core::config::mask(&self.endpoint))
+            .field("endpoint", &runner_core::config::mask_url(&self.endpoint))
             .field("mode", &self.mode)
             .field("cluster", &self.cluster)
             .field("token", &self.token.as_ref().map(|_| "****"))
@@ -48,12 +48,8 @@ impl std::fmt::Debug for McpSourceConfig {
 }
 
 fn secs(r: &mut TableReader<'_>, key: &'static str, env: &str, default: u64) -> Duration {
-    let v: u64 = r.layered(key, env, default);
-    if v == 0 {
-        r.error(key, "0", "an integer >= 1 (seconds)");
-        return Duration::from_secs(default);
-    }
-    Duration::from_secs(v)
+    let max = runner_core::router::MAX_SECONDS_LIMIT;
+    Duration::from_secs(r.layered_in(key, env, default, 1..=max, "seconds"))
 }
 
 /// Validates an http(s) URL with a host; returns a description of what is wrong.
@@ -71,8 +67,7 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
 impl McpSourceConfig {
     pub fn read(r: &mut TableReader<'_>, index: usize) -> Option<McpSourceConfig> {
         let name: String = r.opt("name").unwrap_or_else(|| format!("mcp-{index}"));
-        let endpoint: Option<String> =
-            r.layered_opt("endpoint", env::K8S_CLUSTER_MCP_ENDPOINT, false);
+        let endpoint: Option<String> = r.layered_url("endpoint", env::K8S_CLUSTER_MCP_ENDPOINT);
         let mut ok = true;
         match &endpoint {
             None => {
@@ -87,7 +82,7 @@ impl McpSourceConfig {
                 if let Err(why) = check_endpoint(e) {
                     r.error(
                         "endpoint",
-                        format!("{:?}", runner_core::config::mask(e)),
+                        format!("{:?}", runner_core::config::mask_url(e)),
                         format!("an http(s) URL such as http://127.0.0.1:8080/mcp ({why})"),
                     );
                     ok = false;

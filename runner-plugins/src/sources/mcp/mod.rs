@@ -119,7 +119,7 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
     };
     tracing::info!(
         source = %cfg.name,
-        endpoint = %runner_core::config::mask(&cfg.endpoint),
+        endpoint = %runner_core::config::mask_url(&cfg.endpoint),
         mode = %cfg.mode,
         token = %cfg.token_origin,
         "MCP source starting"

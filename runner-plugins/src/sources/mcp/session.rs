@@ -195,7 +195,7 @@ pub fn no_event_streaming(endpoint: &str, detail: &str) -> String {
         "the MCP server at {} lacks event streaming (no events_subscribe tool: {detail}); \
          this is the upstream kubernetes-mcp-server. Run the events-enabled build \
          (kubernetes-mcp-server-with-events fork) started with --port",
-        runner_core::config::mask(endpoint)
+        runner_core::config::mask_url(endpoint)
     )
 }
 
