@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::envelope::Envelope;
 use crate::outcome::{Counters, Outcome, StatsSnapshot};
 use crate::stage::Stage;
+use crate::status::{DEFAULT_CLUSTER_LABELS, OutcomeBreakdown};
 
 /// Per-stage counters.
 #[derive(Debug, Default)]
@@ -29,16 +30,29 @@ pub struct Recorder {
     counters: Counters,
     stages: Arc<[Box<dyn Stage>]>,
     stage_counters: Box<[StageCounters]>,
+    breakdown: OutcomeBreakdown,
 }
 
 impl Recorder {
     pub fn new(stages: Arc<[Box<dyn Stage>]>) -> Self {
+        Self::with_cluster_labels(stages, DEFAULT_CLUSTER_LABELS)
+    }
+
+    /// `cluster_labels`: how many clusters get their own label value in the
+    /// outcome breakdown (the rest count as `other`).
+    pub fn with_cluster_labels(stages: Arc<[Box<dyn Stage>]>, cluster_labels: usize) -> Self {
         let stage_counters = stages.iter().map(|_| StageCounters::default()).collect();
         Recorder {
             counters: Counters::new(),
             stages,
             stage_counters,
+            breakdown: OutcomeBreakdown::new(cluster_labels),
         }
+    }
+
+    /// Outcome counts by outcome, cluster, source and stage.
+    pub fn breakdown(&self) -> &OutcomeBreakdown {
+        &self.breakdown
     }
 
     pub fn stages(&self) -> &Arc<[Box<dyn Stage>]> {
@@ -81,6 +95,7 @@ impl Recorder {
         reason: &str,
     ) {
         self.counters.record(outcome);
+        self.breakdown.record(outcome, "", source, stage);
         tracing::warn!(
             target: "audit",
             seq,
@@ -98,6 +113,8 @@ impl Recorder {
     pub fn finish(&self, env: &Envelope, outcome: Outcome, stage: &str, reason: &str) {
         self.counters.record(outcome);
         let e = &env.event;
+        self.breakdown
+            .record(outcome, &e.cluster, &env.source, stage);
         macro_rules! audit {
             ($lvl:ident) => {
                 tracing::$lvl!(

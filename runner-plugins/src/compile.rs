@@ -11,6 +11,7 @@ use runner_core::pipeline::PipelineParts;
 use runner_core::router::{OverflowPolicy, RouterLimits};
 use runner_core::{Sink, Source, Stage};
 
+use crate::admin::ServerConfig;
 use crate::component::{BuildContext, ReadContext};
 use crate::settings as env;
 use crate::sinks::{self, SinkConfig};
@@ -47,6 +48,8 @@ pub struct Compiled {
     /// The agent sink's settings (process-level setup at `run`).
     pub agent: Option<crate::sinks::agent::AgentSinkConfig>,
     pub limits: RouterLimits,
+    /// `[server]`: the admin HTTP server.
+    pub server: ServerConfig,
     /// Effective configuration (secrets masked) with where each value came from.
     pub effective: Vec<Effective>,
 }
@@ -60,6 +63,7 @@ impl Compiled {
             limits: self.limits,
             intake_capacity: self.settings.intake_queue_size,
             shutdown_grace: self.settings.shutdown_timeout,
+            cluster_labels: self.server.metrics_cluster_labels,
         };
         (self.settings, parts)
     }
@@ -183,11 +187,12 @@ pub fn compile(
     let stages_t = take_array(&mut root, "stage", &mut errors);
     let router_t = take_table(&mut root, "router", &mut errors);
     let sinks_t = take_sinks(&mut root, &mut errors);
+    let server_t = take_table(&mut root, "server", &mut errors);
     for k in root.keys() {
         errors.push(
             k.clone(),
             "(unknown key)",
-            "one of: settings, source, stage, router, sink",
+            "one of: settings, source, stage, router, sink, server",
         );
     }
 
@@ -231,6 +236,15 @@ pub fn compile(
     // Environment variables holding some component's secret: checked
     // against every component (agents never get them).
     let mut secrets: Vec<String> = Vec::new();
+
+    // [server]
+    let server = {
+        let mut r = TableReader::new("server", server_t, overrides, &mut errors, &mut effective);
+        let c = ServerConfig::read(&mut r);
+        r.finish();
+        c
+    };
+    secrets.extend(server.secret_envs());
 
     // [[source]]
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
@@ -374,6 +388,7 @@ pub fn compile(
     for (_, c) in sink_configs.iter_mut() {
         if let sinks::SinkConfig::Agent(a) = c {
             a.secret_envs = secrets.clone();
+            a.public_url = server.public_url.clone();
             agent = Some(a.clone());
         }
     }
@@ -391,6 +406,7 @@ pub fn compile(
         notifiers: built.notifiers,
         agent,
         limits,
+        server,
         effective,
     })
 }

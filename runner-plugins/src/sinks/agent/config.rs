@@ -76,6 +76,9 @@ pub struct AgentSinkConfig {
     /// Names of variables holding a source's token (`token_env`), redacted
     /// from reports like every other secret.
     pub secret_envs: Vec<String>,
+    /// The admin server's public URL (`[server] public_url`): messages link
+    /// to the incident's page there.
+    pub public_url: Option<String>,
 }
 
 impl AgentSinkConfig {
@@ -101,6 +104,7 @@ impl AgentSinkConfig {
             slack_webhook: None,
             slack: SlackOptions::default(),
             failure_alert_threshold: 3,
+            public_url: None,
         }
     }
 
@@ -336,6 +340,7 @@ impl AgentSinkConfig {
                 deny_paths,
             },
             secret_envs: Vec::new(),
+            public_url: None,
         })
     }
 

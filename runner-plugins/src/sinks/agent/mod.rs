@@ -3,6 +3,7 @@
 //! (Slack).
 //! The contract with the agent is documented in `docs/agents.md`.
 
+pub mod book;
 mod breaker;
 pub mod config;
 pub mod contain;
@@ -50,6 +51,8 @@ pub struct AgentSink {
     breaker: Mutex<Breaker>,
     /// The runner's secret values, kept out of reports and Slack.
     redactor: Redactor,
+    /// Recent incidents for the admin server's page.
+    book: std::sync::Arc<book::IncidentBook>,
 }
 
 impl AgentSink {
@@ -87,6 +90,7 @@ impl AgentSink {
             notices,
             breaker: Mutex::new(Breaker::default()),
             redactor,
+            book: std::sync::Arc::default(),
         }
     }
 
@@ -227,8 +231,10 @@ impl AgentSink {
 
     /// Records the final state: reports, then `incident.json` (so a reader
     /// that sees a terminal status finds the report), Slack, breaker.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
+        seq: u64,
         ws: &Workspace,
         doc: &mut IncidentDoc,
         status: Status,
@@ -270,6 +276,7 @@ impl AgentSink {
         if let Err(e) = ws.write_incident(doc) {
             tracing::error!(incident = %doc.id, error = %e, "cannot write incident.json");
         }
+        self.book.update(doc, seq, &ws.dir);
 
         let outcome = result.outcome;
         let reason = result.reason.as_deref().unwrap_or("");
@@ -284,18 +291,26 @@ impl AgentSink {
         }
         if !self.notices.is_empty() {
             let rc = investigation.as_deref().and_then(report::root_cause);
+            // With a public URL the notice links to the incident's page;
+            // otherwise it names the report's path on this host.
+            let report = match &self.cfg.public_url {
+                Some(u) => std::path::PathBuf::from(crate::admin::incident_url(u, &doc.id)),
+                None => ws.report_md(),
+            };
             self.notices.send(&Notice::Incident {
                 doc,
                 root_cause: rc.as_ref(),
-                report: &ws.report_md(),
+                report: &report,
             });
         }
         self.breaker_record(&result);
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn finish_blocking(
         &self,
+        seq: u64,
         ws: &Workspace,
         doc: &mut IncidentDoc,
         status: Status,
@@ -303,7 +318,7 @@ impl AgentSink {
         started: Option<Instant>,
         exit_code: Option<i32>,
     ) -> SinkResult {
-        blocking(|| self.finish(ws, doc, status, result, started, exit_code))
+        blocking(|| self.finish(seq, ws, doc, status, result, started, exit_code))
     }
 
     /// Feeds the circuit breaker; logs and posts its degraded/recovered signals.
@@ -436,8 +451,10 @@ impl Sink for AgentSink {
                 .and_then(|_| ws.write_atomic("prompt.md", prompt.as_bytes()))
                 .and_then(|_| ws.write_incident(&doc))
         });
+        self.book.update(&doc, envelope.seq, &ws.dir);
         if let Err(e) = prepared {
             return self.finish_blocking(
+                envelope.seq,
                 &ws,
                 &mut doc,
                 Status::Failed,
@@ -448,6 +465,7 @@ impl Sink for AgentSink {
         }
         if kill.is_cancelled() {
             return self.finish_blocking(
+                envelope.seq,
                 &ws,
                 &mut doc,
                 Status::Abandoned,
@@ -465,6 +483,7 @@ impl Sink for AgentSink {
             Err(e) => {
                 tracing::error!(incident = %doc.id, error = %e, "agent not started");
                 return self.finish_blocking(
+                    envelope.seq,
                     &ws,
                     &mut doc,
                     Status::Failed,
@@ -481,6 +500,7 @@ impl Sink for AgentSink {
             Ok(r) => r,
             Err(e) => {
                 return self.finish_blocking(
+                    envelope.seq,
                     &ws,
                     &mut doc,
                     Status::Failed,
@@ -493,6 +513,7 @@ impl Sink for AgentSink {
         if let Err(e) = blocking(|| ws.write_incident(&doc)) {
             tracing::error!(incident = %doc.id, error = %e, "cannot write incident.json");
         }
+        self.book.update(&doc, envelope.seq, &ws.dir);
         tracing::info!(
             incident = %doc.id,
             pid = running.pid,
@@ -519,10 +540,22 @@ impl Sink for AgentSink {
             _ => None,
         };
         let (status, result) = self.judge(&exit, &ws);
-        self.finish_blocking(&ws, &mut doc, status, result, Some(started), exit_code)
+        self.finish_blocking(
+            envelope.seq,
+            &ws,
+            &mut doc,
+            status,
+            result,
+            Some(started),
+            exit_code,
+        )
     }
 
     async fn close(&self) {
         self.notices.close().await;
+    }
+
+    fn incident_log(&self) -> Option<std::sync::Arc<dyn runner_core::status::IncidentLog>> {
+        Some(self.book.clone())
     }
 }

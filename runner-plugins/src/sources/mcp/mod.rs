@@ -99,6 +99,7 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
         logger: cfg.logger(),
         submitted: AtomicU64::new(0),
         other_loggers: AtomicU64::new(0),
+        status: ctx.status,
     });
     let shutdown: CancellationToken = ctx.shutdown;
     let http = match reqwest::Client::builder()
@@ -126,6 +127,7 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
     let mut ever_subscribed = false;
     let end = loop {
         attempt += 1;
+        shared.status.connecting();
         let end = Attempt {
             cfg: &cfg,
             shared: &shared,
@@ -176,6 +178,7 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
                 "MCP session lost; reconnecting with a fresh session"
             );
         }
+        shared.status.backoff(delay, &reason);
         tokio::select! {
             _ = shutdown.cancelled() => break End::Shutdown,
             _ = tokio::time::sleep(delay) => {}
