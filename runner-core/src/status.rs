@@ -496,8 +496,6 @@ pub struct IncidentView {
     pub cost_usd: Option<f64>,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
-    /// Repeats of the fault suppressed while this incident was open.
-    pub repeats: u64,
     /// A report exists and can be served.
     pub has_report: bool,
 }

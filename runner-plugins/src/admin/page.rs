@@ -127,7 +127,7 @@ pub fn render(d: &PageData<'_>) -> String {
     }
     h.push_str("</table>\n");
 
-    h.push_str("<h2>Recent</h2>\n<table id=\"recent\"><tr><th>incident</th><th>cluster</th><th>resource</th><th>severity</th><th>fault</th><th>status</th><th>started</th><th>duration</th><th>cost</th><th>repeats</th></tr>\n");
+    h.push_str("<h2>Recent</h2>\n<table id=\"recent\"><tr><th>incident</th><th>cluster</th><th>resource</th><th>severity</th><th>fault</th><th>status</th><th>started</th><th>duration</th><th>cost</th></tr>\n");
     for i in d.recent {
         let link = if i.has_report {
             report_link(&i.id)
@@ -137,7 +137,7 @@ pub fn render(d: &PageData<'_>) -> String {
         let status = esc(&i.status);
         let _ = writeln!(
             h,
-            "<tr class=\"incident {status}\" data-id=\"{}\"><td>{link}</td><td>{}</td><td class=\"resource\">{}</td><td>{}</td><td>{}</td><td class=\"status\">{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"incident {status}\" data-id=\"{}\"><td>{link}</td><td>{}</td><td class=\"resource\">{}</td><td>{}</td><td>{}</td><td class=\"status\">{status}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&i.id),
             esc(&i.cluster),
             resource(&i.namespace, &i.kind, &i.name),
@@ -148,7 +148,6 @@ pub fn render(d: &PageData<'_>) -> String {
                 .map(|ms| duration(ms as f64 / 1000.0))
                 .unwrap_or_else(|| "–".into()),
             cost(i),
-            i.repeats
         );
     }
     h.push_str("</table>\n</body></html>\n");
@@ -177,7 +176,6 @@ mod tests {
             cost_usd: None,
             input_tokens: None,
             output_tokens: None,
-            repeats: 2,
             has_report: true,
         };
         let html = render(&PageData {

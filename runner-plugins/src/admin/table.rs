@@ -167,7 +167,7 @@ pub fn render(status: &Value, incidents: &Value) -> String {
         &mut out,
         "Recent incidents",
         &[
-            "incident", "cluster", "resource", "status", "duration", "cost", "repeats",
+            "incident", "cluster", "resource", "status", "duration", "cost",
         ],
         arr(&incidents["recent"])
             .iter()
@@ -186,7 +186,6 @@ pub fn render(status: &Value, incidents: &Value) -> String {
                         Some(c) => format!("${c:.4}"),
                         None => "-".into(),
                     },
-                    cell(&i["repeats"]),
                 ]
             })
             .collect(),
@@ -244,7 +243,7 @@ mod tests {
             "sources": [{"name": "mcp-0", "phase": "subscribed", "sessions": 1, "received": 3}]});
         let inc = json!({"running": [], "queued": [],
             "recent": [{"id": "inc-1", "cluster": "c1", "namespace": "ns", "kind": "Pod",
-                "name": "evil\u{1b}[2J\nfake line", "status": "completed", "duration_ms": 1200, "repeats": 0}]});
+                "name": "evil\u{1b}[2J\nfake line", "status": "completed", "duration_ms": 1200}]});
         let t = render(&status, &inc);
         assert!(t.contains("ready"));
         assert!(t.contains("ns/Pod/evil[2Jfake line"), "{t}");

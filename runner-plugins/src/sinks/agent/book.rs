@@ -55,14 +55,11 @@ impl IncidentBook {
             cost_usd: None,
             input_tokens: None,
             output_tokens: None,
-            repeats: 0,
             has_report: terminal,
         };
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((v, _)) = g.items.iter_mut().find(|(v, _)| v.id == view.id) {
-            let repeats = v.repeats;
             *v = view;
-            v.repeats = repeats;
         } else {
             g.items.push_front((view, dir.to_path_buf()));
             g.items.truncate(KEEP);
