@@ -38,6 +38,8 @@ impl From<Arc<dyn Notify>> for SinkComponent {
 
 crate::component_family! {
     /// A `[[sink]]` table, by `kind`.
+    // Built once at startup: the agent config's size costs nothing.
+    #[allow(clippy::large_enum_variant)]
     pub enum SinkConfig -> SinkComponent {
         Agent(agent::AgentSinkConfig),
         Slack(slack::SlackSinkConfig),
