@@ -397,9 +397,8 @@ async fn with_a_public_url_the_message_links_to_the_incident_page() {
     let root = tmp.path().join("root");
     let script = fake_agent(tmp.path(), "agent.sh", GOOD);
     let mut cfg = config(&root, &script);
-    cfg.slack_webhook = Some(url.clone());
     cfg.public_url = Some("https://runner.example.com".into());
-    let sink = AgentSink::new(cfg);
+    let sink = AgentSink::with_notices(cfg, slack(&url, SlackOptions::default()));
     let res = sink.handle(&envelope(4), CancellationToken::new()).await;
     assert_eq!(res.outcome, Outcome::Completed);
     sink.close().await;
