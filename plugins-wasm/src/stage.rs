@@ -567,6 +567,13 @@ impl Stage for WasmStage {
         }
         StageFuture::Ready(self.run(event))
     }
+
+    fn health(&self) -> runner_core::stage::StageHealth {
+        runner_core::stage::StageHealth {
+            errors: self.stats.failures.load(Ordering::Relaxed),
+            disabled: self.disabled.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Rust's `HashMap::new()` asks WASI for a hash seed; without one, any

@@ -14,6 +14,7 @@ pub mod severity;
 pub mod sink;
 pub mod source;
 pub mod stage;
+pub mod status;
 
 pub use envelope::Envelope;
 pub use event::{Event, InvalidEvent, Resource, Shape};

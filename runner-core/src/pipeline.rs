@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -17,7 +17,8 @@ use crate::record::{Recorder, StageStats};
 use crate::router::{Router, RouterLimits, RouterSnapshot, ShutdownReport};
 use crate::sink::Sink;
 use crate::source::{Intake, Queued, RawPayload, Source, SourceContext, SourceError};
-use crate::stage::{Stage, Verdict};
+use crate::stage::{Stage, StageHealth, Verdict};
+use crate::status::{IncidentLog, Readiness, SourceHealth, SourceStatus};
 
 const INTAKE_BATCH: usize = 64;
 
@@ -34,6 +35,8 @@ pub struct PipelineParts {
     /// Bound of the payload bytes held by events in flight (intake queue,
     /// stages, router queues, running agents).
     pub payload_budget: usize,
+    /// Clusters that get their own label value in the outcome breakdown.
+    pub cluster_labels: usize,
 }
 
 /// Result of a whole run.
@@ -53,6 +56,10 @@ pub struct PipelineHandle {
     router: Router,
     graceful: CancellationToken,
     force: CancellationToken,
+    sources: Arc<[Arc<SourceStatus>]>,
+    intake_depth: Arc<AtomicUsize>,
+    intake_capacity: usize,
+    sink: Arc<dyn Sink>,
 }
 
 impl PipelineHandle {
@@ -61,6 +68,47 @@ impl PipelineHandle {
     }
     pub fn router(&self) -> RouterSnapshot {
         self.router.snapshot()
+    }
+    /// The router itself, for its read-only views (queues, running set,
+    /// durations).
+    pub fn router_view(&self) -> &Router {
+        &self.router
+    }
+    /// The recorder, for the outcome breakdown and stage counters.
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
+    }
+    pub fn sources(&self) -> Vec<SourceHealth> {
+        self.sources.iter().map(|s| s.snapshot()).collect()
+    }
+    /// Payloads waiting for the stage chain, and the bound.
+    pub fn intake(&self) -> (usize, usize) {
+        (
+            self.intake_depth.load(Ordering::Relaxed),
+            self.intake_capacity,
+        )
+    }
+    /// Name and health of every stage, in order.
+    pub fn stage_health(&self) -> Vec<(String, StageHealth)> {
+        self.recorder
+            .stages()
+            .iter()
+            .map(|s| (s.name().to_string(), s.health()))
+            .collect()
+    }
+    pub fn incident_log(&self) -> Option<Arc<dyn IncidentLog>> {
+        self.sink.incident_log()
+    }
+    /// See [`crate::status::readiness`].
+    pub fn readiness(&self, max_source_down: Duration) -> Readiness {
+        let (depth, cap) = self.intake();
+        crate::status::readiness(
+            self.sources(),
+            depth,
+            cap,
+            self.is_shutting_down(),
+            max_source_down,
+        )
     }
     /// First request: graceful shutdown. Second: kill running sinks now.
     pub fn shutdown(&self) {
@@ -230,7 +278,7 @@ impl Pipeline {
     pub fn new(parts: PipelineParts) -> Pipeline {
         let mut parts = parts;
         let stages: Arc<[Box<dyn Stage>]> = std::mem::take(&mut parts.stages).into();
-        let recorder = Arc::new(Recorder::new(stages));
+        let recorder = Arc::new(Recorder::with_cluster_labels(stages, parts.cluster_labels));
         recorder.set_byte_budget(parts.payload_budget);
         Pipeline { parts, recorder }
     }
@@ -240,17 +288,33 @@ impl Pipeline {
     pub fn start(self) -> (PipelineHandle, tokio::task::JoinHandle<RunReport>) {
         let Pipeline { parts, recorder } = self;
         let router = Router::new(parts.limits, parts.sink.clone(), recorder.clone());
+        let capacity = parts.intake_capacity.max(1);
+        let (tx, rx) = mpsc::channel::<Queued>(capacity);
+        let intake = Intake::new(tx, recorder.clone());
+        let statuses: Arc<[Arc<SourceStatus>]> = parts
+            .sources
+            .iter()
+            .map(|s| SourceStatus::new(s.name()))
+            .collect();
         let handle = PipelineHandle {
             recorder: recorder.clone(),
             router: router.clone(),
             graceful: CancellationToken::new(),
             force: CancellationToken::new(),
+            sources: statuses.clone(),
+            intake_depth: intake.depth(),
+            intake_capacity: capacity,
+            sink: parts.sink.clone(),
         };
         let h = handle.clone();
         let join = tokio::spawn(run(
-            parts.sources,
+            parts
+                .sources
+                .into_iter()
+                .zip(statuses.iter().cloned())
+                .collect(),
+            (intake, rx),
             parts.sink,
-            parts.intake_capacity,
             parts.shutdown_grace,
             recorder,
             router,
@@ -261,26 +325,28 @@ impl Pipeline {
 }
 
 async fn run(
-    sources: Vec<Box<dyn Source>>,
+    sources: Vec<(Box<dyn Source>, Arc<SourceStatus>)>,
+    (intake, mut rx): (Intake, mpsc::Receiver<Queued>),
     sink: Arc<dyn Sink>,
-    intake_capacity: usize,
     grace: Duration,
     recorder: Arc<Recorder>,
     router: Router,
     handle: PipelineHandle,
 ) -> RunReport {
-    let (tx, mut rx) = mpsc::channel::<Queued>(intake_capacity.max(1));
-    let intake = Intake::new(tx, recorder.clone());
+    let depth = intake.depth();
     let stop_sources = CancellationToken::new();
     let mut source_tasks = JoinSet::new();
-    for s in sources {
+    for (s, status) in sources {
         let ctx = SourceContext {
-            intake: intake.clone(),
+            intake: intake.for_source(status.clone()),
             shutdown: stop_sources.child_token(),
+            status: status.clone(),
         };
         source_tasks.spawn(async move {
             let name = s.name().to_string();
             let r = s.run(ctx).await;
+            // Whatever the source did, it no longer runs.
+            status.stopped();
             (name, r)
         });
     }
@@ -322,6 +388,7 @@ async fn run(
                     intake_open = false;
                     continue;
                 }
+                depth.fetch_sub(n, Ordering::Relaxed);
                 for q in batch.drain(..) {
                     if let ChainResult::Passed(env) = chain.process_charged(q.raw, q.bytes).await {
                         router.admit(env);
@@ -349,6 +416,7 @@ async fn run(
     rx.close();
     router.close();
     while let Some(q) = rx.recv().await {
+        depth.fetch_sub(1, Ordering::Relaxed);
         if let ChainResult::Passed(env) = chain.process_charged(q.raw, q.bytes).await {
             router.admit(env);
         }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::envelope::Envelope;
 use crate::outcome::{Counters, Outcome, StatsSnapshot};
 use crate::stage::Stage;
+use crate::status::{DEFAULT_CLUSTER_LABELS, OutcomeBreakdown};
 
 /// Per-stage counters.
 #[derive(Debug, Default)]
@@ -33,15 +34,23 @@ pub struct Recorder {
     /// (intake queue, stages, router queues, running), and their bound.
     bytes_used: AtomicUsize,
     bytes_budget: AtomicUsize,
+    breakdown: OutcomeBreakdown,
 }
 
 impl Recorder {
     pub fn new(stages: Arc<[Box<dyn Stage>]>) -> Self {
+        Self::with_cluster_labels(stages, DEFAULT_CLUSTER_LABELS)
+    }
+
+    /// `cluster_labels`: how many clusters get their own label value in the
+    /// outcome breakdown (the rest count as `other`).
+    pub fn with_cluster_labels(stages: Arc<[Box<dyn Stage>]>, cluster_labels: usize) -> Self {
         let stage_counters = stages.iter().map(|_| StageCounters::default()).collect();
         Recorder {
             counters: Counters::new(),
             stages,
             stage_counters,
+            breakdown: OutcomeBreakdown::new(cluster_labels),
             bytes_used: AtomicUsize::new(0),
             bytes_budget: AtomicUsize::new(usize::MAX),
         }
@@ -75,6 +84,11 @@ impl Recorder {
         if n > 0 {
             self.bytes_used.fetch_sub(n, Ordering::AcqRel);
         }
+    }
+
+    /// Outcome counts by outcome, cluster, source and stage.
+    pub fn breakdown(&self) -> &OutcomeBreakdown {
+        &self.breakdown
     }
 
     pub fn stages(&self) -> &Arc<[Box<dyn Stage>]> {
@@ -117,6 +131,7 @@ impl Recorder {
         reason: &str,
     ) {
         self.counters.record(outcome);
+        self.breakdown.record(outcome, "", source, stage);
         tracing::warn!(
             target: "audit",
             seq,
@@ -135,6 +150,8 @@ impl Recorder {
         self.counters.record(outcome);
         self.release(env.bytes);
         let e = &env.event;
+        self.breakdown
+            .record(outcome, &e.cluster, &env.source, stage);
         macro_rules! audit {
             ($lvl:ident) => {
                 tracing::$lvl!(

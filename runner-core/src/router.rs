@@ -36,6 +36,7 @@ use crate::envelope::Envelope;
 use crate::outcome::Outcome;
 use crate::record::Recorder;
 use crate::sink::{Sink, SinkResult};
+use crate::status::{DurationHistogram, WorkItem};
 
 /// How long a running sink call may take to honour the kill signal before
 /// its future is dropped and the event recorded `abandoned`.
@@ -135,7 +136,23 @@ struct State {
     order: BTreeMap<u64, Arc<str>>,
     queued: usize,
     running: usize,
+    /// seq -> what is running and since when (status pages).
+    running_set: HashMap<u64, (WorkItem, std::time::Instant)>,
     closed: bool,
+}
+
+fn work_item(env: &Envelope, seconds: f64) -> WorkItem {
+    let e = &env.event;
+    WorkItem {
+        seq: env.seq,
+        cluster: e.cluster.clone(),
+        namespace: e.resource.namespace.clone(),
+        kind: e.resource.kind.clone(),
+        name: e.resource.name.clone(),
+        severity: e.severity.to_string(),
+        fault_type: e.fault_type.clone(),
+        seconds,
+    }
 }
 
 struct Inner {
@@ -149,6 +166,7 @@ struct Inner {
     killed: std::sync::atomic::AtomicUsize,
     workers: Mutex<JoinSet<()>>,
     idle: Notify,
+    durations: DurationHistogram,
 }
 
 /// See the module docs.
@@ -173,12 +191,14 @@ impl Router {
                     order: BTreeMap::new(),
                     queued: 0,
                     running: 0,
+                    running_set: HashMap::new(),
                     closed: false,
                 }),
                 kill: CancellationToken::new(),
                 killed: std::sync::atomic::AtomicUsize::new(0),
                 workers: Mutex::new(JoinSet::new()),
                 idle: Notify::new(),
+                durations: DurationHistogram::default(),
             }),
         }
     }
@@ -196,6 +216,48 @@ impl Router {
             queued: st.queued,
             workers: st.clusters.len(),
         }
+    }
+
+    /// Queue depth per cluster with a worker, sorted by cluster.
+    pub fn queue_depths(&self) -> Vec<(String, usize)> {
+        let st = self.inner.state.lock().unwrap();
+        let mut v: Vec<_> = st
+            .clusters
+            .values()
+            .map(|c| (c.name.to_string(), c.events.len()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What is queued (oldest first) and what is running (longest first).
+    pub fn work(&self) -> (Vec<WorkItem>, Vec<WorkItem>) {
+        let st = self.inner.state.lock().unwrap();
+        let mut queued = Vec::with_capacity(st.queued);
+        for (seq, cluster) in &st.order {
+            if let Some(env) = st
+                .clusters
+                .get(cluster)
+                .and_then(|c| c.events.iter().find(|e| e.seq == *seq))
+            {
+                queued.push(work_item(env, env.received_at.elapsed().as_secs_f64()));
+            }
+        }
+        let mut running: Vec<WorkItem> = st
+            .running_set
+            .values()
+            .map(|(w, t)| WorkItem {
+                seconds: t.elapsed().as_secs_f64(),
+                ..w.clone()
+            })
+            .collect();
+        running.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        (queued, running)
+    }
+
+    /// Durations of finished sink calls, per outcome.
+    pub fn durations(&self) -> &DurationHistogram {
+        &self.inner.durations
     }
 
     /// Queues an event for its cluster. Never waits. Overflow is resolved by
@@ -454,6 +516,8 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
                     st.order.remove(&env.seq);
                     st.queued -= 1;
                     st.running += 1;
+                    st.running_set
+                        .insert(env.seq, (work_item(&env, 0.0), std::time::Instant::now()));
                     debug_assert!(st.running <= inner.limits.max_concurrent);
                     env
                 }
@@ -484,6 +548,16 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
                 SinkResult::abandoned("killed: sink did not stop after the kill signal")
             }
         };
+        let started = inner
+            .state
+            .lock()
+            .unwrap()
+            .running_set
+            .remove(&env.seq)
+            .map(|(_, t)| t);
+        if let Some(t) = started {
+            inner.durations.observe(res.outcome, t.elapsed());
+        }
         if res.outcome == Outcome::Abandoned && inner.kill.is_cancelled() {
             inner
                 .killed

@@ -55,4 +55,9 @@ pub trait Sink: Send + Sync {
 
     /// Called once after the last `handle` returned (flush notifications).
     async fn close(&self) {}
+
+    /// The sink's record of incidents, for the incidents page (optional).
+    fn incident_log(&self) -> Option<std::sync::Arc<dyn crate::status::IncidentLog>> {
+        None
+    }
 }

@@ -1,6 +1,7 @@
 //! The `Source` trait and the intake hand-off every source uses.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::outcome::Outcome;
 use crate::record::Recorder;
+use crate::status::SourceStatus;
 
 /// A payload as it arrived, before parsing.
 #[derive(Debug)]
@@ -35,11 +37,33 @@ pub struct Queued {
 pub struct Intake {
     tx: mpsc::Sender<Queued>,
     recorder: Arc<Recorder>,
+    /// Payloads queued and not yet taken by the intake task (readiness).
+    depth: Arc<AtomicUsize>,
+    /// The submitting source's status (per-source counts, last event).
+    status: Option<Arc<SourceStatus>>,
 }
 
 impl Intake {
     pub fn new(tx: mpsc::Sender<Queued>, recorder: Arc<Recorder>) -> Self {
-        Intake { tx, recorder }
+        Intake {
+            tx,
+            recorder,
+            depth: Arc::new(AtomicUsize::new(0)),
+            status: None,
+        }
+    }
+
+    /// The same intake, counting into `status` for one source.
+    pub fn for_source(&self, status: Arc<SourceStatus>) -> Intake {
+        Intake {
+            status: Some(status),
+            ..self.clone()
+        }
+    }
+
+    /// Shared depth counter: the consumer subtracts what it took.
+    pub fn depth(&self) -> Arc<AtomicUsize> {
+        self.depth.clone()
     }
 
     /// Counts the payload as received and queues it. Never waits: when the
@@ -52,6 +76,9 @@ impl Intake {
     /// budget of events in flight is `rejected`.
     pub fn submit(&self, data: Value, source: &Arc<str>, cluster_fill: Option<&Arc<str>>) -> bool {
         self.recorder.received();
+        if let Some(st) = &self.status {
+            st.event();
+        }
         let bytes = crate::event::json_size(&data);
         let max = crate::event::max_payload_bytes();
         if bytes > max {
@@ -78,9 +105,12 @@ impl Intake {
             cluster_fill: cluster_fill.cloned(),
             received_at: Instant::now(),
         };
+        // Counted before the send so the consumer never sees it negative.
+        self.depth.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(Queued { raw, bytes }) {
             Ok(()) => true,
             Err(e) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
                 self.recorder.release(bytes);
                 let why = match e {
                     mpsc::error::TrySendError::Full(_) => "intake queue full",
@@ -104,6 +134,9 @@ pub struct SourceContext {
     pub intake: Intake,
     /// Cancelled when intake stops (shutdown): close sessions and return.
     pub shutdown: CancellationToken,
+    /// Report connection state here (subscribed, backoff, sessions): it
+    /// feeds readiness and metrics. Payloads are counted by the intake.
+    pub status: Arc<SourceStatus>,
 }
 
 /// A fatal source error ends the runner with a non-zero exit (wrong

@@ -58,4 +58,18 @@ pub trait Stage: Send + Sync {
     /// Called once for every event this stage passed, when that event reaches
     /// its terminal outcome (e.g. dedup releases "in flight" keys here).
     fn finished(&self, _event: &Event, _outcome: Outcome) {}
+
+    /// Plugin health for operators (metrics, status): errors so far and
+    /// whether the stage disabled itself. Built-in stages have none.
+    fn health(&self) -> StageHealth {
+        StageHealth::default()
+    }
+}
+
+/// See [`Stage::health`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageHealth {
+    /// Failed calls (timeouts, traps, memory limits, error results).
+    pub errors: u64,
+    pub disabled: bool,
 }

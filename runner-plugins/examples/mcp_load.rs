@@ -158,6 +158,7 @@ async fn source(events: u64, parse: bool, lazy: bool) -> (f64, f64) {
     let ctx = SourceContext {
         intake: Intake::new(tx, recorder),
         shutdown: shutdown.clone(),
+        status: runner_core::status::SourceStatus::new("load"),
     };
     let task = tokio::spawn(cfg.build().run(ctx));
     let _ = &task;

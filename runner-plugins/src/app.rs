@@ -33,6 +33,10 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "validate" => validate(&cli::config_path(sub), &ov),
+        "status" => {
+            let rt = runtime();
+            rt.block_on(status(sub))
+        }
         "run" => {
             let rt = runtime();
             rt.block_on(run(&cli::config_path(sub), &ov, &harden_errors))
@@ -221,9 +225,46 @@ pub fn exit_code(report: &RunReport) -> ExitCode {
 }
 
 /// Runs a compiled pipeline until a signal (or a fatal source error).
-pub async fn run_compiled(c: Compiled) -> RunReport {
+/// `Err` when the admin server's address cannot be bound (nothing started).
+pub async fn run_compiled(c: Compiled) -> Result<RunReport, String> {
+    let server = c.server.clone();
+    let max_concurrent = c.limits.max_concurrent;
+    let listener = match server.listen {
+        Some(addr) => Some(
+            crate::admin::AdminServer::bind(addr)
+                .await
+                .map_err(|e| format!("server.listen: cannot listen on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let (_settings, parts) = c.into_parts();
     let (handle, join) = Pipeline::new(parts).start();
+    let admin = match listener {
+        Some(l) => match crate::admin::AdminServer::serve(
+            l,
+            server.clone(),
+            handle.clone(),
+            max_concurrent,
+        ) {
+            Ok(a) => {
+                tracing::info!(
+                    listen = %a.addr,
+                    token = %server.token_origin,
+                    public_url = server.public_url.as_deref().unwrap_or("unset"),
+                    "admin server listening"
+                );
+                Some(a)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "admin server failed to start");
+                None
+            }
+        },
+        None => {
+            tracing::info!("admin server off (server.listen = off)");
+            None
+        }
+    };
     let h = handle.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -246,7 +287,11 @@ pub async fn run_compiled(c: Compiled) -> RunReport {
             h.shutdown();
         }
     });
-    join.await.expect("pipeline task")
+    let report = join.await.expect("pipeline task");
+    if let Some(a) = admin {
+        a.stop().await;
+    }
+    Ok(report)
 }
 
 async fn run(path: &Path, ov: &Overrides, harden_errors: &[String]) -> ExitCode {
@@ -284,7 +329,14 @@ async fn run(path: &Path, ov: &Overrides, harden_errors: &[String]) -> ExitCode 
             return ExitCode::from(EXIT_CONFIG);
         }
     }
-    let report = run_compiled(c).await;
+    let report = match run_compiled(c).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     // Every agent was swept by its sink call; this catches what a crash of
     // that path could have left.
     if let Some(a) = &agent {
@@ -296,6 +348,52 @@ async fn run(path: &Path, ov: &Overrides, harden_errors: &[String]) -> ExitCode 
     }
     log_final(&report);
     exit_code(&report)
+}
+
+/// `runner status`: the admin server's view of a running instance, as tables.
+async fn status(m: &clap::ArgMatches) -> ExitCode {
+    let base = m.get_one::<String>("url").cloned().unwrap_or_else(|| {
+        let listen = std::env::var(crate::settings::ADMIN_LISTEN)
+            .ok()
+            .filter(|v| !v.is_empty() && v != "off")
+            .unwrap_or_else(|| crate::admin::DEFAULT_LISTEN.to_string());
+        // A wildcard bind is reached on loopback.
+        let listen = listen
+            .replace("0.0.0.0:", "127.0.0.1:")
+            .replace("[::]:", "[::1]:");
+        format!("http://{listen}")
+    });
+    let token = match std::env::var(crate::settings::ADMIN_TOKEN_FILE) {
+        Ok(path) if !path.is_empty() => match std::fs::read_to_string(&path) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                eprintln!("error: ADMIN_TOKEN_FILE {path:?}: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        _ => std::env::var(crate::settings::ADMIN_TOKEN)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| t.trim().to_string()),
+    };
+    match crate::admin::table::fetch(&base, token.as_deref()).await {
+        Ok((st, inc)) => {
+            if m.get_flag("json") {
+                print_stdout(&format!(
+                    "{}
+",
+                    serde_json::json!({"status": st, "incidents": inc})
+                ));
+            } else {
+                print_stdout(&crate::admin::table::render(&st, &inc));
+            }
+            ExitCode::from(EXIT_OK)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FATAL)
+        }
+    }
 }
 
 /// `runner replay`: recorded payloads through the configured stages, no agents.

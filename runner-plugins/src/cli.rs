@@ -15,6 +15,7 @@ Examples:
   K8S_CLUSTER_MCP_ENDPOINT=http://127.0.0.1:8080/mcp runner run
   runner run --severity-threshold WARNING --max-concurrent-agents 2
   runner replay recorded.jsonl --config pipeline.toml
+  runner status                                # a running instance's state (admin server)
 ";
 
 fn config_arg() -> Arg {
@@ -70,6 +71,17 @@ pub fn command() -> Command {
                 .about("Run the whole product against an embedded simulated cluster with a harmless agent, then print a summary")
                 .arg(Arg::new("workspace").long("demo-dir").value_name("DIR").help("Where the demo writes incidents [default: a fresh temp dir]")),
         ))
+        .subcommand(
+            Command::new("status")
+                .about("Show a running instance's health, sources, running/queued/recent incidents (from its admin server)")
+                .arg(
+                    Arg::new("url")
+                        .long("url")
+                        .value_name("URL")
+                        .help("Admin server base URL [default: http://<ADMIN_LISTEN>, else http://127.0.0.1:9469]; the token comes from ADMIN_TOKEN or ADMIN_TOKEN_FILE"),
+                )
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print the raw JSON documents")),
+        )
         .subcommand(Command::new("config-reference").about("Print the configuration reference table (docs/configuration.md)"))
 }
 

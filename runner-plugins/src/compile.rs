@@ -13,6 +13,7 @@ use runner_core::router::{
 };
 use runner_core::{Sink, Source, Stage};
 
+use crate::admin::ServerConfig;
 use crate::cluster::{ClusterConfig, ClusterGuard, Upstream};
 use crate::component::{BuildContext, ReadContext};
 use crate::settings as env;
@@ -58,6 +59,8 @@ pub struct Compiled {
     /// The agent sink's settings (process-level setup at `run`).
     pub agent: Option<crate::sinks::agent::AgentSinkConfig>,
     pub limits: RouterLimits,
+    /// `[server]`: the admin HTTP server.
+    pub server: ServerConfig,
     /// Effective configuration (secrets masked) with where each value came from.
     pub effective: Vec<Effective>,
     /// The `[[cluster]]` credentials (shared with the agent sink), for the
@@ -75,6 +78,7 @@ impl Compiled {
             intake_capacity: self.settings.intake_queue_size,
             shutdown_grace: self.settings.shutdown_timeout,
             payload_budget: self.settings.payload_budget_bytes,
+            cluster_labels: self.server.metrics_cluster_labels,
         };
         (self.settings, parts)
     }
@@ -190,11 +194,12 @@ pub fn compile(
     let router_t = take_table(&mut root, "router", &mut errors);
     let sinks_t = take_sinks(&mut root, &mut errors);
     let clusters_t = take_array(&mut root, "cluster", &mut errors);
+    let server_t = take_table(&mut root, "server", &mut errors);
     for k in root.keys() {
         errors.push(
             k.clone(),
             "(unknown key)",
-            "one of: settings, source, stage, router, cluster, sink",
+            "one of: settings, source, stage, router, cluster, sink, server",
         );
     }
 
@@ -270,6 +275,15 @@ pub fn compile(
     // Environment variables holding some component's secret: checked
     // against every component (agents never get them).
     let mut secrets: Vec<String> = Vec::new();
+
+    // [server]
+    let server = {
+        let mut r = TableReader::new("server", server_t, overrides, &mut errors, &mut effective);
+        let c = ServerConfig::read(&mut r);
+        r.finish();
+        c
+    };
+    secrets.extend(server.secret_envs());
 
     // [[source]]
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
@@ -440,6 +454,7 @@ pub fn compile(
     for (_, c) in sink_configs.iter_mut() {
         if let sinks::SinkConfig::Agent(a) = c {
             a.secret_envs = secrets.clone();
+            a.public_url = server.public_url.clone();
             agent = Some(a.clone());
         }
     }
@@ -457,6 +472,7 @@ pub fn compile(
         notifiers: built.notifiers,
         agent,
         limits,
+        server,
         effective,
         clusters,
     })

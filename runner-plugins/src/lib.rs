@@ -2,6 +2,7 @@
 //!
 //! Dependencies flow plugins → core: `runner-core` never names anything here.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod cluster;

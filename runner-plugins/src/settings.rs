@@ -71,6 +71,12 @@ pub const SHUTDOWN_TIMEOUT_SECONDS: &str = "SHUTDOWN_TIMEOUT_SECONDS";
 pub const SLACK_WEBHOOK_URL: &str = "SLACK_WEBHOOK_URL";
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
+pub const ADMIN_LISTEN: &str = "ADMIN_LISTEN";
+pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
+pub const ADMIN_TOKEN_FILE: &str = "ADMIN_TOKEN_FILE";
+pub const ADMIN_PUBLIC_URL: &str = "ADMIN_PUBLIC_URL";
+pub const READY_SOURCE_DOWN_SECONDS: &str = "READY_SOURCE_DOWN_SECONDS";
+pub const METRICS_CLUSTER_LABELS: &str = "METRICS_CLUSTER_LABELS";
 
 pub const SETTINGS: &[Setting] = &[
     s!(
@@ -291,6 +297,42 @@ pub const SETTINGS: &[Setting] = &[
         "settings.log_format",
         "text",
         "text (for humans) or json."
+    ),
+    s!(
+        "ADMIN_LISTEN",
+        "admin-listen",
+        "server.listen",
+        "127.0.0.1:9469",
+        "Admin HTTP server (health, readiness, metrics, incidents page): IP:port, or off. A non-loopback address requires a token."
+    ),
+    s!(secret "ADMIN_TOKEN", "server.token_env", "Bearer token the admin server requires (min 16 characters; masked in logs, never passed to agents)."),
+    s!(
+        "ADMIN_TOKEN_FILE",
+        "admin-token-file",
+        "server.token_file",
+        "unset",
+        "File holding the admin server's token (wins over ADMIN_TOKEN)."
+    ),
+    s!(
+        "ADMIN_PUBLIC_URL",
+        "admin-public-url",
+        "server.public_url",
+        "unset",
+        "URL under which users reach the admin server (e.g. https://runner.example.com); Slack messages then link to the incident's page."
+    ),
+    s!(
+        "READY_SOURCE_DOWN_SECONDS",
+        "ready-source-down",
+        "server.ready_source_down_seconds",
+        "30",
+        "/readyz fails when a source has been without a subscription for longer than this."
+    ),
+    s!(
+        "METRICS_CLUSTER_LABELS",
+        "metrics-cluster-labels",
+        "server.metrics_cluster_labels",
+        "50",
+        "The first N clusters seen get their own `cluster` label value in metrics; later ones are counted as `other` (min 1)."
     ),
 ];
 

@@ -388,3 +388,43 @@ async fn degraded_once_then_recovered_once() {
     );
     server.abort();
 }
+
+#[tokio::test]
+async fn with_a_public_url_the_message_links_to_the_incident_page() {
+    let h = Hook::default();
+    let (url, server) = serve(h.clone()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let script = fake_agent(tmp.path(), "agent.sh", GOOD);
+    let mut cfg = config(&root, &script);
+    cfg.public_url = Some("https://runner.example.com".into());
+    let sink = AgentSink::with_notices(cfg, slack(&url, SlackOptions::default()));
+    let res = sink.handle(&envelope(4), CancellationToken::new()).await;
+    assert_eq!(res.outcome, Outcome::Completed);
+    sink.close().await;
+
+    let got = h.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let blocks = fields_text(&got[0].2);
+    let dir = only_incident(&root);
+    let id = dir.file_name().unwrap().to_str().unwrap();
+    let link = format!("https://runner.example.com/incidents/{id}");
+    assert!(blocks.contains(&link), "{link} not in {blocks}");
+    assert!(
+        !blocks.contains(&root.display().to_string()),
+        "no host path once a public URL is set: {blocks}"
+    );
+    // The incident log the admin server serves names the same incident and
+    // resolves its report inside the workspace.
+    let log = runner_core::Sink::incident_log(&sink).expect("agent sink keeps a log");
+    let recent = log.recent();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].id, id);
+    assert_eq!(recent[0].status, "completed");
+    assert_eq!(recent[0].seq, 4);
+    let report = log.report_html(id).expect("report of a known incident");
+    assert!(report.starts_with(dir.canonicalize().unwrap()));
+    assert!(report.exists());
+    assert!(log.report_html("../../etc/passwd").is_none());
+    server.abort();
+}

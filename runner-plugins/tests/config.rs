@@ -79,7 +79,7 @@ fn unknown_keys_tables_and_syntax() {
         .to_string();
     assert!(
         msg.contains(
-            "routr: unknown key; allowed keys: one of: settings, source, stage, router, cluster, sink"
+            "routr: unknown key; allowed keys: one of: settings, source, stage, router, cluster, sink, server"
         ),
         "{msg}"
     );

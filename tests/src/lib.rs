@@ -146,6 +146,9 @@ impl RunnerBuilder {
             cmd.env_remove(s.env);
         }
         cmd.env_remove("RUST_LOG").env("LOG_FORMAT", "json");
+        // Tests run in parallel: the admin server's fixed default port would
+        // collide. Tests that want it set ADMIN_LISTEN (port 0) themselves.
+        cmd.env("ADMIN_LISTEN", "off");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

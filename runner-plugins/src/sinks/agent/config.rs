@@ -80,6 +80,9 @@ pub struct AgentSinkConfig {
     /// The `[[cluster]]` credentials and the read-only proxy; `None`: no
     /// agent can reach any cluster.
     pub clusters: Option<Arc<crate::cluster::ClusterGuard>>,
+    /// The admin server's public URL (`[server] public_url`): messages link
+    /// to the incident's page there.
+    pub public_url: Option<String>,
 }
 
 impl AgentSinkConfig {
@@ -106,6 +109,7 @@ impl AgentSinkConfig {
             slack: SlackOptions::default(),
             failure_alert_threshold: 3,
             clusters: None,
+            public_url: None,
         }
     }
 
@@ -342,6 +346,7 @@ impl AgentSinkConfig {
             },
             secret_envs: Vec::new(),
             clusters: None,
+            public_url: None,
         })
     }
 

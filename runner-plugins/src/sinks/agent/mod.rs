@@ -3,6 +3,7 @@
 //! (Slack).
 //! The contract with the agent is documented in `docs/agents.md`.
 
+pub mod book;
 mod breaker;
 pub mod config;
 pub mod contain;
@@ -54,6 +55,8 @@ pub struct AgentSink {
     breaker: Mutex<Breaker>,
     /// The runner's secret values, kept out of reports and Slack.
     redactor: Redactor,
+    /// Recent incidents for the admin server's page.
+    book: std::sync::Arc<book::IncidentBook>,
 }
 
 impl AgentSink {
@@ -91,6 +94,7 @@ impl AgentSink {
             notices,
             breaker: Mutex::new(Breaker::default()),
             redactor,
+            book: std::sync::Arc::default(),
         }
     }
 
@@ -239,8 +243,10 @@ impl AgentSink {
 
     /// Records the final state: reports, then `incident.json` (so a reader
     /// that sees a terminal status finds the report), Slack, breaker.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
+        seq: u64,
         ws: &Workspace,
         doc: &mut IncidentDoc,
         status: Status,
@@ -282,6 +288,7 @@ impl AgentSink {
         if let Err(e) = ws.write_incident(doc) {
             tracing::error!(incident = %doc.id, error = %e, "cannot write incident.json");
         }
+        self.book.update(doc, seq, &ws.dir);
 
         let outcome = result.outcome;
         let reason = result.reason.as_deref().unwrap_or("");
@@ -296,18 +303,26 @@ impl AgentSink {
         }
         if !self.notices.is_empty() {
             let rc = investigation.as_deref().and_then(report::root_cause);
+            // With a public URL the notice links to the incident's page;
+            // otherwise it names the report's path on this host.
+            let report = match &self.cfg.public_url {
+                Some(u) => std::path::PathBuf::from(crate::admin::incident_url(u, &doc.id)),
+                None => ws.report_md(),
+            };
             self.notices.send(&Notice::Incident {
                 doc,
                 root_cause: rc.as_ref(),
-                report: &ws.report_md(),
+                report: &report,
             });
         }
         self.breaker_record(&result);
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn finish_blocking(
         &self,
+        seq: u64,
         ws: &Workspace,
         doc: &mut IncidentDoc,
         status: Status,
@@ -315,7 +330,7 @@ impl AgentSink {
         started: Option<Instant>,
         exit_code: Option<i32>,
     ) -> SinkResult {
-        blocking(|| self.finish(ws, doc, status, result, started, exit_code))
+        blocking(|| self.finish(seq, ws, doc, status, result, started, exit_code))
     }
 
     /// Feeds the circuit breaker; logs and posts its degraded/recovered signals.
@@ -449,6 +464,7 @@ impl Sink for AgentSink {
                 a = g.access(&ev.cluster, &ws.id) => a,
                 _ = kill.cancelled() => {
                     return self.finish_blocking(
+                        envelope.seq,
                         &ws,
                         &mut doc,
                         Status::Abandoned,
@@ -489,8 +505,10 @@ impl Sink for AgentSink {
                 .and_then(|_| ws.write_atomic(KUBECONFIG_FILE, kubeconfig.as_bytes()))
                 .and_then(|_| ws.write_incident(&doc))
         });
+        self.book.update(&doc, envelope.seq, &ws.dir);
         if let Err(e) = prepared {
             return self.finish_blocking(
+                envelope.seq,
                 &ws,
                 &mut doc,
                 Status::Failed,
@@ -501,6 +519,7 @@ impl Sink for AgentSink {
         }
         if let Access::Disabled(why) = &access {
             return self.finish_blocking(
+                envelope.seq,
                 &ws,
                 &mut doc,
                 Status::Failed,
@@ -511,6 +530,7 @@ impl Sink for AgentSink {
         }
         if kill.is_cancelled() {
             return self.finish_blocking(
+                envelope.seq,
                 &ws,
                 &mut doc,
                 Status::Abandoned,
@@ -528,6 +548,7 @@ impl Sink for AgentSink {
             Err(e) => {
                 tracing::error!(incident = %doc.id, error = %e, "agent not started");
                 return self.finish_blocking(
+                    envelope.seq,
                     &ws,
                     &mut doc,
                     Status::Failed,
@@ -544,6 +565,7 @@ impl Sink for AgentSink {
             Ok(r) => r,
             Err(e) => {
                 return self.finish_blocking(
+                    envelope.seq,
                     &ws,
                     &mut doc,
                     Status::Failed,
@@ -556,6 +578,7 @@ impl Sink for AgentSink {
         if let Err(e) = blocking(|| ws.write_incident(&doc)) {
             tracing::error!(incident = %doc.id, error = %e, "cannot write incident.json");
         }
+        self.book.update(&doc, envelope.seq, &ws.dir);
         tracing::info!(
             incident = %doc.id,
             pid = running.pid,
@@ -584,7 +607,15 @@ impl Sink for AgentSink {
         // The agent is gone: its token ends now, before the report is written.
         drop(access);
         let (status, result) = self.judge(&exit, &ws);
-        self.finish_blocking(&ws, &mut doc, status, result, Some(started), exit_code)
+        self.finish_blocking(
+            envelope.seq,
+            &ws,
+            &mut doc,
+            status,
+            result,
+            Some(started),
+            exit_code,
+        )
     }
 
     async fn close(&self) {
@@ -592,5 +623,9 @@ impl Sink for AgentSink {
             g.close();
         }
         self.notices.close().await;
+    }
+
+    fn incident_log(&self) -> Option<std::sync::Arc<dyn runner_core::status::IncidentLog>> {
+        Some(self.book.clone())
     }
 }

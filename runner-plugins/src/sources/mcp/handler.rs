@@ -36,6 +36,8 @@ pub struct SourceShared {
     pub submitted: AtomicU64,
     /// Notifications from other loggers (ignored).
     pub other_loggers: AtomicU64,
+    /// Connection state for readiness and metrics.
+    pub status: Arc<runner_core::status::SourceStatus>,
 }
 
 /// Signals from inside one session (handler, GET-stream watch) to the

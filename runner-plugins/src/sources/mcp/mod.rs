@@ -103,6 +103,7 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
         logger: cfg.logger(),
         submitted: AtomicU64::new(0),
         other_loggers: AtomicU64::new(0),
+        status: ctx.status,
     });
     let shutdown: CancellationToken = ctx.shutdown;
     let http = match reqwest::Client::builder()
@@ -132,6 +133,7 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
     let mut last_cause = Cause::Other;
     let end = loop {
         attempt += 1;
+        shared.status.connecting();
         let end = Attempt {
             cfg: &cfg,
             shared: &shared,
@@ -208,6 +210,7 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
                 "MCP session could not be established; retrying"
             );
         }
+        shared.status.backoff(delay, &reason);
         tokio::select! {
             _ = shutdown.cancelled() => break End::Shutdown,
             _ = tokio::time::sleep(delay) => {}

@@ -415,6 +415,7 @@ impl Attempt<'_> {
         };
         let _ = signals.subscription_id.set(id.clone());
         *subscribed_at = Some(Instant::now());
+        self.shared.status.subscribed();
         tracing::info!(
             source = %self.shared.source,
             attempt = self.number,

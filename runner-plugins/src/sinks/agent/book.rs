@@ -1,0 +1,85 @@
+//! The agent sink's incident log: the most recent incidents in memory, for
+//! the admin server's incidents page. Reports are resolved only for ids
+//! this log produced, so a request can never name an arbitrary path.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use runner_core::status::{IncidentLog, IncidentView, UsageTotals};
+
+use super::workspace::{IncidentDoc, Status};
+
+/// Incidents kept for the page (older ones stay on disk).
+pub const KEEP: usize = 500;
+
+#[derive(Default)]
+pub struct IncidentBook {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Newest first, each with its workspace directory.
+    items: VecDeque<(IncidentView, PathBuf)>,
+    usage: UsageTotals,
+}
+
+fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Created => "created",
+        Status::Running => "running",
+        Status::Completed => "completed",
+        Status::Failed => "failed",
+        Status::TimedOut => "timed_out",
+        Status::Abandoned => "abandoned",
+    }
+}
+
+impl IncidentBook {
+    /// Records the incident's current state (inserting it when new).
+    pub fn update(&self, doc: &IncidentDoc, seq: u64, dir: &Path) {
+        let terminal = !matches!(doc.status, Status::Created | Status::Running);
+        let view = IncidentView {
+            id: doc.id.clone(),
+            seq,
+            cluster: doc.cluster.clone(),
+            namespace: doc.namespace.clone(),
+            kind: doc.resource.kind.clone(),
+            name: doc.resource.name.clone(),
+            severity: doc.severity.clone(),
+            fault_type: doc.fault_type.clone(),
+            status: status_str(doc.status).to_string(),
+            started_at: doc.started_at.clone(),
+            duration_ms: doc.duration_ms,
+            cost_usd: None,
+            input_tokens: None,
+            output_tokens: None,
+            has_report: terminal,
+        };
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, _)) = g.items.iter_mut().find(|(v, _)| v.id == view.id) {
+            *v = view;
+        } else {
+            g.items.push_front((view, dir.to_path_buf()));
+            g.items.truncate(KEEP);
+        }
+    }
+}
+
+impl IncidentLog for IncidentBook {
+    fn recent(&self) -> Vec<IncidentView> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.items.iter().map(|(v, _)| v.clone()).collect()
+    }
+
+    fn report_html(&self, id: &str) -> Option<PathBuf> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, dir) = g.items.iter().find(|(v, _)| v.id == id && v.has_report)?;
+        Some(dir.join("report.html"))
+    }
+
+    fn usage(&self) -> UsageTotals {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).usage
+    }
+}
