@@ -23,6 +23,11 @@ pub enum Status {
     Failed,
     TimedOut,
     Abandoned,
+    /// Exited 0 with a report, but every kubectl call it made failed: the
+    /// investigation holds no cluster data (counted as `failed`).
+    NoClusterData,
+    /// Not launched: the cluster's daily agent budget is used up.
+    OverBudget,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +66,8 @@ pub struct IncidentDoc {
     /// Processes the agent left running (outside its control or after it
     /// exited) that the runner had to kill.
     pub leftover_processes: Vec<LeftoverProcess>,
+    /// Tokens, cost, turns and kubectl results, when the CLI reports them.
+    pub usage: Option<super::usage::Usage>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +105,7 @@ impl IncidentDoc {
             duration_ms: None,
             sandbox: None,
             leftover_processes: Vec::new(),
+            usage: None,
         }
     }
 }
@@ -227,6 +235,27 @@ impl Workspace {
     }
     pub fn report_html(&self) -> PathBuf {
         self.dir.join("report.html")
+    }
+    /// The private HOME of a preset agent (only the files its CLI needs).
+    pub fn agent_home(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
+    /// Creates the private HOME (0700) with `files` (0600) in it.
+    pub fn write_home(&self, files: &[(&str, String)]) -> std::io::Result<PathBuf> {
+        let home = self.agent_home();
+        fs::DirBuilder::new().mode(0o700).create(&home)?;
+        for (rel, content) in files {
+            let path = home.join(rel);
+            if let Some(parent) = path.parent() {
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .recursive(true)
+                    .create(parent)?;
+            }
+            write_atomic(&path, content.as_bytes())?;
+        }
+        Ok(home)
     }
 
     /// Writes a file of the workspace (0600), replacing it atomically.
