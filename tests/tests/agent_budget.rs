@@ -41,8 +41,9 @@ async fn daily_run_budget_stops_launching_per_cluster() {
     let config = format!(
         "[settings]\nlog_format = \"json\"\n[[source]]\nkind = \"mcp\"\nendpoint = \"{}\"\n\
          [sink]\nkind = \"agent\"\ncommand_line = {agent:?}\nworkspace_root = \"{{dir}}/incidents\"\n\
-         env_allow = [\"E2E_LOG\"]\ndaily_runs_per_cluster = 2\ndaily_budget_usd_per_cluster = 5.0\n",
-        server.url()
+         env_allow = [\"E2E_LOG\"]\nsandbox_write_paths = [{:?}]\ndaily_runs_per_cluster = 2\ndaily_budget_usd_per_cluster = 5.0\n",
+        server.url(),
+        log_dir.path().display().to_string()
     );
     let mut r = Runner::builder(&config)
         .env("E2E_LOG", log.display().to_string())
