@@ -278,7 +278,7 @@ async fn gemini_preset_investigates_through_the_real_cli() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "codex 0.171 exits 1 within 0.1 s under the runner's Landlock sandbox (passes with sandbox = \"off\"); open"]
+#[ignore = "codex 0.171 exits 1 within 0.1 s under the runner's Landlock sandbox (it passed before the sandbox landed); open"]
 async fn codex_preset_investigates_through_the_real_cli() {
     preset_completes(Cli::Codex).await;
 }
