@@ -180,6 +180,33 @@ int_value!(u64);
 int_value!(u32);
 int_value!(usize);
 
+impl ConfigValue for f64 {
+    fn allowed() -> String {
+        "a finite number".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        let f = match v {
+            toml::Value::Float(f) => *f,
+            toml::Value::Integer(i) => *i as f64,
+            _ => return Err(Self::allowed()),
+        };
+        if f.is_finite() {
+            Ok(f)
+        } else {
+            Err(Self::allowed())
+        }
+    }
+    fn from_text(s: &str) -> Result<Self, String> {
+        match s.trim().parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(f),
+            _ => Err(Self::allowed()),
+        }
+    }
+    fn render(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl ConfigValue for bool {
     fn allowed() -> String {
         "true or false".into()

@@ -29,10 +29,13 @@ pub enum Outcome {
     TimedOut,
     /// Still queued or running when the runner shut down.
     Abandoned,
+    /// Not launched: the cluster's daily agent budget (runs or dollars) was
+    /// used up.
+    OverBudget,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Invalid,
         Outcome::Filtered,
         Outcome::Duplicate,
@@ -43,6 +46,7 @@ impl Outcome {
         Outcome::Failed,
         Outcome::TimedOut,
         Outcome::Abandoned,
+        Outcome::OverBudget,
     ];
 
     /// Stable snake_case name used in logs, final statistics and replay output.
@@ -58,6 +62,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::TimedOut => "timed_out",
             Outcome::Abandoned => "abandoned",
+            Outcome::OverBudget => "over_budget",
         }
     }
 
@@ -76,7 +81,7 @@ impl fmt::Display for Outcome {
 #[derive(Debug, Default)]
 pub struct Counters {
     received: AtomicU64,
-    outcomes: [AtomicU64; 10],
+    outcomes: [AtomicU64; 11],
 }
 
 impl Counters {
@@ -93,7 +98,7 @@ impl Counters {
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        let mut outcomes = [0u64; 10];
+        let mut outcomes = [0u64; 11];
         for (i, c) in self.outcomes.iter().enumerate() {
             outcomes[i] = c.load(Ordering::Relaxed);
         }
@@ -108,7 +113,7 @@ impl Counters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatsSnapshot {
     pub received: u64,
-    pub outcomes: [u64; 10],
+    pub outcomes: [u64; 11],
 }
 
 impl StatsSnapshot {
@@ -151,12 +156,12 @@ mod tests {
         }
         c.received();
         let s = c.snapshot();
-        assert_eq!(s.received, 11);
-        assert_eq!(s.terminal(), 10);
+        assert_eq!(s.received, 12);
+        assert_eq!(s.terminal(), 11);
         assert_eq!(s.in_flight(), 1);
         assert!(!s.adds_up());
-        assert_eq!(s.fields()[0], ("received", 11));
-        assert_eq!(s.fields().len(), 11);
+        assert_eq!(s.fields()[0], ("received", 12));
+        assert_eq!(s.fields().len(), 12);
         // Indices are distinct: each outcome has its own slot.
         for o in Outcome::ALL {
             assert_eq!(s.get(o), 1, "{o}");

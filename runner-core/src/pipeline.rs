@@ -47,6 +47,8 @@ pub struct RunReport {
     pub shutdown: ShutdownReport,
     /// Set when a source failed fatally (the run should exit non-zero).
     pub fatal: Option<SourceError>,
+    /// What the sink's agents consumed (tokens, cost, turns).
+    pub usage: crate::sink::UsageTotals,
 }
 
 /// Handle to a running pipeline.
@@ -429,6 +431,7 @@ async fn run(
         stages: recorder.stage_stats(),
         shutdown: report_router,
         fatal,
+        usage: sink.usage_totals(),
     }
 }
 

@@ -10,7 +10,7 @@ use crate::outcome::Outcome;
 /// Result of handling one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkResult {
-    /// One of `Completed`, `Failed`, `TimedOut`, `Abandoned`.
+    /// One of `Completed`, `Failed`, `TimedOut`, `Abandoned`, `OverBudget`.
     pub outcome: Outcome,
     /// Why, for anything but `Completed`.
     pub reason: Option<String>,
@@ -32,6 +32,12 @@ impl SinkResult {
     pub fn timed_out(reason: impl Into<String>) -> Self {
         SinkResult {
             outcome: Outcome::TimedOut,
+            reason: Some(reason.into()),
+        }
+    }
+    pub fn over_budget(reason: impl Into<String>) -> Self {
+        SinkResult {
+            outcome: Outcome::OverBudget,
             reason: Some(reason.into()),
         }
     }
@@ -60,4 +66,19 @@ pub trait Sink: Send + Sync {
     fn incident_log(&self) -> Option<std::sync::Arc<dyn crate::status::IncidentLog>> {
         None
     }
+
+    /// Totals of what the sink's agents consumed, for the final statistics.
+    fn usage_totals(&self) -> UsageTotals {
+        UsageTotals::default()
+    }
+}
+
+/// Sums over every agent run whose CLI reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UsageTotals {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Only what CLIs reported; runs without a cost add nothing.
+    pub cost_usd: f64,
+    pub turns: u64,
 }

@@ -130,6 +130,14 @@ fn validate(path: &Path, ov: &Overrides) -> ExitCode {
             if !c.notifiers.is_empty() {
                 out += &format!("  notify:  {}\n", c.notifiers.join(", "));
             }
+            let pre = c
+                .agent
+                .as_ref()
+                .map(|a| a.preflight(&|k| std::env::var(k).ok()))
+                .unwrap_or_default();
+            for i in &pre.info {
+                out += &format!("  agent:   {i}\n");
+            }
             if let Some(a) = &c.agent {
                 out += &format!(
                     "  sandbox: {}\n",
@@ -150,10 +158,25 @@ fn validate(path: &Path, ov: &Overrides) -> ExitCode {
                 out += &format!("  {} = {} ({})\n", e.key, e.value, e.origin.as_str());
             }
             print_stdout(&out);
+            let mut failed = false;
             if refused {
                 eprintln!(
                     "error: a [[cluster]] credential can write or read Secrets (on_unsafe_credential = \"refuse\"); give the agent credential a read-only role without Secrets"
                 );
+                failed = true;
+            }
+            if !pre.missing.is_empty() {
+                eprintln!(
+                    "error: the agent preset cannot run on this host ({} problem{}):",
+                    pre.missing.len(),
+                    if pre.missing.len() == 1 { "" } else { "s" }
+                );
+                for m in &pre.missing {
+                    eprintln!("  - {m}");
+                }
+                failed = true;
+            }
+            if failed {
                 return ExitCode::from(EXIT_CONFIG);
             }
             ExitCode::from(EXIT_OK)
@@ -205,7 +228,12 @@ pub fn log_final(report: &RunReport) {
         failed = s.get(Outcome::Failed),
         timed_out = s.get(Outcome::TimedOut),
         abandoned = s.get(Outcome::Abandoned),
+        over_budget = s.get(Outcome::OverBudget),
         adds_up = s.adds_up(),
+        agent_input_tokens = report.usage.input_tokens,
+        agent_output_tokens = report.usage.output_tokens,
+        agent_cost_usd = report.usage.cost_usd,
+        agent_turns = report.usage.turns,
         killed = report.shutdown.killed,
         "final statistics"
     );
@@ -311,6 +339,13 @@ async fn run(path: &Path, ov: &Overrides, harden_errors: &[String]) -> ExitCode 
     let agent = c.agent.clone();
     if let Some(a) = &agent {
         crate::sinks::agent::startup(a);
+        let pre = a.preflight(&|k| std::env::var(k).ok());
+        for i in &pre.info {
+            tracing::info!(agent = %i, "agent CLI");
+        }
+        for m in &pre.missing {
+            tracing::error!(problem = %m, "agent preset cannot run on this host: its incidents will fail (run `runner validate`)");
+        }
     }
     if let Some(g) = &c.clusters {
         let mut refused = Vec::new();

@@ -526,6 +526,24 @@ typo = 1
     );
     let (_, errs) = read("model = \"x\"", &Overrides::new(), tmp.path());
     assert!(errs.to_string().contains("sink.preset: missing"), "{errs}");
+
+    // codex needs the explicit unsafe opt-in; budgets and the endpoint are checked.
+    let (c, errs) = read(
+        "preset = \"codex\"\nmax_budget_usd = 0\nmax_turns = 0\nmodel_base_url = \"ftp://x\"\ndaily_runs_per_cluster = 0",
+        &Overrides::new(),
+        tmp.path(),
+    );
+    assert!(c.is_none());
+    let text = errs.to_string();
+    for want in [
+        "sink.preset: invalid value \"codex\"; allowed: another preset, or `unsafe_codex_network = true`",
+        "sink.max_budget_usd: invalid value 0; allowed: a number of dollars > 0",
+        "sink.max_turns: invalid value 0;",
+        "sink.model_base_url: invalid value \"ftp://x\"; allowed: an http(s) URL",
+        "sink.daily_runs_per_cluster: invalid value 0;",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
 }
 
 #[test]
@@ -607,6 +625,7 @@ fn config_values_and_overrides() {
     std::fs::write(tmp.path().join("mine.md"), "Investigate carefully.").unwrap();
     let text = r#"
 preset = "codex"
+unsafe_codex_network = true
 model = "gpt-5"
 timeout_seconds = 60
 kill_grace_seconds = 3

@@ -174,9 +174,21 @@ fn runner() -> Command {
 #[test]
 fn shipped_pipeline_toml_validates() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../pipeline.toml");
+    // What the claude preset needs on the host: the CLI on PATH (a stand-in
+    // that answers --version), its key and a kubeconfig file.
+    let host = tempfile::tempdir().unwrap();
+    let bin = host.path().join("claude");
+    std::fs::write(&bin, "#!/bin/sh\necho '9.9.9 (stand-in)'\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kubeconfig = host.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\n").unwrap();
     let out = runner()
         .args(["validate", "--config", root])
         .env("K8S_CLUSTER_MCP_ENDPOINT", "http://127.0.0.1:8080/mcp")
+        .env("PATH", format!("{}:/usr/bin:/bin", host.path().display()))
+        .env("ANTHROPIC_API_KEY", "x")
+        .env("KUBECONFIG", &kubeconfig)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -186,6 +198,7 @@ fn shipped_pipeline_toml_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("stages:  severity -> dedup"), "{stdout}");
+    assert!(stdout.contains("9.9.9 (stand-in)"), "{stdout}");
     assert!(
         stdout.contains("source[0].endpoint = \"http://127.0.0.1:8080/mcp\" (env)"),
         "{stdout}"

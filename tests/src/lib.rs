@@ -10,6 +10,9 @@
 //! let stats = r.final_stats().unwrap();
 //! ```
 
+pub mod kube_double;
+pub mod model_server;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -33,6 +33,8 @@ fn status_str(s: Status) -> &'static str {
         Status::Failed => "failed",
         Status::TimedOut => "timed_out",
         Status::Abandoned => "abandoned",
+        Status::NoClusterData => "no_cluster_data",
+        Status::OverBudget => "over_budget",
     }
 }
 
@@ -52,12 +54,23 @@ impl IncidentBook {
             status: status_str(doc.status).to_string(),
             started_at: doc.started_at.clone(),
             duration_ms: doc.duration_ms,
-            cost_usd: None,
-            input_tokens: None,
-            output_tokens: None,
+            cost_usd: doc.usage.as_ref().and_then(|u| u.cost_usd),
+            input_tokens: doc.usage.as_ref().and_then(|u| u.input_tokens),
+            output_tokens: doc.usage.as_ref().and_then(|u| u.output_tokens),
             has_report: terminal,
         };
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // Usage is final once the incident is: count it the first time only.
+        let was_terminal = g.items.iter().any(|(v, _)| v.id == view.id && v.has_report);
+        if terminal
+            && !was_terminal
+            && let Some(u) = &doc.usage
+        {
+            g.usage.reported += 1;
+            g.usage.cost_usd += u.cost_usd.unwrap_or(0.0);
+            g.usage.input_tokens += u.input_tokens.unwrap_or(0);
+            g.usage.output_tokens += u.output_tokens.unwrap_or(0);
+        }
         if let Some((v, _)) = g.items.iter_mut().find(|(v, _)| v.id == view.id) {
             *v = view;
         } else {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use runner_core::Sink;
 use runner_core::config::TableReader;
 
-use super::presets::{Preset, unknown_placeholders};
+use super::presets::{Preset, PresetOptions, unknown_placeholders};
 use super::sandbox::{self, Mode, SandboxConfig};
 use crate::component::{BuildContext, ComponentConfig, KeyError, ReadContext};
 use crate::settings as env;
@@ -83,6 +83,19 @@ pub struct AgentSinkConfig {
     /// The admin server's public URL (`[server] public_url`): messages link
     /// to the incident's page there.
     pub public_url: Option<String>,
+    /// Budget flags and endpoint of the CLI presets.
+    pub preset_options: Box<PresetOptions>,
+    pub daily_budget: Box<DailyBudget>,
+}
+
+/// Per cluster and UTC day: after these, incidents are not launched.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DailyBudget {
+    /// Agent runs (`daily_runs_per_cluster`).
+    pub runs: Option<u32>,
+    /// Reported dollars (`daily_budget_usd_per_cluster`); only CLIs that
+    /// report a cost count towards it.
+    pub usd: Option<f64>,
 }
 
 impl AgentSinkConfig {
@@ -110,6 +123,8 @@ impl AgentSinkConfig {
             failure_alert_threshold: 3,
             clusters: None,
             public_url: None,
+            preset_options: Box::default(),
+            daily_budget: Box::default(),
         }
     }
 
@@ -142,9 +157,51 @@ impl AgentSinkConfig {
         let sandbox_mode: String = r.layered("sandbox", env::AGENT_SANDBOX, "enforce".to_string());
         let read_paths: Vec<String> = r.opt("sandbox_read_paths").unwrap_or_default();
         let write_paths: Vec<String> = r.opt("sandbox_write_paths").unwrap_or_default();
-        let ports: Vec<u16> = r
+        let mut ports: Vec<u16> = r
             .opt("sandbox_connect_ports")
             .unwrap_or_else(|| sandbox::DEFAULT_CONNECT_PORTS.to_vec());
+
+        let max_budget_usd: Option<f64> = r.opt("max_budget_usd");
+        let max_turns: Option<u32> = r.opt("max_turns");
+        let base_url: Option<String> = r.opt("model_base_url");
+        let unsafe_codex_network: bool = r.opt("unsafe_codex_network").unwrap_or(false);
+        let daily_runs: Option<u32> = r.opt("daily_runs_per_cluster");
+        let daily_usd: Option<f64> = r.opt("daily_budget_usd_per_cluster");
+        for (key, v) in [
+            ("max_budget_usd", max_budget_usd),
+            ("daily_budget_usd_per_cluster", daily_usd),
+        ] {
+            if let Some(v) = v.filter(|v| *v <= 0.0) {
+                r.error(key, v.to_string(), "a number of dollars > 0");
+            }
+        }
+        for (key, v) in [
+            ("max_turns", max_turns),
+            ("daily_runs_per_cluster", daily_runs),
+        ] {
+            if v == Some(0) {
+                r.error(key, "0", "an integer >= 1 (leave the key out for no limit)");
+            }
+        }
+        if let Some(u) = &base_url {
+            let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                && !u
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '"');
+            if !ok {
+                r.error(
+                    "model_base_url",
+                    format!("{u:?}"),
+                    "an http(s) URL without spaces or quotes",
+                );
+            }
+        }
+
+        // The model endpoint the operator named must be reachable from the
+        // sandbox.
+        if let Some(port) = base_url.as_deref().and_then(url_port) {
+            ports.push(port);
+        }
 
         let command = match (line, preset, argv) {
             (Some(l), _, _) => {
@@ -173,6 +230,17 @@ impl AgentSinkConfig {
                 None
             }
             (None, Some(p), None) => match Preset::parse(&p) {
+                Some(Preset::Codex) if !unsafe_codex_network => {
+                    r.error(
+                        "preset",
+                        "\"codex\"",
+                        "another preset, or `unsafe_codex_network = true`: codex needs sandbox \
+                         network to reach the cluster, and its command policy cannot stop a \
+                         mutating kubectl or an upload (pipes, $(...), sh -c pass it); only the \
+                         agent's credentials can (see docs/agents.md)",
+                    );
+                    None
+                }
                 Some(p) => Some(AgentCommand::Preset(p)),
                 None => {
                     r.error("preset", format!("{p:?}"), Preset::ALLOWED);
@@ -347,6 +415,15 @@ impl AgentSinkConfig {
             secret_envs: Vec::new(),
             clusters: None,
             public_url: None,
+            preset_options: Box::new(PresetOptions {
+                max_budget_usd,
+                max_turns,
+                base_url,
+            }),
+            daily_budget: Box::new(DailyBudget {
+                runs: daily_runs,
+                usd: daily_usd,
+            }),
         })
     }
 
@@ -435,4 +512,129 @@ fn check_allowed_name(name: &str, webhook_env: &str) -> Result<(), String> {
         return Err("a name the runner does not already set (PATH, HOME, LANG and the incident variables are always passed; KUBECONFIG is generated per incident from [[cluster]], see docs/agents.md)".into());
     }
     Ok(())
+}
+
+/// The TCP port of an http(s) URL (explicit, or the scheme's default).
+fn url_port(url: &str) -> Option<u16> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    match host_port.rsplit_once(':') {
+        Some((_, p)) if !host_port.ends_with(']') => p.parse().ok(),
+        _ => match scheme {
+            "https" => Some(443),
+            "http" => Some(80),
+            _ => None,
+        },
+    }
+}
+
+/// What `runner validate` found out about a CLI preset's requirements.
+#[derive(Debug, Default)]
+pub struct Preflight {
+    /// Informational lines (program path and version).
+    pub info: Vec<String>,
+    /// Every missing program, variable or file, each a full sentence.
+    pub missing: Vec<String>,
+}
+
+impl AgentSinkConfig {
+    /// Checks what a CLI preset needs on this host: its program on PATH
+    /// (and its version), its API key variable in `env_allow` and set,
+    /// `KUBECONFIG` (the agent's HOME is private, so `~/.kube/config` is
+    /// not found). `env` reads the runner's environment.
+    pub fn preflight(&self, env: &dyn Fn(&str) -> Option<String>) -> Preflight {
+        let mut out = Preflight::default();
+        let AgentCommand::Preset(p) = &self.command else {
+            return out;
+        };
+        if !p.is_cli() {
+            return out;
+        }
+        let path = env("PATH").unwrap_or_default();
+        match super::presets::which(p.program(), &path) {
+            None => out.missing.push(format!(
+                "preset {:?}: the `{}` program is not on PATH ({path})",
+                p.name(),
+                p.program()
+            )),
+            Some(bin) => {
+                let version = cli_version(&bin, &path);
+                out.info.push(format!(
+                    "preset {:?}: {} ({})",
+                    p.name(),
+                    bin.display(),
+                    version.unwrap_or_else(|e| format!("version unknown: {e}"))
+                ));
+            }
+        }
+        let allowed = |n: &str| self.env_allow.iter().any(|a| a == n);
+        let set = |n: &str| env(n).is_some_and(|v| !v.is_empty());
+        let mut needs: Vec<Vec<&str>> = p.key_vars().iter().map(|g| g.to_vec()).collect();
+        needs.push(vec!["KUBECONFIG"]);
+        for group in needs {
+            if group.iter().any(|n| allowed(n) && set(n)) {
+                continue;
+            }
+            let names = group.join(" or ");
+            let not_allowed: Vec<&str> = group.iter().copied().filter(|n| !allowed(n)).collect();
+            let why = if not_allowed.len() == group.len() {
+                "not in env_allow"
+            } else {
+                "in env_allow but not set in the runner's environment"
+            };
+            out.missing
+                .push(format!("preset {:?}: {names} {why}", p.name()));
+        }
+        if let Some(k) = env("KUBECONFIG").filter(|_| allowed("KUBECONFIG")) {
+            for f in k.split(':').filter(|f| !f.is_empty()) {
+                if !Path::new(f).is_file() {
+                    out.missing.push(format!(
+                        "preset {:?}: KUBECONFIG names {f:?}, which is not a readable file",
+                        p.name()
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `<bin> --version`, first line, run with a throwaway HOME and a deadline.
+fn cli_version(bin: &Path, path: &str) -> Result<String, String> {
+    use std::process::{Command, Stdio};
+    let home = std::env::temp_dir().join(format!("runner-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
+    let res = (|| {
+        let mut child = Command::new(bin)
+            .arg("--version")
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", &home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("`--version` did not answer within 20 s".to_string());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut s = String::new();
+        use std::io::Read;
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_string(&mut s);
+        }
+        Ok(s.lines().next().unwrap_or("").trim().to_string())
+    })();
+    let _ = std::fs::remove_dir_all(&home);
+    res
 }

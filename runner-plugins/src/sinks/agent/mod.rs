@@ -13,18 +13,20 @@ pub mod prompt;
 pub mod redact;
 pub mod report;
 pub mod sandbox;
+pub mod usage;
 pub mod workspace;
 
 /// Slack is a sink of its own now; the old path keeps working.
 pub use crate::sinks::slack;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
 use crate::cluster::{self, Access};
 
 use async_trait::async_trait;
-use runner_core::{CancellationToken, Envelope, Outcome, Sink, SinkResult};
+use runner_core::{CancellationToken, Envelope, Outcome, Sink, SinkResult, UsageTotals};
 use tokio::time::Instant;
 
 use breaker::{Breaker, BreakerSignal};
@@ -42,8 +44,28 @@ use crate::sinks::notice::{Notice, Notices};
 const MAX_INVESTIGATION_BYTES: u64 = 1024 * 1024;
 /// The agent's kubeconfig in its workspace (proxy token, or no cluster).
 pub const KUBECONFIG_FILE: &str = "kubeconfig";
-/// Lines of the agent's stderr quoted in the report of a failure.
+/// Lines of the agent's stderr and stdout quoted in the report of a failure.
 const STDERR_TAIL_LINES: usize = 20;
+/// A quoted log line is cut here (stream-JSON lines can be huge).
+const TAIL_LINE_CHARS: usize = 400;
+
+/// One cluster's use of its daily budget.
+#[derive(Debug, Default)]
+struct DayUse {
+    /// Days since 1970-01-01 (UTC) this entry counts.
+    day: u64,
+    runs: u32,
+    cost_usd: f64,
+    /// The "budget exhausted" warning was logged for this day.
+    warned: bool,
+}
+
+fn utc_day() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0)
+}
 
 pub struct AgentSink {
     cfg: AgentSinkConfig,
@@ -57,6 +79,9 @@ pub struct AgentSink {
     redactor: Redactor,
     /// Recent incidents for the admin server's page.
     book: std::sync::Arc<book::IncidentBook>,
+    /// Daily budget use per cluster name.
+    budget: Mutex<HashMap<String, DayUse>>,
+    totals: Mutex<UsageTotals>,
 }
 
 impl AgentSink {
@@ -95,7 +120,66 @@ impl AgentSink {
             breaker: Mutex::new(Breaker::default()),
             redactor,
             book: std::sync::Arc::default(),
+            budget: Mutex::new(HashMap::new()),
+            totals: Mutex::new(UsageTotals::default()),
         }
+    }
+
+    /// Counts one run against `cluster`'s daily budget, or says why the
+    /// budget is used up (then nothing is counted).
+    fn reserve_run(&self, cluster: &str) -> Result<(), String> {
+        let (runs_cap, usd_cap) = (self.cfg.daily_budget.runs, self.cfg.daily_budget.usd);
+        if runs_cap.is_none() && usd_cap.is_none() {
+            return Ok(());
+        }
+        let today = utc_day();
+        let mut b = self.budget.lock().expect("budget lock");
+        let e = b.entry(cluster.to_string()).or_default();
+        if e.day != today {
+            *e = DayUse {
+                day: today,
+                ..DayUse::default()
+            };
+        }
+        let why = match (runs_cap, usd_cap) {
+            (Some(cap), _) if e.runs >= cap => Some(format!(
+                "daily agent budget of cluster used up: {} of {cap} runs today (UTC)",
+                e.runs
+            )),
+            (_, Some(cap)) if e.cost_usd >= cap => Some(format!(
+                "daily agent budget of cluster used up: ${:.4} of ${cap} today (UTC)",
+                e.cost_usd
+            )),
+            _ => None,
+        };
+        match why {
+            Some(why) => {
+                if !e.warned {
+                    e.warned = true;
+                    tracing::warn!(cluster = %clean_line(cluster, 253), reason = %why, "daily agent budget exhausted: no more agents for this cluster until 00:00 UTC");
+                }
+                Err(why)
+            }
+            None => {
+                e.runs += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds a finished run's usage to the day's cost and the run totals.
+    fn account(&self, cluster: &str, usage: &usage::Usage) {
+        if let Some(c) = usage.cost_usd {
+            let mut b = self.budget.lock().expect("budget lock");
+            if let Some(e) = b.get_mut(cluster).filter(|e| e.day == utc_day()) {
+                e.cost_usd += c;
+            }
+        }
+        let mut t = self.totals.lock().expect("totals lock");
+        t.input_tokens += usage.input_tokens.unwrap_or(0);
+        t.output_tokens += usage.output_tokens.unwrap_or(0);
+        t.cost_usd += usage.cost_usd.unwrap_or(0.0);
+        t.turns += usage.turns.unwrap_or(0);
     }
 
     /// The Landlock ruleset for one agent, or why it cannot run.
@@ -140,21 +224,46 @@ impl AgentSink {
         policy.ruleset().map(Some)
     }
 
-    fn launch(&self, ws: &Workspace, doc: &IncidentDoc, kubeconfig: &Path) -> Launch {
+    fn launch(
+        &self,
+        ws: &Workspace,
+        doc: &IncidentDoc,
+        kubeconfig: &Path,
+    ) -> Result<Launch, String> {
         let dir = ws.dir.display().to_string();
         let prompt = ws.prompt_file().display().to_string();
+        let o = &self.cfg.preset_options;
         let argv = match &self.cfg.command {
             AgentCommand::Shell(line) => vec!["sh".into(), "-c".into(), line.clone()],
             AgentCommand::Argv(t) => presets::expand(t, &self.cfg.model, &prompt, &dir),
             AgentCommand::Preset(p) => {
-                presets::expand(&p.template(), &self.cfg.model, &prompt, &dir)
+                presets::expand(&p.template(o), &self.cfg.model, &prompt, &dir)
             }
+        };
+        // CLI presets get a private HOME holding only what their CLI needs:
+        // never the operator's dotfiles, credentials or other sessions.
+        let private_home = match &self.cfg.command {
+            AgentCommand::Preset(p) if p.is_cli() => Some(
+                blocking(|| ws.write_home(&p.home_files(o)))
+                    .map_err(|e| format!("cannot prepare the agent's HOME: {e}"))?,
+            ),
+            _ => None,
         };
         // Event text becomes environment values only, cleaned of control
         // characters (a NUL would make the spawn fail).
         let v = |s: &str| clean_line(s, 1024);
         let r = &doc.resource;
         let mut env = self.passthrough.clone();
+        if let Some(home) = &private_home {
+            env.retain(|(k, _)| k != "HOME");
+            env.push(("HOME".into(), home.display().to_string()));
+        }
+        if let (AgentCommand::Preset(p), Some(url)) = (&self.cfg.command, &o.base_url)
+            && let Some(var) = p.endpoint_var()
+        {
+            env.retain(|(k, _)| k != var);
+            env.push((var.to_string(), url.clone()));
+        }
         env.extend([
             ("INCIDENT_ID".to_string(), doc.id.clone()),
             ("INCIDENT_DIR".into(), dir.clone()),
@@ -170,17 +279,54 @@ impl AgentSink {
             ("TMPDIR".into(), ws.tmp_dir().display().to_string()),
             ("KUBECONFIG".into(), kubeconfig.display().to_string()),
         ]);
-        Launch {
+        Ok(Launch {
             argv,
             cwd: ws.dir.clone(),
             env,
             stdout: ws.stdout_log(),
             stderr: ws.stderr_log(),
+        })
+    }
+
+    fn output_format(&self) -> presets::OutputFormat {
+        match &self.cfg.command {
+            AgentCommand::Preset(p) => p.output_format(),
+            _ => presets::OutputFormat::Text,
         }
     }
 
     /// Outcome of an agent that ran, judged by its exit and its report.
-    fn judge(&self, exit: &Exit, ws: &Workspace) -> (Status, SinkResult) {
+    fn judge(
+        &self,
+        exit: &Exit,
+        ws: &Workspace,
+        usage: Option<&usage::Usage>,
+    ) -> (Status, SinkResult) {
+        let (status, mut result) = self.judge_exit(exit, ws);
+        let Some(u) = usage else {
+            return (status, result);
+        };
+        if status == Status::Completed && u.no_cluster_data() {
+            return (
+                Status::NoClusterData,
+                SinkResult::failed(format!(
+                    "every kubectl call failed ({} of {}): the investigation holds no cluster data",
+                    u.kubectl_failed, u.kubectl_calls
+                )),
+            );
+        }
+        // The CLI's own message (claude prints auth errors on stdout) says
+        // more than an exit code.
+        if status == Status::Failed
+            && let (Some(reason), Some(err)) = (&mut result.reason, &u.error)
+        {
+            reason.push_str(": ");
+            reason.push_str(&clean_line(err, 300));
+        }
+        (status, result)
+    }
+
+    fn judge_exit(&self, exit: &Exit, ws: &Workspace) -> (Status, SinkResult) {
         match exit {
             Exit::Killed => (
                 Status::Abandoned,
@@ -262,15 +408,20 @@ impl AgentSink {
 
         // Everything the agent wrote is redacted before any use of it.
         let investigation = read_capped(&ws.investigation()).map(|s| self.redactor.redact(&s));
-        let stderr_tail = (status != Status::Completed)
-            .then(|| read_capped(&ws.stderr_log()))
-            .flatten()
-            .map(|s| self.redactor.redact(&tail_lines(&s, STDERR_TAIL_LINES)));
+        let tail = |p: &Path| {
+            (status != Status::Completed)
+                .then(|| read_tail(p))
+                .flatten()
+                .map(|s| self.redactor.redact(&tail_lines(&s, STDERR_TAIL_LINES)))
+        };
+        let stderr_tail = tail(&ws.stderr_log());
+        let stdout_tail = tail(&ws.stdout_log());
         let md = report::render_markdown(
             doc,
             &Findings {
                 investigation: investigation.as_deref(),
                 stderr_tail: stderr_tail.as_deref(),
+                stdout_tail: stdout_tail.as_deref(),
             },
         );
         // Event fields too can carry a secret (the agent cannot write them,
@@ -298,7 +449,7 @@ impl AgentSink {
             tracing::warn!(incident = %doc.id, outcome = %outcome, reason = %reason, duration_ms = doc.duration_ms, workspace = %ws.dir.display(), "agent finished");
         }
 
-        if outcome == Outcome::Abandoned {
+        if matches!(outcome, Outcome::Abandoned | Outcome::OverBudget) {
             return result;
         }
         if !self.notices.is_empty() {
@@ -434,9 +585,32 @@ fn read_capped(path: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// The last `MAX_INVESTIGATION_BYTES` of a log (its end is what matters).
+fn read_tail(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(MAX_INVESTIGATION_BYTES)))
+        .ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
 fn tail_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| {
+            if l.chars().count() > TAIL_LINE_CHARS {
+                let cut: String = l.chars().take(TAIL_LINE_CHARS).collect();
+                format!("{cut} …")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[async_trait]
@@ -540,7 +714,54 @@ impl Sink for AgentSink {
             );
         }
 
-        let launch = self.launch(&ws, &doc, &ws.dir.join(KUBECONFIG_FILE));
+        if let Err(why) = self.reserve_run(&ev.cluster) {
+            return self.finish_blocking(
+                envelope.seq,
+                &ws,
+                &mut doc,
+                Status::OverBudget,
+                SinkResult::over_budget(why),
+                None,
+                None,
+            );
+        }
+        let launch = match self.launch(&ws, &doc, &ws.dir.join(KUBECONFIG_FILE)) {
+            Ok(l) => l,
+            Err(e) => {
+                return self.finish_blocking(
+                    envelope.seq,
+                    &ws,
+                    &mut doc,
+                    Status::Failed,
+                    SinkResult::failed(e),
+                    None,
+                    None,
+                );
+            }
+        };
+        if let AgentCommand::Preset(p) = &self.cfg.command {
+            let path = launch
+                .env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("");
+            if presets::which(p.program(), path).is_none() {
+                return self.finish_blocking(
+                envelope.seq,
+                    &ws,
+                    &mut doc,
+                    Status::Failed,
+                    SinkResult::failed(format!(
+                        "the {} CLI (`{}`) is not installed on the runner's PATH; see docs/agents.md",
+                        p.name(),
+                        p.program()
+                    )),
+                    None,
+                    None,
+                );
+            }
+        }
         let started = Instant::now();
         doc.sandbox = Some(self.cfg.sandbox.mode.as_str().to_string());
         let ruleset = match blocking(|| self.sandbox_for(&launch)) {
@@ -606,7 +827,13 @@ impl Sink for AgentSink {
         };
         // The agent is gone: its token ends now, before the report is written.
         drop(access);
-        let (status, result) = self.judge(&exit, &ws);
+        let usage = blocking(|| usage::parse_file(self.output_format(), &ws.stdout_log()));
+        if let Some(u) = &usage {
+            self.account(&ev.cluster, u);
+            tracing::info!(incident = %doc.id, usage = %u.summary(), "agent usage");
+        }
+        let (status, result) = self.judge(&exit, &ws, usage.as_ref());
+        doc.usage = usage;
         self.finish_blocking(
             envelope.seq,
             &ws,
@@ -627,5 +854,9 @@ impl Sink for AgentSink {
 
     fn incident_log(&self) -> Option<std::sync::Arc<dyn runner_core::status::IncidentLog>> {
         Some(self.book.clone())
+    }
+
+    fn usage_totals(&self) -> UsageTotals {
+        *self.totals.lock().expect("totals lock")
     }
 }

@@ -22,6 +22,68 @@ pub enum Preset {
     Demo,
 }
 
+/// Operator settings that shape a preset's argv and its private HOME.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PresetOptions {
+    /// Per-incident spending cap (claude `--max-budget-usd`).
+    pub max_budget_usd: Option<f64>,
+    /// Per-incident model-turn cap (claude `--max-turns`, gemini
+    /// `model.maxSessionTurns`).
+    pub max_turns: Option<u32>,
+    /// Model endpoint override (for proxies and gateways): claude
+    /// `ANTHROPIC_BASE_URL`, gemini `GOOGLE_GEMINI_BASE_URL`, codex a model
+    /// provider in its `config.toml`.
+    pub base_url: Option<String>,
+}
+
+/// How a preset's CLI reports its run on stdout (parsed by `usage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// `claude -p --output-format stream-json --verbose`.
+    ClaudeStream,
+    /// `codex exec --json`.
+    CodexJson,
+    /// `gemini --output-format stream-json`.
+    GeminiStream,
+    /// Free text: nothing to parse.
+    Text,
+}
+
+/// kubectl verbs a preset lets the agent run (read-only ones).
+pub const KUBECTL_READ_VERBS: [&str; 5] = ["get", "describe", "logs", "top", "events"];
+
+/// kubectl verbs the codex command policy forbids outright.
+const KUBECTL_FORBIDDEN_VERBS: [&str; 28] = [
+    "delete",
+    "apply",
+    "create",
+    "patch",
+    "edit",
+    "replace",
+    "scale",
+    "autoscale",
+    "exec",
+    "attach",
+    "cp",
+    "port-forward",
+    "proxy",
+    "run",
+    "expose",
+    "annotate",
+    "label",
+    "taint",
+    "drain",
+    "cordon",
+    "uncordon",
+    "rollout",
+    "set",
+    "debug",
+    "certificate",
+    "plugin",
+    "config",
+    "auth",
+];
+
 impl Preset {
     pub const ALLOWED: &'static str = "one of claude, codex, gemini, goose, demo";
 
@@ -46,49 +108,254 @@ impl Preset {
         }
     }
 
-    /// The argv template (documented in docs/agents.md; keep them in sync).
-    pub fn template(self) -> Vec<String> {
-        let v: &[&str] = match self {
-            // Print mode; tools limited to reading, kubectl read verbs and
-            // writing the report.
-            Preset::Claude => &[
-                "claude",
-                "-p",
-                "--model",
-                "{model}",
-                "--output-format",
-                "text",
-                "--allowedTools",
-                "Read,Glob,Grep,Write,Bash(kubectl get:*),Bash(kubectl describe:*),Bash(kubectl logs:*),Bash(kubectl top:*),Bash(kubectl events:*)",
-                ASK,
-            ],
-            Preset::Codex => &[
-                "codex",
-                "exec",
-                "--model",
-                "{model}",
-                "--cd",
-                "{workspace}",
-                "--skip-git-repo-check",
-                "--sandbox",
-                "workspace-write",
-                ASK,
-            ],
-            Preset::Gemini => &["gemini", "--model", "{model}", "--yolo", "--prompt", ASK],
-            Preset::Goose => &[
-                "goose",
-                "run",
-                "--no-session",
-                "--model",
-                "{model}",
-                "--instructions",
-                "{prompt_file}",
-            ],
-            // `sh -c SCRIPT NAME`: the script is a constant of this binary.
-            Preset::Demo => &["sh", "-c", DEMO_AGENT_SCRIPT, "demo-agent"],
-        };
-        v.iter().map(|s| s.to_string()).collect()
+    /// True for the presets that run a third-party CLI (not `demo`).
+    pub fn is_cli(self) -> bool {
+        self != Preset::Demo
     }
+
+    /// The program the preset runs (looked up on PATH).
+    pub fn program(self) -> &'static str {
+        match self {
+            Preset::Demo => "sh",
+            p => p.name(),
+        }
+    }
+
+    pub fn output_format(self) -> OutputFormat {
+        match self {
+            Preset::Claude => OutputFormat::ClaudeStream,
+            Preset::Codex => OutputFormat::CodexJson,
+            Preset::Gemini => OutputFormat::GeminiStream,
+            Preset::Goose | Preset::Demo => OutputFormat::Text,
+        }
+    }
+
+    /// Variables the CLI needs for its API key: at least one of each group
+    /// must be in `env_allow` and set.
+    pub fn key_vars(self) -> &'static [&'static [&'static str]] {
+        match self {
+            Preset::Claude => &[&["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"]],
+            Preset::Codex => &[&["CODEX_API_KEY"]],
+            Preset::Gemini => &[&["GEMINI_API_KEY"]],
+            Preset::Goose => &[&["GOOSE_PROVIDER"]],
+            Preset::Demo => &[],
+        }
+    }
+
+    /// Variables the runner sets itself for this preset (so `env_allow`
+    /// entries of the same name are overridden).
+    pub fn endpoint_var(self) -> Option<&'static str> {
+        match self {
+            Preset::Claude => Some("ANTHROPIC_BASE_URL"),
+            Preset::Gemini => Some("GOOGLE_GEMINI_BASE_URL"),
+            _ => None,
+        }
+    }
+
+    /// The argv template (documented in docs/agents.md; keep them in sync).
+    pub fn template(self, o: &PresetOptions) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        let mut push = |a: &str| v.push(a.to_string());
+        match self {
+            // Print mode. `--allowedTools=LIST` is one argument: the spaced
+            // form is variadic and would swallow the prompt. No blanket
+            // Read/Write: reads in the working directory need no rule,
+            // writes go to ./output only, kubectl runs read verbs only.
+            Preset::Claude => {
+                for a in [
+                    "claude",
+                    "-p",
+                    "--model",
+                    "{model}",
+                    "--output-format",
+                    "stream-json",
+                    "--verbose",
+                    "--no-session-persistence",
+                    "--permission-mode",
+                    "default",
+                ] {
+                    push(a);
+                }
+                let mut rules: Vec<String> = KUBECTL_READ_VERBS
+                    .iter()
+                    .map(|verb| format!("Bash(kubectl {verb}:*)"))
+                    .collect();
+                rules.push("Edit(./output/**)".into());
+                push(&format!("--allowedTools={}", rules.join(",")));
+                if let Some(b) = o.max_budget_usd {
+                    push("--max-budget-usd");
+                    push(&b.to_string());
+                }
+                if let Some(t) = o.max_turns {
+                    push("--max-turns");
+                    push(&t.to_string());
+                }
+                push("--");
+                push(ASK);
+            }
+            // Endpoint, sandbox network and the command policy live in the
+            // config.toml and rules file the runner writes into the
+            // agent's private HOME (see `home_files`).
+            Preset::Codex => {
+                for a in [
+                    "codex",
+                    "exec",
+                    "--model",
+                    "{model}",
+                    "--json",
+                    "--ephemeral",
+                    "--skip-git-repo-check",
+                    "--sandbox",
+                    "workspace-write",
+                    "--cd",
+                    "{workspace}",
+                    "--",
+                    ASK,
+                ] {
+                    push(a);
+                }
+            }
+            // Never --yolo: default approval mode denies every tool call
+            // that is not on the allow-list (headless runs cannot ask).
+            // One --allowed-tools per entry: the flag is variadic too.
+            Preset::Gemini => {
+                for a in [
+                    "gemini",
+                    "--model",
+                    "{model}",
+                    "--skip-trust",
+                    "--approval-mode",
+                    "default",
+                    "--output-format",
+                    "stream-json",
+                ] {
+                    push(a);
+                }
+                for verb in KUBECTL_READ_VERBS {
+                    push("--allowed-tools");
+                    push(&format!("run_shell_command(kubectl {verb})"));
+                }
+                push("--allowed-tools");
+                push("write_file");
+                push("--prompt");
+                push(ASK);
+            }
+            Preset::Goose => {
+                for a in [
+                    "goose",
+                    "run",
+                    "--no-session",
+                    "--model",
+                    "{model}",
+                    "--instructions",
+                    "{prompt_file}",
+                ] {
+                    push(a);
+                }
+            }
+            // `sh -c SCRIPT NAME`: the script is a constant of this binary.
+            Preset::Demo => {
+                for a in ["sh", "-c", DEMO_AGENT_SCRIPT, "demo-agent"] {
+                    push(a);
+                }
+            }
+        }
+        v
+    }
+
+    /// Files the runner writes into the agent's private HOME before each
+    /// run: `(path relative to HOME, content)`. Nothing of the operator's
+    /// own HOME is visible to a preset agent.
+    pub fn home_files(self, o: &PresetOptions) -> Vec<(&'static str, String)> {
+        match self {
+            Preset::Codex => vec![
+                (".codex/config.toml", codex_config(o)),
+                (".codex/rules/runner.rules", codex_rules()),
+            ],
+            Preset::Gemini => vec![(".gemini/settings.json", gemini_settings(o))],
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    // A TOML basic string is a JSON string minus a few escapes JSON never
+    // produces for valid UTF-8 text.
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// `~/.codex/config.toml`: no approvals (headless), the workspace-write
+/// sandbox with network (kubectl must reach the cluster), no history.
+fn codex_config(o: &PresetOptions) -> String {
+    let mut c = String::from(
+        "# Written by the event runner for one incident; not the operator's config.\n\
+         approval_policy = \"never\"\n\
+         sandbox_mode = \"workspace-write\"\n",
+    );
+    if o.base_url.is_some() {
+        c.push_str("model_provider = \"runner\"\n");
+    }
+    c.push_str(
+        "\n[history]\npersistence = \"none\"\n\n[sandbox_workspace_write]\nnetwork_access = true\n",
+    );
+    if let Some(url) = &o.base_url {
+        c.push_str(&format!(
+            "\n[model_providers.runner]\nname = \"runner\"\nbase_url = {}\nenv_key = \"CODEX_API_KEY\"\nwire_api = \"responses\"\n\
+             # The endpoint serves HTTPS only; skip the WebSocket attempts.\nsupports_websockets = false\n",
+            toml_str(url)
+        ));
+    }
+    c
+}
+
+/// The codex command policy: mutating kubectl verbs and the common
+/// network tools are forbidden. codex checks plain commands and simple
+/// `;`/`&&` chains against it, not pipes into `xargs`, `$(...)` or
+/// `sh -c`, so it is a speed bump, not a boundary (docs/agents.md).
+fn codex_rules() -> String {
+    let verbs: Vec<String> = KUBECTL_FORBIDDEN_VERBS
+        .iter()
+        .map(|v| format!("\"{v}\""))
+        .collect();
+    format!(
+        "# Written by the event runner.\n\
+         prefix_rule(pattern = [\"kubectl\", [{}]], decision = \"forbidden\")\n\
+         prefix_rule(pattern = [[\"curl\", \"wget\", \"nc\", \"ncat\", \"socat\", \"ssh\", \"scp\"]], decision = \"forbidden\")\n\
+         prefix_rule(pattern = [[\"rm\", \"env\", \"printenv\"]], decision = \"forbidden\")\n",
+        verbs.join(", ")
+    )
+}
+
+/// `~/.gemini/settings.json`: API-key auth (needed with a custom
+/// endpoint), no telemetry, the turn cap.
+fn gemini_settings(o: &PresetOptions) -> String {
+    let mut v = serde_json::json!({
+        "security": { "auth": { "selectedType": "gemini-api-key" } },
+        "privacy": { "usageStatisticsEnabled": false },
+        "telemetry": { "enabled": false },
+        "general": { "disableAutoUpdate": true, "disableUpdateNag": true },
+    });
+    if let Some(t) = o.max_turns {
+        v["model"] = serde_json::json!({ "maxSessionTurns": t });
+    }
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
+/// The first executable `prog` on `path` (a PATH value); `prog` itself
+/// when it contains a slash.
+pub fn which(prog: &str, path: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if prog.contains('/') {
+        let p = std::path::PathBuf::from(prog);
+        return runnable(&p).then_some(p);
+    }
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| std::path::Path::new(d).join(prog))
+        .find(|p| runnable(p))
 }
 
 /// Replaces the placeholders in each argv element. Values are operator
@@ -141,7 +408,7 @@ mod tests {
             Preset::Demo,
         ] {
             assert_eq!(Preset::parse(p.name()), Some(p));
-            let t = p.template();
+            let t = p.template(&PresetOptions::default());
             if p != Preset::Demo {
                 for a in &t {
                     assert!(unknown_placeholders(a).is_empty(), "{p:?}: {a}");
@@ -150,6 +417,55 @@ mod tests {
             }
         }
         assert_eq!(Preset::parse("bash"), None);
+    }
+
+    #[test]
+    fn claude_flags_are_single_args_and_prompt_follows_double_dash() {
+        let o = PresetOptions {
+            max_budget_usd: Some(0.5),
+            max_turns: Some(12),
+            base_url: None,
+        };
+        let t = Preset::Claude.template(&o);
+        let allowed = t
+            .iter()
+            .find(|a| a.starts_with("--allowedTools="))
+            .expect("one-argument allow-list");
+        assert!(
+            !allowed.contains("Read") && !allowed.contains("Write"),
+            "{allowed}"
+        );
+        assert!(allowed.contains("Edit(./output/**)"), "{allowed}");
+        assert!(!t.iter().any(|a| a == "--allowedTools"), "{t:?}");
+        let dd = t.iter().position(|a| a == "--").expect("--");
+        assert_eq!(dd, t.len() - 2, "{t:?}");
+        for f in [
+            "--no-session-persistence",
+            "--max-budget-usd",
+            "--max-turns",
+        ] {
+            assert!(t.iter().any(|a| a == f), "{f}: {t:?}");
+        }
+        let g = Preset::Gemini.template(&o);
+        assert!(!g.iter().any(|a| a == "--yolo"), "{g:?}");
+        assert!(g.iter().any(|a| a == "--skip-trust"), "{g:?}");
+        // Every --allowed-tools takes exactly one value.
+        for (i, a) in g.iter().enumerate() {
+            if a == "--allowed-tools" {
+                assert!(!g[i + 1].starts_with("--"), "{g:?}");
+            }
+        }
+        let files = Preset::Codex.home_files(&PresetOptions {
+            base_url: Some("http://127.0.0.1:9/v1".into()),
+            ..o
+        });
+        let cfg = &files[0].1;
+        assert!(
+            cfg.contains("base_url = \"http://127.0.0.1:9/v1\""),
+            "{cfg}"
+        );
+        assert!(cfg.contains("network_access = true"), "{cfg}");
+        assert!(files[1].1.contains("\"delete\""), "{}", files[1].1);
     }
 
     #[test]

@@ -129,6 +129,9 @@ pub struct Findings<'a> {
     pub investigation: Option<&'a str>,
     /// Last lines of the agent's stderr, shown when it failed.
     pub stderr_tail: Option<&'a str>,
+    /// Last lines of the agent's stdout, shown when it failed (some CLIs
+    /// print their errors there).
+    pub stdout_tail: Option<&'a str>,
 }
 
 /// `report.md`.
@@ -220,6 +223,13 @@ pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
         }
     }
 
+    if let Some(u) = &doc.usage {
+        m.push_str(&format!("\n## Usage\n\n{}\n", md_inline(&u.summary())));
+        if let Some(e) = &u.error {
+            m.push_str(&format!("\nThe agent CLI reported: {}\n", md_inline(e)));
+        }
+    }
+
     m.push_str("\n## Agent findings\n\n");
     match findings.investigation {
         Some(inv) if !inv.trim().is_empty() => {
@@ -228,12 +238,17 @@ pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
         }
         _ => m.push_str("_The agent produced no investigation._\n"),
     }
-    if let Some(tail) = findings.stderr_tail.filter(|t| !t.trim().is_empty()) {
-        let fence = fence_for(tail);
-        m.push_str(&format!(
-            "\n### Agent stderr (last lines)\n\n{fence}text\n{}\n{fence}\n",
-            tail.trim_end()
-        ));
+    for (name, tail) in [
+        ("stderr", findings.stderr_tail),
+        ("stdout", findings.stdout_tail),
+    ] {
+        if let Some(tail) = tail.filter(|t| !t.trim().is_empty()) {
+            let fence = fence_for(tail);
+            m.push_str(&format!(
+                "\n### Agent {name} (last lines)\n\n{fence}text\n{}\n{fence}\n",
+                tail.trim_end()
+            ));
+        }
     }
     m
 }

@@ -23,6 +23,11 @@ pub enum Status {
     Failed,
     TimedOut,
     Abandoned,
+    /// Exited 0 with a report, but every kubectl call it made failed: the
+    /// investigation holds no cluster data (counted as `failed`).
+    NoClusterData,
+    /// Not launched: the cluster's daily agent budget is used up.
+    OverBudget,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +69,8 @@ pub struct IncidentDoc {
     /// What the agent could reach of its cluster (see `cluster`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_access: Option<String>,
+    /// Tokens, cost, turns and kubectl results, when the CLI reports them.
+    pub usage: Option<super::usage::Usage>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +109,7 @@ impl IncidentDoc {
             sandbox: None,
             leftover_processes: Vec::new(),
             cluster_access: None,
+            usage: None,
         }
     }
 }
@@ -231,6 +239,27 @@ impl Workspace {
     }
     pub fn report_html(&self) -> PathBuf {
         self.dir.join("report.html")
+    }
+    /// The private HOME of a preset agent (only the files its CLI needs).
+    pub fn agent_home(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
+    /// Creates the private HOME (0700) with `files` (0600) in it.
+    pub fn write_home(&self, files: &[(&str, String)]) -> std::io::Result<PathBuf> {
+        let home = self.agent_home();
+        fs::DirBuilder::new().mode(0o700).create(&home)?;
+        for (rel, content) in files {
+            let path = home.join(rel);
+            if let Some(parent) = path.parent() {
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .recursive(true)
+                    .create(parent)?;
+            }
+            write_atomic(&path, content.as_bytes())?;
+        }
+        Ok(home)
     }
 
     /// Writes a file of the workspace (0600), replacing it atomically.

@@ -260,6 +260,7 @@ pub fn incident_message(doc: &IncidentDoc, rc: Option<&RootCause>, report: &Path
     let (emoji, verdict) = match doc.status {
         Status::Completed => (":white_check_mark:", "triaged"),
         Status::TimedOut => (":hourglass:", "triage timed out"),
+        Status::NoClusterData => (":warning:", "triage could not reach the cluster"),
         _ => (":x:", "triage failed"),
     };
     let r = &doc.resource;
