@@ -229,6 +229,11 @@ async fn tokens_are_per_incident_and_per_cluster() {
     let tmp = tempfile::tempdir().unwrap();
     let api = FakeApi::start(REAL, read_only_rules()).await;
     let g = guard_for(tmp.path(), &api);
+    // What the agents' sandbox must keep them from reading.
+    assert_eq!(
+        g.credential_paths(),
+        vec![tmp.path().join("operator.kubeconfig")]
+    );
     let a = granted(&g, "inc-a").await;
     let b = granted(&g, "inc-b").await;
     assert_ne!(token_of(&a.kubeconfig()), token_of(&b.kubeconfig()));

@@ -343,6 +343,22 @@ impl ClusterGuard {
         v
     }
 
+    /// Files that hold the real credentials (each kubeconfig and its
+    /// `tokenFile`): the agent runs as the runner's user, so its sandbox
+    /// must deny reading them.
+    pub fn credential_paths(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = Vec::new();
+        for c in self.clusters.values() {
+            v.push(c.cfg.kubeconfig.clone());
+            if let Some(f) = c.entry.upstream.token_file() {
+                v.push(f.to_path_buf());
+            }
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
     pub fn is_empty(&self) -> bool {
         self.clusters.is_empty()
     }

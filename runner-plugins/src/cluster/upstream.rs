@@ -300,6 +300,14 @@ impl Upstream {
         })
     }
 
+    /// A file the credential is read from at run time (`tokenFile`).
+    pub fn token_file(&self) -> Option<&Path> {
+        match &self.auth {
+            Auth::TokenFile(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// `server (credential kind, context)`, safe for logs.
     pub fn describe(&self) -> &str {
         &self.describe

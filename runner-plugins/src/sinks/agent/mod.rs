@@ -202,8 +202,13 @@ impl AgentSink {
         let runner_home = std::env::var_os("HOME").map(std::path::PathBuf::from);
         let agent_home = get("HOME").map(Path::new);
         let private_home = agent_home.filter(|h| Some(*h) != runner_home.as_deref());
+        // The files of the real cluster credentials stay unreadable.
+        let mut cfg = self.cfg.sandbox.clone();
+        if let Some(g) = &self.cfg.clusters {
+            cfg.deny_paths.extend(g.credential_paths());
+        }
         let mut policy = sandbox::Policy::build(
-            &self.cfg.sandbox,
+            &cfg,
             &sandbox::Inputs {
                 workspace: &launch.cwd,
                 private_home,
