@@ -106,7 +106,7 @@ pub const SETTINGS: &[Setting] = &[
         "reconnect-initial",
         "source.reconnect_initial_seconds",
         "1",
-        "First reconnect delay; doubles per failure with ±10 % jitter."
+        "First reconnect delay; doubles per attempt that gets no subscription, ±10 % jitter; every session that subscribed restarts it."
     ),
     s!(
         "RECONNECT_MAX_SECONDS",
