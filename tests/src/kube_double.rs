@@ -29,10 +29,12 @@ struct Inner {
     requests: Mutex<Vec<KubeRequest>>,
 }
 
-/// A self-signed certificate for 127.0.0.1 (valid until 2126), only for
-/// this double; kubeconfigs carry it as the cluster CA.
-const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBkDCCATagAwIBAgIUID87AiTdozohlMDIGQ0Km3593aAwCgYIKoZIzj0EAwIw\nFDESMBAGA1UEAwwJMTI3LjAuMC4xMCAXDTI2MTEyOTEwMjQ0M1oYDzIxMjYxMTA1\nMTAyNDQzWjAUMRIwEAYDVQQDDAkxMjcuMC4wLjEwWTATBgcqhkjOPQIBBggqhkjO\nPQMBBwNCAARV1rDh8wGW+hRLwzdFR2r5DRxxLVD/KbAd2oJQRG97oZyh5ewy8ieA\nUqT6H4DsWb/OsbvwNvuJXOdJM8uB6Dmoo2QwYjAdBgNVHQ4EFgQUDDsmxpzA6lsY\nX6vFgBsDVIBd90YwHwYDVR0jBBgwFoAUDDsmxpzA6lsYX6vFgBsDVIBd90YwDwYD\nVR0TAQH/BAUwAwEB/zAPBgNVHREECDAGhwR/AAABMAoGCCqGSM49BAMCA0gAMEUC\nIQDZe4fBXUJmp8pfwRpSopztki0r3fA0Qq8l0Uwr75lV9wIgPfsGFp7uZSqP6jK2\ntE8q7MCWWCAV4p8IChBFY8tX/ko=\n-----END CERTIFICATE-----\n";
-const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgUs5PyBn2qUSEcraZ\nD2iW1OL92RDcTztExnXDydtn5I+hRANCAARV1rDh8wGW+hRLwzdFR2r5DRxxLVD/\nKbAd2oJQRG97oZyh5ewy8ieAUqT6H4DsWb/OsbvwNvuJXOdJM8uB6Dmo\n-----END PRIVATE KEY-----\n";
+/// A CA (what kubeconfigs carry) and the certificate for 127.0.0.1 it
+/// signed (valid for a century), only for this double. rustls, as the
+/// runner uses it, refuses a self-signed CA certificate as a server's.
+const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBmjCCAT+gAwIBAgIUJC0EHs/qw2tDzt/30kYjifwhX3swCgYIKoZIzj0EAwIw\nGTEXMBUGA1UEAwwOa3ViZS1kb3VibGUtY2EwIBcNMjYxMTI5MTE0ODUxWhgPMjEy\nNjExMDUxMTQ4NTFaMBkxFzAVBgNVBAMMDmt1YmUtZG91YmxlLWNhMFkwEwYHKoZI\nzj0CAQYIKoZIzj0DAQcDQgAEz4a+M6nvycoOkWs+bnPY9axMBHeecUf5k9Xwqpoo\naKM4bFXlUSvHnzGcU6PNap74IU8sFFw3wElIf/jvCIv6UKNjMGEwHQYDVR0OBBYE\nFKEQW18qU1bYhIUp5CJBUmkDJWfvMB8GA1UdIwQYMBaAFKEQW18qU1bYhIUp5CJB\nUmkDJWfvMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQDAgEGMAoGCCqGSM49\nBAMCA0kAMEYCIQCEKHMwfCzzXQLNHsmB7UVCHyZORj0N1tHCs9QiK/iV4wIhANU2\np7YOpWWEQSAvcAE2Sd57kp3DFavB6EoI84FU2/gn\n-----END CERTIFICATE-----\n";
+const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBuTCCAV+gAwIBAgIUBN/JXmXVbVHNRaKhiFBIO4VUouYwCgYIKoZIzj0EAwIw\nGTEXMBUGA1UEAwwOa3ViZS1kb3VibGUtY2EwIBcNMjYxMTI5MTE0ODUyWhgPMjEy\nNjExMDUxMTQ4NTJaMBQxEjAQBgNVBAMMCTEyNy4wLjAuMTBZMBMGByqGSM49AgEG\nCCqGSM49AwEHA0IABHG7NHarXcyhdGtMRbvYm54Mz1vy9jgNx2GRgqG0pKe/6RtK\nvFDnASSN+2qOqP0CiaQN5Dffv6sfnqquoDVvhBajgYcwgYQwDwYDVR0RBAgwBocE\nfwAAATAMBgNVHRMBAf8EAjAAMA4GA1UdDwEB/wQEAwIHgDATBgNVHSUEDDAKBggr\nBgEFBQcDATAdBgNVHQ4EFgQUOotQsd3pMHjJiPoON5OBhnY75vAwHwYDVR0jBBgw\nFoAUoRBbXypTVtiEhSnkIkFSaQMlZ+8wCgYIKoZIzj0EAwIDSAAwRQIhAIFwTnpH\nBcJazg6RT/Dq4x3S1CWdgpaQh+JI70+ruNK+AiB2sg5GfK2Mc1KMC5/RUE1516zH\nGlYNvZDXM4b8sXopaQ==\n-----END CERTIFICATE-----\n";
+const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQghTJkyvgSa2m5NvhU\nyJKTyziZOwxRwQy8o0745DpgHC2hRANCAARxuzR2q13MoXRrTEW72JueDM9b8vY4\nDcdhkYKhtKSnv+kbSrxQ5wEkjftqjqj9AomkDeQ337+rH56qrqA1b4QW\n-----END PRIVATE KEY-----\n";
 
 /// Accepts TCP connections and completes the TLS handshake.
 struct TlsListener {
@@ -85,6 +87,9 @@ pub struct KubeDouble {
 /// The pod the double serves (namespace `default`).
 pub const POD: &str = "web-1";
 
+/// Where the runner checks what its cluster credential may do.
+const SSRR_PATH: &str = "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews";
+
 impl KubeDouble {
     /// Serves on 127.0.0.1:0 and accepts only `token`.
     pub async fn start(token: &str) -> KubeDouble {
@@ -119,12 +124,23 @@ impl KubeDouble {
         self.inner.requests.lock().expect("lock").clone()
     }
 
-    /// Requests other than GET (a write reached the cluster).
+    /// Requests other than GET (a write reached the cluster), leaving out
+    /// the runner's own SelfSubjectRulesReview of the credential.
     pub fn writes(&self) -> Vec<KubeRequest> {
         self.requests()
             .into_iter()
-            .filter(|r| r.method != "GET")
+            .filter(|r| r.method != "GET" && !(r.method == "POST" && r.path == SSRR_PATH))
             .collect()
+    }
+
+    /// A `[[cluster]]` table giving the agents of cluster `name` read access
+    /// to this double through the runner's proxy (`kubeconfig`: a file
+    /// written by [`write_kubeconfig`](Self::write_kubeconfig)).
+    pub fn cluster_table(name: &str, kubeconfig: &Path) -> String {
+        format!(
+            "[[cluster]]\nname = {name:?}\nkubeconfig = {:?}\n",
+            kubeconfig.display().to_string()
+        )
     }
 
     /// Writes a kubeconfig for this server with `token` to `path`.
@@ -134,7 +150,7 @@ impl KubeDouble {
         {
             // base64 of the PEM, as kubeconfigs carry it.
             let mut enc = Base64(&mut ca);
-            enc.write_all(CERT_PEM.as_bytes()).expect("encode");
+            enc.write_all(CA_PEM.as_bytes()).expect("encode");
         }
         let cfg = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
@@ -204,6 +220,23 @@ async fn handle(
     });
     if token.as_deref() != Some(inner.token.as_str()) {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    }
+    if method == Method::POST && uri.path() == SSRR_PATH {
+        // The runner's own startup check of the credential (never an
+        // agent's write): a read-only role without Secrets.
+        return (
+            StatusCode::CREATED,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"kind":"SelfSubjectRulesReview","apiVersion":"authorization.k8s.io/v1","status":{
+                "resourceRules":[
+                    {"verbs":["create"],"apiGroups":["authorization.k8s.io"],"resources":["selfsubjectaccessreviews","selfsubjectrulesreviews"]},
+                    {"verbs":["get","list","watch"],"apiGroups":[""],"resources":["pods","pods/log","events","namespaces"]}
+                ],
+                "nonResourceRules":[{"verbs":["get"],"nonResourceURLs":["/api","/api/*","/apis","/apis/*","/version"]}],
+                "incomplete":false}})
+            .to_string(),
+        )
+            .into_response();
     }
     if method != Method::GET {
         // Recorded above; answered as if it worked.

@@ -540,9 +540,9 @@ pub struct Preflight {
 
 impl AgentSinkConfig {
     /// Checks what a CLI preset needs on this host: its program on PATH
-    /// (and its version), its API key variable in `env_allow` and set,
-    /// `KUBECONFIG` (the agent's HOME is private, so `~/.kube/config` is
-    /// not found). `env` reads the runner's environment.
+    /// (and its version), its API key variable in `env_allow` and set.
+    /// Cluster access comes from `[[cluster]]`, never from `KUBECONFIG`.
+    /// `env` reads the runner's environment.
     pub fn preflight(&self, env: &dyn Fn(&str) -> Option<String>) -> Preflight {
         let mut out = Preflight::default();
         let AgentCommand::Preset(p) = &self.command else {
@@ -570,8 +570,7 @@ impl AgentSinkConfig {
         }
         let allowed = |n: &str| self.env_allow.iter().any(|a| a == n);
         let set = |n: &str| env(n).is_some_and(|v| !v.is_empty());
-        let mut needs: Vec<Vec<&str>> = p.key_vars().iter().map(|g| g.to_vec()).collect();
-        needs.push(vec!["KUBECONFIG"]);
+        let needs: Vec<Vec<&str>> = p.key_vars().iter().map(|g| g.to_vec()).collect();
         for group in needs {
             if group.iter().any(|n| allowed(n) && set(n)) {
                 continue;
@@ -586,15 +585,13 @@ impl AgentSinkConfig {
             out.missing
                 .push(format!("preset {:?}: {names} {why}", p.name()));
         }
-        if let Some(k) = env("KUBECONFIG").filter(|_| allowed("KUBECONFIG")) {
-            for f in k.split(':').filter(|f| !f.is_empty()) {
-                if !Path::new(f).is_file() {
-                    out.missing.push(format!(
-                        "preset {:?}: KUBECONFIG names {f:?}, which is not a readable file",
-                        p.name()
-                    ));
-                }
-            }
+        // Cluster access never comes from the runner's environment: each
+        // agent gets a kubeconfig for the runner's read-only proxy.
+        if self.clusters.is_none() {
+            out.info.push(format!(
+                "preset {:?}: no [[cluster]] entries: agents will have no cluster access",
+                p.name()
+            ));
         }
         out
     }
