@@ -141,8 +141,6 @@ macro_rules! component_family {
         // Configs are read once at startup; their sizes do not matter.
         #[allow(clippy::large_enum_variant)]
         #[derive(Debug)]
-        // A handful of configs, read once at startup: boxing saves nothing.
-        #[allow(clippy::large_enum_variant)]
         $vis enum $family {
             $( $(#[$vmeta])* $variant($config) ),+
         }

@@ -691,7 +691,7 @@ endpoint = "{}"
         "{}",
         r.dump()
     );
-    let (r, stats) = finish(r, 4).await;
+    let (r, stats) = finish(r, &[&server], 4).await;
     assert_eq!(r.count("subscribed to MCP events"), 2, "{}", r.dump());
     assert_eq!(num(&stats, "received"), 4, "{}", r.dump());
 }
@@ -728,7 +728,7 @@ async fn one_failed_liveness_request_does_not_end_the_session() {
         r.dump()
     );
     c.storm(1, 0).await;
-    let (r, stats) = finish(r, 1).await;
+    let (r, stats) = finish(r, &[&server], 1).await;
     assert_eq!(num(&stats, "received"), 1, "{}", r.dump());
 }
 
