@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// One configuration mistake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,16 +100,69 @@ impl Origin {
     }
 }
 
+/// The process environment, read once at startup and passed down: the one
+/// place components get variables from (secrets named by a key, the
+/// variables passed to agents). Tests build one instead of changing the
+/// process's environment, which is unsound while other threads read it.
+#[derive(Clone, Default)]
+pub struct Environment(Arc<BTreeMap<String, String>>);
+
+impl Environment {
+    /// The process environment now (variables that are not UTF-8 are left out).
+    pub fn capture() -> Environment {
+        Environment::from_pairs(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Environment {
+        Environment(Arc::new(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        ))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl fmt::Debug for Environment {
+    // Values may be secrets: names only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 /// Values from command-line flags and the environment, keyed by the
 /// environment variable name (`SEVERITY_THRESHOLD`). Flags win over env.
+/// Also carries the [`Environment`] itself, for what is not a setting.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     values: BTreeMap<String, (String, Origin)>,
+    environment: Environment,
 }
 
 impl Overrides {
     pub fn new() -> Self {
         Self::default()
+    }
+    pub fn with_environment(mut self, environment: Environment) -> Self {
+        self.environment = environment;
+        self
+    }
+    pub fn environment(&self) -> &Environment {
+        &self.environment
+    }
+    /// The same environment without any override value (the sources of a
+    /// pipeline with several: flags cannot say which one they mean).
+    pub fn without_values(&self) -> Overrides {
+        Overrides::new().with_environment(self.environment.clone())
     }
     pub fn set(&mut self, name: &str, value: impl Into<String>, origin: Origin) {
         let value = value.into();
@@ -361,6 +415,12 @@ impl<'a> TableReader<'a> {
 
     pub fn errors(&mut self) -> &mut ConfigErrors {
         self.errors
+    }
+
+    /// A variable of the injected [`Environment`] (for secrets named by a
+    /// key; settings come through `layered`).
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.overrides.environment().get(name)
     }
 
     /// Records an error against `key` of this table.

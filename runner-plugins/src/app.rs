@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use runner_core::config::{ConfigErrors, Effective, Overrides};
+use runner_core::config::{ConfigErrors, Effective, Environment, Overrides};
 use runner_core::pipeline::{ChainResult, Pipeline, RunReport, StageChain};
 use runner_core::{Outcome, RawPayload, Recorder, Stage, StatsSnapshot};
 
@@ -26,7 +26,11 @@ pub fn main() -> ExitCode {
     let harden_errors = crate::sinks::agent::contain::harden_runner_process();
     let m = cli::command().get_matches();
     let (name, sub) = m.subcommand().expect("subcommand required");
-    let ov = cli::overrides(sub, |k| std::env::var(k).ok());
+    // The one read of the process environment; everything below gets it
+    // injected (through the overrides).
+    let environment = Environment::capture();
+    let ov = cli::overrides(sub, |k| environment.get(k).map(str::to_string))
+        .with_environment(environment.clone());
     match name {
         "config-reference" => {
             print_stdout(&crate::settings::reference_table());

@@ -272,6 +272,11 @@ pub fn compile(
         }
     };
 
+    let cx_build = BuildContext {
+        environment: overrides.environment().clone(),
+        ..BuildContext::default()
+    };
+
     // Environment variables holding some component's secret: checked
     // against every component (agents never get them).
     let mut secrets: Vec<String> = Vec::new();
@@ -298,7 +303,7 @@ pub fn compile(
         }
         // Flags and environment variables name one source: with several,
         // each is configured in the file.
-        let empty = Overrides::new();
+        let empty = overrides.without_values();
         let ov = if sources_t.len() == 1 {
             overrides
         } else {
@@ -344,7 +349,7 @@ pub fn compile(
         let c = StageConfig::read(&kind, &mut r, &cx);
         r.finish();
         // Built at once: a WASM module that does not load is a config error.
-        match c.map(|c| c.build(&BuildContext::default())) {
+        match c.map(|c| c.build(&cx_build)) {
             Some(Ok(s)) => stages.push(s),
             Some(Err(e)) => e.push_to(&prefix, &mut errors),
             None => {}
@@ -444,7 +449,7 @@ pub fn compile(
         }
     }
     for (prefix, c) in source_configs {
-        match c.build(&BuildContext::default()) {
+        match c.build(&cx_build) {
             Ok(s) => sources.push(s),
             Err(e) => e.push_to(&prefix, &mut errors),
         }
@@ -458,7 +463,7 @@ pub fn compile(
             agent = Some(a.clone());
         }
     }
-    let built = sinks::assemble(sink_configs, &mut errors);
+    let built = sinks::assemble(sink_configs, &cx_build, &mut errors);
 
     if !errors.is_empty() {
         return Err(errors);

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use runner_core::config::{ConfigErrors, Overrides, TableReader};
+use runner_core::config::{ConfigErrors, Environment, Overrides, TableReader};
 
 use crate::sinks::notice::Notices;
 
@@ -48,6 +48,9 @@ pub struct BuildContext {
     /// The notifier sinks (`kind = "slack"`), filled once every sink is
     /// built; a sink that reports what it did keeps a clone.
     pub notices: Notices,
+    /// The environment the runner was started with (the agent sink passes
+    /// an allow-listed part of it to agents).
+    pub environment: Environment,
 }
 
 /// One problem found against a key of a component's table (after reading:

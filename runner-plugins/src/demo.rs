@@ -229,10 +229,12 @@ pub fn summary_table(report: &RunReport, root: &Path) -> String {
 }
 
 pub async fn run(dir: Option<PathBuf>, ov: &Overrides) -> ExitCode {
-    app::init_logging(
-        &std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
-        "text",
-    );
+    // `--log-level` or LOG_LEVEL (the flag wins); quiet by default, the
+    // summary table is the demo's output.
+    let level = ov
+        .get(crate::settings::LOG_LEVEL)
+        .map_or("warn", |(v, _)| v);
+    app::init_logging(level, "text");
     let root = match dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("event-runner-demo-{}", std::process::id())),

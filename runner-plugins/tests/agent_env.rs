@@ -1,29 +1,32 @@
-//! The agent's environment is an allow-list. Alone in its test binary
-//! because it sets variables of the process (before any thread starts).
+//! The agent's environment is an allow-list of the environment the sink is
+//! given (injected here; the process's own environment is left alone).
 
 mod agent_support;
 
 use std::collections::BTreeMap;
 
 use agent_support::*;
+use runner_core::config::Environment;
 use runner_core::{CancellationToken, Outcome, Sink};
+use runner_plugins::component::BuildContext;
 use runner_plugins::sinks::agent::{AgentSink, INCIDENT_VARS};
 
 #[test]
 fn agent_environment_is_allow_listed() {
-    // SAFETY: set before the runtime (or any other thread of this test
-    // binary, which holds only this test) exists.
-    unsafe {
-        std::env::set_var(
+    let environment = Environment::from_pairs([
+        (
             "SLACK_WEBHOOK_URL",
-            "https://hooks.slack.com/services/T0/B0/SECRETHOOK",
-        );
-        std::env::set_var("MCP_TOKEN", "secret-mcp-token");
-        std::env::set_var("MCP_TOKEN_FILE", "/run/secrets/mcp");
-        std::env::set_var("RUNNER_TEST_ALLOWED", "yes");
-        std::env::set_var("RUNNER_TEST_NOT_ALLOWED", "no");
-        std::env::set_var("LANG", "C.UTF-8");
-    }
+            "https://hooks.slack.com/services/T0/B0/SECRETHOOK".to_string(),
+        ),
+        ("MCP_TOKEN", "secret-mcp-token".into()),
+        ("MCP_TOKEN_FILE", "/run/secrets/mcp".into()),
+        ("RUNNER_TEST_ALLOWED", "yes".into()),
+        ("RUNNER_TEST_NOT_ALLOWED", "no".into()),
+        ("LANG", "C.UTF-8".into()),
+        ("HOME", "/nonexistent-home".into()),
+        // The agent's shell is found through PATH.
+        ("PATH", std::env::var("PATH").unwrap()),
+    ]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -42,7 +45,13 @@ fn agent_environment_is_allow_listed() {
             "MCP_TOKEN".into(),
         ];
         assert!(cfg.build().is_err(), "build refuses secret names");
-        let sink = AgentSink::new(cfg);
+        let sink = AgentSink::with_context(
+            cfg,
+            &BuildContext {
+                environment,
+                ..BuildContext::default()
+            },
+        );
         let res = sink.handle(&envelope(7), CancellationToken::new()).await;
         assert_eq!(res.outcome, Outcome::Completed, "{res:?}");
 
@@ -63,6 +72,7 @@ fn agent_environment_is_allow_listed() {
         );
         assert_eq!(env["RUNNER_TEST_ALLOWED"], "yes");
         assert_eq!(env["LANG"], "C.UTF-8");
+        assert_eq!(env["HOME"], "/nonexistent-home");
         assert!(env.contains_key("PATH"));
         let canon = dir.canonicalize().unwrap();
         let id = canon.file_name().unwrap().to_str().unwrap();

@@ -329,22 +329,15 @@ async fn kill_token_abandons_and_kills_the_group() {
         tokio::spawn(async move { sink.handle(&envelope(9), kill).await })
     };
     // Wait until the agent (and its grandchild) run.
-    let dir = loop {
-        if let Some(e) = std::fs::read_dir(&root).ok().and_then(|d| {
-            d.flatten()
-                .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        }) {
-            break e.path();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let dir = wait_for_incident_dir(&root).await;
     wait_for_file(&dir.join("leader.pid")).await;
     assert_eq!(incident_json(&dir)["status"], "running");
     let t0 = Instant::now();
     kill.cancel();
     let res = task.await.unwrap();
     assert_eq!(res.outcome, Outcome::Abandoned, "{res:?}");
-    assert!(t0.elapsed() < Duration::from_secs(5));
+    // At once: far below the agent's 20 s timeout (a loaded machine is slow).
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     assert!(pid_dead(read_pid(&dir.join("child.pid"))));
     assert!(pid_dead(read_pid(&dir.join("leader.pid"))));
     assert_eq!(incident_json(&dir)["status"], "abandoned");

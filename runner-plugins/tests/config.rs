@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use runner_core::config::{Origin, Overrides};
+use runner_core::config::{Environment, Origin, Overrides};
 use runner_plugins::compile::{CompileOptions, compile};
 
 const BASE: &str = r#"
@@ -275,9 +275,11 @@ fn agents_never_get_a_source_token_through_env_allow() {
             "preset = \"demo\"",
             "preset = \"demo\"\nenv_allow = [\"CONFIG_TEST_SOURCE_TOKEN\"]",
         );
-    // SAFETY: this test binary sets this variable only here, before compiling.
-    unsafe { std::env::set_var("CONFIG_TEST_SOURCE_TOKEN", "s3cr3t") };
-    let msg = compile(&text, &Overrides::new(), &opts())
+    let ov = Overrides::new().with_environment(Environment::from_pairs([(
+        "CONFIG_TEST_SOURCE_TOKEN",
+        "s3cr3t",
+    )]));
+    let msg = compile(&text, &ov, &opts())
         .err()
         .expect("refused")
         .to_string();

@@ -82,3 +82,20 @@ fn demo_runs_the_whole_product_and_prints_the_summary() {
         assert_eq!(inc["status"], "completed", "{inc}");
     }
 }
+
+#[test]
+fn demo_honours_the_log_level_flag_over_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(runner_bin());
+    cmd.args(["demo", "--log-level", "info", "--demo-dir"])
+        .arg(dir.path());
+    for s in runner_plugins::settings::SETTINGS {
+        cmd.env_remove(s.env);
+    }
+    cmd.env("LOG_LEVEL", "error").env_remove("RUST_LOG");
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // `final statistics` is logged at info: shown only if the flag won.
+    assert!(stderr.contains("final statistics"), "{stderr}");
+}

@@ -79,23 +79,48 @@ fn expected_ids(range: std::ops::Range<u64>) -> Vec<String> {
         .collect()
 }
 
-/// Waits for `n` validated events, gives stragglers a moment, stops the
-/// runner and returns its final statistics.
-async fn finish(mut r: Runner, validated: usize) -> (Runner, Value) {
+/// The logger of the end-of-test marker: the source counts and ignores it.
+const END_LOGGER: &str = "e2e/end-of-test";
+
+/// Waits for `validated` events, then sends an end marker through every
+/// server and waits until the runner has seen it: a session delivers in
+/// order, so whatever the servers sent before (a late duplicate included)
+/// has been counted. Then stops the runner and returns its final statistics.
+async fn finish(mut r: Runner, servers: &[&TestServer], validated: usize) -> (Runner, Value) {
     assert!(
         r.wait_for_count("event validated", validated, T).await,
         "expected {validated} validated events\n{}",
         r.dump()
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for s in servers {
+        s.control()
+            .emit_with(END_LOGGER, "info", &Value::String("end".into()))
+            .await;
+    }
+    let deadline = Instant::now() + T;
+    let markers = |r: &Runner| {
+        r.messages("ignored notification from another logger")
+            .iter()
+            .filter(|f| f["logger"] == END_LOGGER)
+            .count()
+    };
+    while markers(&r) < servers.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the end marker did not arrive\n{}",
+            r.dump()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let stopping = Instant::now();
     let status = r.stop(T).await;
     let stats = r
         .final_stats()
         .unwrap_or_else(|| panic!("no final statistics\n{}", r.dump()));
     assert_eq!(status.code(), Some(0), "clean exit expected\n{}", r.dump());
+    // Shutdown has a 2 s grace; far beyond it means something hung.
     let took = stopping.elapsed();
-    assert!(took < Duration::from_secs(5), "slow shutdown {took:?}");
+    assert!(took < Duration::from_secs(10), "slow shutdown {took:?}");
     (r, stats)
 }
 
@@ -125,12 +150,12 @@ async fn events_received_exactly_once_per_emission() {
     tokio::time::timeout(T, server.scenario_finished())
         .await
         .expect("scenario finished");
-    let (r, stats) = finish(r, 23).await;
+    let (r, stats) = finish(r, &[&server], 23).await;
     assert_eq!(num(&stats, "received"), 23, "{}", r.dump());
     assert_eq!(
         server.stats().delivered,
-        24,
-        "23 faults + 1 diagnostic delivered"
+        25,
+        "23 faults + 1 diagnostic + the end marker delivered"
     );
     assert_eq!(num(&stats, "invalid"), 0);
     let ids = validated_ids(&r);
@@ -153,7 +178,11 @@ async fn events_received_exactly_once_per_emission() {
         .collect();
     assert_eq!(order, expected_ids(0..20));
     let stopped = r.messages("MCP source stopped");
-    assert_eq!(num(&stopped[0], "other_loggers"), 1);
+    assert_eq!(
+        num(&stopped[0], "other_loggers"),
+        2,
+        "diagnostic and end marker"
+    );
     assert_eq!(
         num(&stopped[0], "sessions"),
         1,
@@ -200,7 +229,7 @@ async fn refused_connections_back_off_alert_and_recover_when_the_server_appears(
         r.dump()
     );
     server.control().storm(1, 0).await;
-    let (r, stats) = finish(r, 1).await;
+    let (r, stats) = finish(r, &[&server], 1).await;
     assert_eq!(num(&stats, "received"), 1, "{}", r.dump());
 }
 
@@ -220,7 +249,7 @@ async fn malformed_payloads_are_counted_invalid_and_skipped() {
     tokio::time::timeout(T, server.scenario_finished())
         .await
         .expect("scenario finished");
-    let (r, stats) = finish(r, 4).await;
+    let (r, stats) = finish(r, &[&server], 4).await;
     assert_eq!(num(&stats, "received"), 9, "{}", r.dump());
     assert_eq!(num(&stats, "invalid"), 5, "{}", r.dump());
     assert_eq!(validated_ids(&r).len(), 4);
@@ -244,7 +273,7 @@ async fn server_restart_mid_stream_resubscribes_and_receives_later_events() {
         .await
         .expect("scenario finished");
     assert!(server.stats().sessions_created >= 2);
-    let (r, stats) = finish(r, 6).await;
+    let (r, stats) = finish(r, &[&server], 6).await;
     assert_eq!(num(&stats, "received"), 6, "{}", r.dump());
     let ids = validated_ids(&r);
     for id in expected_ids(0..6) {
@@ -288,7 +317,7 @@ async fn get_stream_cut_is_repaired_within_the_liveness_interval() {
         "repair took {repaired:?}"
     );
     c.storm(2, 2).await;
-    let (r, stats) = finish(r, 4).await;
+    let (r, stats) = finish(r, &[&server], 4).await;
     assert_eq!(num(&stats, "received"), 4, "{}", r.dump());
     for id in expected_ids(0..4) {
         assert_eq!(
@@ -326,7 +355,7 @@ async fn silently_cancelled_subscription_is_found_by_the_list_check() {
     // The old session was deleted: its zombie watcher cannot double events.
     assert!(server.stats().deletes >= 1);
     c.storm(3, 0).await;
-    let (r, stats) = finish(r, 3).await;
+    let (r, stats) = finish(r, &[&server], 3).await;
     assert_eq!(num(&stats, "received"), 3, "{}", r.dump());
 }
 
@@ -368,7 +397,7 @@ async fn forgotten_session_and_subscription_error_start_fresh_sessions() {
     }
     assert!(c.wait_for_subscriber(1, T).await);
     c.storm(2, 0).await;
-    let (r, stats) = finish(r, 2).await;
+    let (r, stats) = finish(r, &[&server], 2).await;
     assert_eq!(num(&stats, "received"), 2, "{}", r.dump());
 }
 
@@ -396,7 +425,7 @@ async fn hanging_subscribe_times_out_and_is_retried() {
         "the hung call is not counted as answered"
     );
     c.storm(2, 0).await;
-    let (r, stats) = finish(r, 2).await;
+    let (r, stats) = finish(r, &[&server], 2).await;
     assert_eq!(num(&stats, "received"), 2, "{}", r.dump());
 }
 
@@ -449,7 +478,7 @@ async fn unauthorized_at_startup_exits_1_with_a_clear_message() {
         .spawn();
     assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
     c.storm(1, 0).await;
-    let (r, _) = finish(r, 1).await;
+    let (r, _) = finish(r, &[&server], 1).await;
     assert!(
         !r.lines().iter().any(|l| l.contains("s3cret-token")),
         "token leaked"
@@ -490,7 +519,7 @@ cluster = "west-filled"
     let mut in_cluster = fault(7);
     in_cluster["cluster"] = Value::String(String::new());
     b.control().emit(&in_cluster).await;
-    let (r, stats) = finish(r, 3).await;
+    let (r, stats) = finish(r, &[&a, &b], 3).await;
     assert_eq!(num(&stats, "received"), 3, "{}", r.dump());
     let clusters: Vec<String> = r
         .messages("event validated")
@@ -532,7 +561,7 @@ async fn frozen_server_is_detected_by_the_ping_timeout() {
         r.dump()
     );
     c.storm(1, 0).await;
-    let (r, stats) = finish(r, 1).await;
+    let (r, stats) = finish(r, &[&server], 1).await;
     assert_eq!(num(&stats, "received"), 1, "{}", r.dump());
 }
 
@@ -556,7 +585,7 @@ async fn events_mode_consumes_kubernetes_events_and_ignores_faults() {
     // A faults-mode payload has no subscriber in events mode.
     c.storm(1, 0).await;
     c.emit_with("kubernetes/events", "info", &ev).await;
-    let (r, stats) = finish(r, 2).await;
+    let (r, stats) = finish(r, &[&server], 2).await;
     assert_eq!(num(&stats, "received"), 2, "{}", r.dump());
     assert_eq!(num(&stats, "invalid"), 0, "{}", r.dump());
 }
@@ -662,7 +691,7 @@ endpoint = "{}"
         "{}",
         r.dump()
     );
-    let (r, stats) = finish(r, 4).await;
+    let (r, stats) = finish(r, &[&server], 4).await;
     assert_eq!(r.count("subscribed to MCP events"), 2, "{}", r.dump());
     assert_eq!(num(&stats, "received"), 4, "{}", r.dump());
 }
@@ -699,7 +728,7 @@ async fn one_failed_liveness_request_does_not_end_the_session() {
         r.dump()
     );
     c.storm(1, 0).await;
-    let (r, stats) = finish(r, 1).await;
+    let (r, stats) = finish(r, &[&server], 1).await;
     assert_eq!(num(&stats, "received"), 1, "{}", r.dump());
 }
 

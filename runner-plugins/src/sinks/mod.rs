@@ -60,7 +60,11 @@ pub struct Sinks {
 /// `slack_webhook_env` (a `[sink]` of earlier versions) becomes a Slack
 /// sink when no `kind = "slack"` table is declared. Errors go to `errors`;
 /// `None` when any was found.
-pub fn assemble(mut read: Vec<(String, SinkConfig)>, errors: &mut ConfigErrors) -> Option<Sinks> {
+pub fn assemble(
+    mut read: Vec<(String, SinkConfig)>,
+    cx: &BuildContext,
+    errors: &mut ConfigErrors,
+) -> Option<Sinks> {
     let before = errors.len();
     let declared_slack = read.iter().any(|(_, c)| matches!(c, SinkConfig::Slack(_)));
     let mut implicit = Vec::new();
@@ -100,7 +104,6 @@ pub fn assemble(mut read: Vec<(String, SinkConfig)>, errors: &mut ConfigErrors) 
         return None;
     }
 
-    let cx = BuildContext::default();
     let mut notifiers: Vec<Arc<dyn Notify>> = Vec::new();
     for (prefix, c) in implicit {
         // As before sinks were tables of their own: a client that cannot
@@ -114,7 +117,7 @@ pub fn assemble(mut read: Vec<(String, SinkConfig)>, errors: &mut ConfigErrors) 
     }
     let mut events = None;
     for (prefix, c) in read.drain(..) {
-        match c.build(&cx) {
+        match c.build(cx) {
             Ok(SinkComponent::Events(s)) => events = Some(s),
             Ok(SinkComponent::Notifier(n)) => notifiers.push(n),
             Err(e) => e.push_to(&prefix, errors),

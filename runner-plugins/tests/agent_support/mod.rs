@@ -128,6 +128,26 @@ pub async fn wait_for_file(path: &Path) {
     panic!("{} never appeared", path.display());
 }
 
+/// The first incident directory that appears under `root` (10 s at most;
+/// `.agents/`, the runner's process records, is not one).
+pub async fn wait_for_incident_dir(root: &Path) -> PathBuf {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(e) = std::fs::read_dir(root).ok().and_then(|d| {
+            d.flatten()
+                .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        }) {
+            return e.path();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no incident directory appeared under {}",
+            root.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The only incident directory under `root` (`.agents/`, the runner's
 /// process records, is not one).
 pub fn only_incident(root: &Path) -> PathBuf {

@@ -344,7 +344,10 @@ impl AgentSinkConfig {
             );
         }
         // The secret comes from the environment only, never from a flag or the file.
-        let slack_webhook = std::env::var(&webhook_env).ok().filter(|v| !v.is_empty());
+        let slack_webhook = r
+            .env_var(&webhook_env)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
         if let Some(url) = &slack_webhook
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
@@ -449,10 +452,7 @@ impl ComponentConfig for AgentSinkConfig {
             check_allowed_name(name, &self.slack_webhook_env)
                 .map_err(|why| KeyError::new("env_allow", format!("{name:?}"), why))?;
         }
-        Ok(Arc::new(super::AgentSink::with_notices(
-            self.clone(),
-            cx.notices.clone(),
-        )))
+        Ok(Arc::new(super::AgentSink::with_context(self.clone(), cx)))
     }
 
     /// Its webhook variable is refused in `env_allow` by `read` itself.

@@ -38,7 +38,9 @@ use report::Findings;
 use sandbox::Mode;
 use workspace::{IncidentDoc, LeftoverProcess, Status, Workspace, clean_line, rfc3339_now};
 
+use crate::component::BuildContext;
 use crate::sinks::notice::{Notice, Notices};
+use runner_core::config::Environment;
 
 /// The agent's report is read at most this far (it is shown, not parsed).
 const MAX_INVESTIGATION_BYTES: u64 = 1024 * 1024;
@@ -85,20 +87,33 @@ pub struct AgentSink {
 }
 
 impl AgentSink {
-    /// Builds the sink without notifiers.
+    /// Builds the sink without notifiers, passing agents the allow-listed
+    /// part of this process's environment (tests, embedding).
     pub fn new(cfg: AgentSinkConfig) -> AgentSink {
         AgentSink::with_notices(cfg, Notices::default())
     }
 
-    /// Builds the sink; `notices` (Slack) hear about every incident that
-    /// finished and about the circuit breaker.
+    /// Like [`new`](Self::new); `notices` (Slack) hear about every incident
+    /// that finished and about the circuit breaker.
     pub fn with_notices(cfg: AgentSinkConfig, notices: Notices) -> AgentSink {
+        AgentSink::with_context(
+            cfg,
+            &BuildContext {
+                notices,
+                environment: Environment::capture(),
+            },
+        )
+    }
+
+    /// Builds the sink with the notifiers and the environment of `cx`.
+    pub fn with_context(cfg: AgentSinkConfig, cx: &BuildContext) -> AgentSink {
+        let notices = cx.notices.clone();
         let passthrough = BASE_ENV
             .iter()
             .map(|s| s.to_string())
             .chain(cfg.env_allow.iter().cloned())
             .filter(|n| !config::is_secret_name(n, &cfg.slack_webhook_env))
-            .filter_map(|n| std::env::var(&n).ok().map(|v| (n, v)))
+            .filter_map(|n| cx.environment.get(&n).map(|v| (n.clone(), v.to_string())))
             .collect();
         let mut extra_envs = cfg.secret_envs.clone();
         extra_envs.push(cfg.slack_webhook_env.clone());

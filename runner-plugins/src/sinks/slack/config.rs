@@ -57,7 +57,10 @@ impl ComponentConfig for SlackSinkConfig {
         }
         // The secret comes from the environment only, never from a flag or
         // the file. A declared Slack sink without its webhook is a mistake.
-        let webhook = std::env::var(&webhook_env).ok().filter(|v| !v.is_empty());
+        let webhook = r
+            .env_var(&webhook_env)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
         match &webhook {
             None => r.error(
                 "webhook_env",

@@ -167,7 +167,7 @@ impl McpSourceConfig {
                     (None, String::new())
                 }
             },
-            None => match std::env::var(&token_env) {
+            None => match r.env_var(&token_env).map(str::to_string).ok_or(()) {
                 Ok(t) if !t.trim().is_empty() => {
                     (Some(Arc::from(t.trim())), format!("env {token_env}"))
                 }
