@@ -129,6 +129,8 @@ pub struct AlertmanagerSourceConfig {
     pub request_timeout: Duration,
     /// `Retry-After` sent with a 503.
     pub retry_after_seconds: u64,
+    /// Firing alerts remembered to recognise repeats (oldest forgotten first).
+    pub max_tracked_alerts: usize,
     pub mapping: Mapping,
 }
 
@@ -325,6 +327,11 @@ impl AlertmanagerSourceConfig {
             ok = false;
         }
         let retry_after_seconds: u64 = r.opt("retry_after_seconds").unwrap_or(5);
+        let max_tracked_alerts: usize = r.opt("max_tracked_alerts").unwrap_or(100_000);
+        if max_tracked_alerts < 1 {
+            r.error("max_tracked_alerts", "0", "an integer >= 1");
+            ok = false;
+        }
 
         let mut m = Mapping::default();
         if let Some(l) = r.opt::<String>("cluster_label") {
@@ -416,11 +423,122 @@ impl AlertmanagerSourceConfig {
             max_concurrent_requests,
             request_timeout: Duration::from_secs(timeout),
             retry_after_seconds,
+            max_tracked_alerts,
             mapping: m,
         })
     }
 
     pub fn build(&self) -> Box<dyn runner_core::Source> {
         Box::new(super::AlertmanagerSource::new(self.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runner_core::config::{ConfigErrors, Overrides};
+
+    fn read(text: &str) -> (Option<AlertmanagerSourceConfig>, ConfigErrors) {
+        let mut errs = ConfigErrors::default();
+        let mut eff = Vec::new();
+        let ov = Overrides::new();
+        let mut r = TableReader::new("source[1]", text.parse().unwrap(), &ov, &mut errs, &mut eff);
+        let c = AlertmanagerSourceConfig::read(&mut r, 1);
+        r.finish();
+        (c, errs)
+    }
+
+    #[test]
+    fn loopback_defaults() {
+        let (c, errs) = read("listen = '127.0.0.1:9097'\ncluster = 'prod'");
+        assert!(errs.is_empty(), "{errs}");
+        let c = c.unwrap();
+        assert_eq!(c.name, "alertmanager-1");
+        assert!(matches!(c.auth, Auth::None));
+        assert_eq!(c.mapping.resource_labels[0], ("pod".into(), "Pod".into()));
+        assert_eq!(c.mapping.severity_map["critical"], Severity::Critical);
+        assert_eq!(c.max_body_bytes, 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn every_error_at_once() {
+        let (c, errs) = read(
+            "listen = 'localhost:99999'\ntoken_file = '/nonexistent/am-token'\n\
+             namespace_labels = []\nresource_labels = ['pod', 'weird']\ncontext_annotations = []\n\
+             severity_map = { p1 = 'HIGH' }\ndefault_severity = 'loud'\nmax_body_bytes = 10",
+        );
+        assert!(c.is_none());
+        let text = errs.to_string();
+        for needle in [
+            "source[1].listen",
+            "source[1].token_file",
+            "/nonexistent/am-token",
+            "source[1].namespace_labels",
+            "source[1].resource_labels",
+            "\"weird\"",
+            "source[1].context_annotations",
+            "source[1].severity_map.p1",
+            "source[1].default_severity",
+            "source[1].max_body_bytes",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in {text}");
+        }
+    }
+
+    #[test]
+    fn auth_required_off_loopback_and_read_from_files() {
+        let (c, errs) = read("listen = '0.0.0.0:9097'");
+        assert!(c.is_none());
+        assert!(
+            errs.to_string().contains("without authentication"),
+            "{errs}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("tok");
+        std::fs::write(&tok, "s3cret\n").unwrap();
+        let (c, errs) = read(&format!(
+            "listen = '0.0.0.0:9097'\ntoken_file = {:?}",
+            tok.display().to_string()
+        ));
+        assert!(errs.is_empty(), "{errs}");
+        let c = c.unwrap();
+        assert!(matches!(&c.auth, Auth::Bearer(t) if &**t == "s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let (c, errs) = read(&format!(
+            "listen = '[::]:9097'\nusername = 'am'\npassword_file = {:?}",
+            tok.display().to_string()
+        ));
+        assert!(errs.is_empty(), "{errs}");
+        assert!(matches!(c.unwrap().auth, Auth::Basic { .. }));
+        // Both kinds at once, or a user without a password, are mistakes.
+        let (_, errs) = read(&format!(
+            "listen = '127.0.0.1:1'\nusername = 'am'\ntoken_file = {0:?}\npassword_file = {0:?}",
+            tok.display().to_string()
+        ));
+        assert!(errs.to_string().contains("not both"), "{errs}");
+        let (_, errs) = read("listen = '127.0.0.1:1'\nusername = 'am'");
+        assert!(
+            errs.to_string().contains("source[1].password_file"),
+            "{errs}"
+        );
+    }
+
+    #[test]
+    fn custom_resource_labels_keep_their_order() {
+        let (c, errs) = read(
+            "listen = '127.0.0.1:1'\nresource_labels = ['node', 'rollout:Rollout', 'pod']\n\
+             namespace_labels = ['exported_namespace', 'namespace']",
+        );
+        assert!(errs.is_empty(), "{errs}");
+        let m = c.unwrap().mapping;
+        assert_eq!(
+            m.resource_labels,
+            vec![
+                ("node".to_string(), "Node".to_string()),
+                ("rollout".into(), "Rollout".into()),
+                ("pod".into(), "Pod".into())
+            ]
+        );
+        assert_eq!(m.namespace_labels, ["exported_namespace", "namespace"]);
     }
 }

@@ -18,8 +18,9 @@
 pub mod config;
 pub mod mapping;
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -60,8 +61,57 @@ pub struct ReceiverStats {
     pub resolved: AtomicU64,
 }
 
+/// Alerts handed to the intake, by fingerprint, with the `startsAt` of
+/// their firing episode: Alertmanager re-sends every alert of a group on
+/// each change and on retries, and those repeats are duplicates. A resolve
+/// forgets the fingerprint, so the next episode is a new event. Bounded:
+/// the oldest entries are forgotten first.
+struct Seen {
+    /// fingerprint → (startsAt, generation of its `order` entry).
+    starts: HashMap<String, (String, u64)>,
+    /// Insertion order; entries whose generation no longer matches are stale.
+    order: VecDeque<(String, u64)>,
+    next_gen: u64,
+    max: usize,
+}
+
+impl Seen {
+    fn new(max: usize) -> Seen {
+        Seen {
+            starts: HashMap::new(),
+            order: VecDeque::new(),
+            next_gen: 0,
+            max,
+        }
+    }
+    fn is_repeat(&self, fingerprint: &str, starts_at: &str) -> bool {
+        self.starts
+            .get(fingerprint)
+            .is_some_and(|(s, _)| s == starts_at)
+    }
+    fn insert(&mut self, fingerprint: &str, starts_at: &str) {
+        let g = self.next_gen;
+        self.next_gen += 1;
+        self.starts
+            .insert(fingerprint.to_string(), (starts_at.to_string(), g));
+        self.order.push_back((fingerprint.to_string(), g));
+        while self.order.len() > self.max {
+            if let Some((old, og)) = self.order.pop_front()
+                && self.starts.get(&old).is_some_and(|(_, g)| *g == og)
+            {
+                self.starts.remove(&old);
+            }
+        }
+    }
+    /// O(1): the `order` entry goes stale and is dropped when it reaches the front.
+    fn forget(&mut self, fingerprint: &str) {
+        self.starts.remove(fingerprint);
+    }
+}
+
 struct Shared {
     name: Arc<str>,
+    seen: Mutex<Seen>,
     cluster_fill: Option<Arc<str>>,
     intake: Intake,
     mapping: Mapping,
@@ -206,13 +256,27 @@ async fn webhook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -
         tracing::warn!(source = %s.name, truncated = hook.truncated_alerts, group = %hook.group_key,
             "alertmanager truncated this group (max_alerts): the missing alerts never reach the runner");
     }
-    let (mut accepted, mut refused, mut cancels, mut cancels_refused) = (0u64, 0u64, 0u64, 0u64);
+    let (mut accepted, mut repeats, mut refused) = (0u64, 0u64, 0u64);
+    let (mut cancels, mut cancels_refused) = (0u64, 0u64);
     for a in &hook.alerts {
         match a.status {
             AlertStatus::Firing => {
                 s.stats.firing.fetch_add(1, Ordering::Relaxed);
+                if s.seen
+                    .lock()
+                    .unwrap()
+                    .is_repeat(&a.fingerprint, &a.starts_at)
+                {
+                    s.intake.duplicate(
+                        &s.name,
+                        "alert already received (same fingerprint and startsAt)",
+                    );
+                    repeats += 1;
+                    continue;
+                }
                 let payload = mapping::to_payload(&s.mapping, &hook, a);
                 if s.intake.submit(payload, &s.name, s.cluster_fill.as_ref()) {
+                    s.seen.lock().unwrap().insert(&a.fingerprint, &a.starts_at);
                     accepted += 1;
                 } else {
                     refused += 1;
@@ -220,6 +284,7 @@ async fn webhook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -
             }
             AlertStatus::Resolved => {
                 s.stats.resolved.fetch_add(1, Ordering::Relaxed);
+                s.seen.lock().unwrap().forget(&a.fingerprint);
                 let reason = format!(
                     "alert resolved at {}",
                     a.ends_at.chars().take(40).collect::<String>()
@@ -234,6 +299,7 @@ async fn webhook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -
     }
     let body = json!({
         "accepted": accepted,
+        "duplicates": repeats,
         "refused": refused,
         "resolved": cancels,
         "resolved_refused": cancels_refused,
@@ -289,6 +355,7 @@ impl Source for AlertmanagerSource {
             .map_err(|e| fatal(format!("listener address: {e}")))?;
         let shared = Arc::new(Shared {
             name: Arc::from(cfg.name.as_str()),
+            seen: Mutex::new(Seen::new(cfg.max_tracked_alerts)),
             cluster_fill: cfg.cluster.as_deref().map(Arc::from),
             intake: ctx.intake,
             mapping: cfg.mapping.clone(),
@@ -351,6 +418,29 @@ mod tests {
         ] {
             assert_eq!(base64(i.as_bytes()), o, "{i}");
         }
+    }
+
+    #[test]
+    fn seen_is_bounded_and_forgets_on_resolve() {
+        let mut s = Seen::new(3);
+        s.insert("a", "t1");
+        assert!(s.is_repeat("a", "t1"));
+        assert!(!s.is_repeat("a", "t2"), "a new episode is not a repeat");
+        s.forget("a");
+        assert!(!s.is_repeat("a", "t1"));
+        s.insert("a", "t2");
+        for f in ["b", "c", "d"] {
+            s.insert(f, "t");
+        }
+        // The stale first "a" entry and then the live one were evicted.
+        assert!(!s.is_repeat("a", "t2"));
+        assert!(s.is_repeat("b", "t") && s.is_repeat("d", "t"));
+        assert!(s.starts.len() <= 3 && s.order.len() <= 3);
+        for i in 0..1000 {
+            s.insert(&format!("f{i}"), "t");
+            s.forget(&format!("f{i}"));
+        }
+        assert!(s.starts.len() <= 3 && s.order.len() <= 3);
     }
 
     #[test]
