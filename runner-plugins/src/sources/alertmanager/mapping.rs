@@ -77,12 +77,18 @@ fn first<'a>(labels: &'a BTreeMap<String, String>, names: &[String]) -> Option<&
 }
 
 /// The flat payload for one firing alert (see `docs/alertmanager.md`).
-/// `cluster` stays empty when the cluster label is absent: the source's
-/// `cluster` fill applies in the parser, and without one the event is
-/// `invalid` (missing cluster).
-pub fn to_payload(m: &Mapping, w: &Webhook, a: &Alert) -> Value {
+/// Without the cluster label (or an empty one) the source's `cluster_fill`
+/// is written in, so the stored event names it; without either the event is
+/// `invalid` (missing cluster), never guessed.
+pub fn to_payload(m: &Mapping, w: &Webhook, a: &Alert, cluster_fill: Option<&str>) -> Value {
     let alertname = a.labels.get("alertname").map_or("", String::as_str);
-    let cluster = a.labels.get(&m.cluster_label).map_or("", String::as_str);
+    let cluster = a
+        .labels
+        .get(&m.cluster_label)
+        .map(String::as_str)
+        .filter(|c| !c.is_empty())
+        .or(cluster_fill)
+        .unwrap_or("");
     let namespace = first(&a.labels, &m.namespace_labels).unwrap_or("");
     let (kind, name) = m
         .resource_labels
@@ -165,7 +171,7 @@ mod tests {
       ]}"#;
 
     fn event(m: &Mapping, w: &Webhook, i: usize, fill: Option<&str>) -> Event {
-        Event::from_json(to_payload(m, w, &w.alerts[i]), fill).expect("valid event")
+        Event::from_json(to_payload(m, w, &w.alerts[i], fill), None).expect("valid event")
     }
 
     #[test]
@@ -206,7 +212,7 @@ mod tests {
         assert_eq!(e.resource.namespace, "");
         assert_eq!(e.severity, Severity::Warning);
         // Without a fill the event is invalid (no cluster), never guessed.
-        let err = Event::from_json(to_payload(&m, &w, &w.alerts[1]), None).unwrap_err();
+        let err = Event::from_json(to_payload(&m, &w, &w.alerts[1], None), None).unwrap_err();
         assert_eq!(err.kind(), "missing_field");
         // Reordered precedence and another cluster label.
         m.resource_labels = vec![("deployment".into(), "Deployment".into())];
@@ -288,10 +294,10 @@ mod tests {
         w.alerts[0]
             .labels
             .insert("pod".into(), "x\nFAKE LOG LINE".into());
-        let err = Event::from_json(to_payload(&m, &w, &w.alerts[0]), None).unwrap_err();
+        let err = Event::from_json(to_payload(&m, &w, &w.alerts[0], None), None).unwrap_err();
         assert_eq!(err.kind(), "control_char");
         w.alerts[0].labels.insert("pod".into(), "p".repeat(300));
-        let err = Event::from_json(to_payload(&m, &w, &w.alerts[0]), None).unwrap_err();
+        let err = Event::from_json(to_payload(&m, &w, &w.alerts[0], None), None).unwrap_err();
         assert_eq!(err.kind(), "too_long");
     }
 }

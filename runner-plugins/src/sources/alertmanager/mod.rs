@@ -274,7 +274,7 @@ async fn webhook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -
                     repeats += 1;
                     continue;
                 }
-                let payload = mapping::to_payload(&s.mapping, &hook, a);
+                let payload = mapping::to_payload(&s.mapping, &hook, a, s.cluster_fill.as_deref());
                 if s.intake.submit(payload, &s.name, s.cluster_fill.as_ref()) {
                     s.seen.lock().unwrap().insert(&a.fingerprint, &a.starts_at);
                     accepted += 1;
