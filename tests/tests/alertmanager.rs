@@ -480,6 +480,75 @@ async fn unauthorized_oversized_and_malformed_requests() {
 }
 
 #[tokio::test]
+async fn a_slow_sender_holds_its_slot_only_until_the_body_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Setup::new();
+    let config = s.config(
+        "",
+        "cluster = \"c1\"\nmax_concurrent_requests = 1\nrequest_timeout_seconds = 1",
+        "",
+        &agent("0"),
+    );
+    let mut r = s.spawn(&config);
+    let url = webhook_of(&r).await;
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/webhook")
+        .to_string();
+    // Headers promise a body that never comes: the request holds the only slot.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /webhook HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"version\""
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let bearer = format!("Bearer {TOKEN}");
+    let busy = until(T, || {
+        let seen = r.count("alertmanager webhook busy: too many requests at once; answered 503");
+        (seen > 0).then_some(seen)
+    });
+    // Answered at once with 503 and Retry-After while the slot is taken.
+    let resp = http
+        .post(&url)
+        .header("authorization", &bearer)
+        .json(&one_alert_body("beef"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(busy.await.is_some());
+    // The slow request ends with 400 at its deadline, counted `invalid`.
+    let mut answer = Vec::new();
+    tokio::time::timeout(T, slow.read_to_end(&mut answer))
+        .await
+        .expect("slow request never answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("request_timeout_seconds"), "{answer}");
+    // The slot is free again; the retry is accepted.
+    let resp = http
+        .post(&url)
+        .header("authorization", &bearer)
+        .json(&one_alert_body("beef"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    r.stop(T).await;
+    let st = r.final_stats().expect("final statistics");
+    assert_eq!(num(&st, "received"), 2, "{st}");
+    assert_eq!(num(&st, "invalid"), 1, "{st}");
+    assert_eq!(st["adds_up"], true, "{st}");
+}
+
+#[tokio::test]
 async fn full_intake_answers_503_and_alertmanager_retries_until_accepted() {
     const N: usize = 120;
     let s = Setup::new();
