@@ -433,6 +433,30 @@ impl AlertmanagerSourceConfig {
     }
 }
 
+impl ComponentConfig for AlertmanagerSourceConfig {
+    const KIND: &'static str = "alertmanager";
+    type Built = Box<dyn runner_core::Source>;
+
+    fn read(r: &mut TableReader<'_>, cx: &ReadContext<'_>) -> Option<Self> {
+        AlertmanagerSourceConfig::read(r, cx.index)
+    }
+
+    fn build(&self, _cx: &BuildContext) -> Result<Self::Built, KeyError> {
+        Ok(AlertmanagerSourceConfig::build(self))
+    }
+
+    /// `token_env` and `password_env` hold webhook secrets: agents must never get them.
+    fn secret_envs(table: &toml::Table) -> Vec<String> {
+        ["token_env", "password_env"]
+            .into_iter()
+            .filter_map(|k| match table.get(k) {
+                Some(toml::Value::String(name)) => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

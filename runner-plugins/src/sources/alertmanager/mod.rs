@@ -443,6 +443,15 @@ mod tests {
         assert!(s.starts.len() <= 3 && s.order.len() <= 3);
     }
 
+    #[tokio::test]
+    async fn body_reading_stops_at_the_limit() {
+        let big = Body::from(vec![b'x'; 2048]);
+        let err = read_body(big, 1024).await.unwrap_err();
+        assert_eq!(err, "body exceeds max_body_bytes (1024)");
+        let ok = read_body(Body::from(vec![b'x'; 1024]), 1024).await.unwrap();
+        assert_eq!(ok.len(), 1024);
+    }
+
     #[test]
     fn constant_time_compare() {
         assert!(ct_eq(b"abc", b"abc"));
