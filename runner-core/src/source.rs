@@ -109,15 +109,6 @@ impl Intake {
             .finish_raw(None, source, outcome, "intake", reason);
     }
 
-    /// Counts a payload the source recognised as a repeat of one it already
-    /// handed over (same alert, same firing episode) as received and
-    /// `duplicate`, without using intake space.
-    pub fn duplicate(&self, source: &Arc<str>, reason: &str) {
-        self.recorder.received();
-        self.recorder
-            .finish_raw(None, source, Outcome::Duplicate, "intake", reason);
-    }
-
     /// Queues a cancellation (see [`CancelRequest`]). Never waits: `false`
     /// when the intake queue is full or closed (the source should make its
     /// sender retry). Nothing is counted: a cancellation is not an event.

@@ -65,6 +65,7 @@ fn env(seq: u64, source: &str, fault_id: &str) -> Envelope {
         source: Arc::from(source),
         received_at: tokio::time::Instant::now(),
         passed_stages: 1,
+        bytes: 0,
     }
 }
 
