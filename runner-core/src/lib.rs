@@ -22,6 +22,8 @@ pub use outcome::{Counters, Outcome, StatsSnapshot};
 pub use record::Recorder;
 pub use severity::Severity;
 pub use sink::{Sink, SinkResult, UsageTotals};
-pub use source::{Intake, Queued, RawPayload, Source, SourceContext, SourceError};
+pub use source::{
+    CancelRequest, Intake, IntakeItem, Queued, RawPayload, Source, SourceContext, SourceError,
+};
 pub use stage::{Stage, StageFuture, Verdict};
 pub use tokio_util::sync::CancellationToken;

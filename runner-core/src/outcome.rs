@@ -32,10 +32,13 @@ pub enum Outcome {
     /// Not launched: the cluster's daily agent budget (runs or dollars) was
     /// used up.
     OverBudget,
+    /// Withdrawn by its source while still queued (an Alertmanager alert
+    /// that resolved before its turn); see `Intake::cancel`.
+    Cancelled,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Invalid,
         Outcome::Filtered,
         Outcome::Duplicate,
@@ -47,6 +50,7 @@ impl Outcome {
         Outcome::TimedOut,
         Outcome::Abandoned,
         Outcome::OverBudget,
+        Outcome::Cancelled,
     ];
 
     /// Stable snake_case name used in logs, final statistics and replay output.
@@ -63,6 +67,7 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::Abandoned => "abandoned",
             Outcome::OverBudget => "over_budget",
+            Outcome::Cancelled => "cancelled",
         }
     }
 
@@ -81,7 +86,7 @@ impl fmt::Display for Outcome {
 #[derive(Debug, Default)]
 pub struct Counters {
     received: AtomicU64,
-    outcomes: [AtomicU64; 11],
+    outcomes: [AtomicU64; Outcome::ALL.len()],
 }
 
 impl Counters {
@@ -98,7 +103,7 @@ impl Counters {
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        let mut outcomes = [0u64; 11];
+        let mut outcomes = [0u64; Outcome::ALL.len()];
         for (i, c) in self.outcomes.iter().enumerate() {
             outcomes[i] = c.load(Ordering::Relaxed);
         }
@@ -113,7 +118,7 @@ impl Counters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatsSnapshot {
     pub received: u64,
-    pub outcomes: [u64; 11],
+    pub outcomes: [u64; Outcome::ALL.len()],
 }
 
 impl StatsSnapshot {
@@ -156,12 +161,12 @@ mod tests {
         }
         c.received();
         let s = c.snapshot();
-        assert_eq!(s.received, 12);
-        assert_eq!(s.terminal(), 11);
+        assert_eq!(s.received, 13);
+        assert_eq!(s.terminal(), 12);
         assert_eq!(s.in_flight(), 1);
         assert!(!s.adds_up());
-        assert_eq!(s.fields()[0], ("received", 12));
-        assert_eq!(s.fields().len(), 12);
+        assert_eq!(s.fields()[0], ("received", 13));
+        assert_eq!(s.fields().len(), 13);
         // Indices are distinct: each outcome has its own slot.
         for o in Outcome::ALL {
             assert_eq!(s.get(o), 1, "{o}");

@@ -16,7 +16,7 @@ use crate::outcome::{Outcome, StatsSnapshot};
 use crate::record::{Recorder, StageStats};
 use crate::router::{Router, RouterLimits, RouterSnapshot, ShutdownReport};
 use crate::sink::Sink;
-use crate::source::{Intake, Queued, RawPayload, Source, SourceContext, SourceError};
+use crate::source::{Intake, IntakeItem, RawPayload, Source, SourceContext, SourceError};
 use crate::stage::{Stage, StageHealth, Verdict};
 use crate::status::{IncidentLog, Readiness, SourceHealth, SourceStatus};
 
@@ -291,7 +291,7 @@ impl Pipeline {
         let Pipeline { parts, recorder } = self;
         let router = Router::new(parts.limits, parts.sink.clone(), recorder.clone());
         let capacity = parts.intake_capacity.max(1);
-        let (tx, rx) = mpsc::channel::<Queued>(capacity);
+        let (tx, rx) = mpsc::channel::<IntakeItem>(capacity);
         let intake = Intake::new(tx, recorder.clone());
         let statuses: Arc<[Arc<SourceStatus>]> = parts
             .sources
@@ -326,9 +326,25 @@ impl Pipeline {
     }
 }
 
+/// One item off the intake queue: a payload goes through the chain to the
+/// router; a cancellation goes straight to the router (after every payload
+/// the source sent before it, since both share the queue).
+async fn intake_one(chain: &StageChain, router: &Router, item: IntakeItem) {
+    match item {
+        IntakeItem::Payload(q) => {
+            if let ChainResult::Passed(env) = chain.process_charged(q.raw, q.bytes).await {
+                router.admit(env);
+            }
+        }
+        IntakeItem::Cancel(req) => {
+            router.cancel(&req);
+        }
+    }
+}
+
 async fn run(
     sources: Vec<(Box<dyn Source>, Arc<SourceStatus>)>,
-    (intake, mut rx): (Intake, mpsc::Receiver<Queued>),
+    (intake, mut rx): (Intake, mpsc::Receiver<IntakeItem>),
     sink: Arc<dyn Sink>,
     grace: Duration,
     recorder: Arc<Recorder>,
@@ -391,10 +407,8 @@ async fn run(
                     continue;
                 }
                 depth.fetch_sub(n, Ordering::Relaxed);
-                for q in batch.drain(..) {
-                    if let ChainResult::Passed(env) = chain.process_charged(q.raw, q.bytes).await {
-                        router.admit(env);
-                    }
+                for item in batch.drain(..) {
+                    intake_one(&chain, &router, item).await;
                 }
             }
         }
@@ -417,11 +431,9 @@ async fn run(
     // chain; the router, once closed, abandons whatever passes.
     rx.close();
     router.close();
-    while let Some(q) = rx.recv().await {
+    while let Some(item) = rx.recv().await {
         depth.fetch_sub(1, Ordering::Relaxed);
-        if let ChainResult::Passed(env) = chain.process_charged(q.raw, q.bytes).await {
-            router.admit(env);
-        }
+        intake_one(&chain, &router, item).await;
     }
     let report_router = router.shutdown(grace, handle.force.clone()).await;
     sink.close().await;

@@ -18,6 +18,7 @@
 //!   (recorded `abandoned`), so shutdown always returns.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
@@ -130,8 +131,27 @@ struct ClusterQueue {
     notify: Arc<Notify>,
 }
 
+/// A sink call in progress, as far as cancellation needs to know it.
+struct RunningCall {
+    seq: u64,
+    source: Arc<str>,
+    fault_id: Option<String>,
+    /// Cancellations that arrived while it ran: appended to its outcome's reason.
+    notes: Vec<String>,
+}
+
+/// What [`Router::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CancelReport {
+    /// Queued events removed and recorded `cancelled`.
+    pub cancelled: usize,
+    /// Running sink calls that were told (they keep running).
+    pub running: usize,
+}
+
 struct State {
     clusters: HashMap<Arc<str>, ClusterQueue>,
+    running_calls: Vec<RunningCall>,
     /// seq -> cluster of every queued event: finds the globally oldest.
     order: BTreeMap<u64, Arc<str>>,
     queued: usize,
@@ -188,6 +208,7 @@ impl Router {
                 recorder,
                 state: Mutex::new(State {
                     clusters: HashMap::new(),
+                    running_calls: Vec::new(),
                     order: BTreeMap::new(),
                     queued: 0,
                     running: 0,
@@ -362,6 +383,76 @@ impl Router {
         }
     }
 
+    /// Withdraws the events `req.source` sent under `req.fault_id`: queued
+    /// ones end `cancelled` (their queue space is freed at once); a running
+    /// one keeps running (its agent may already be writing the report), the
+    /// sink is told through [`Sink::note`] and the note is appended to the
+    /// reason of its outcome. Unknown ids are a no-op (already finished,
+    /// deduplicated, or never sent).
+    pub fn cancel(&self, req: &crate::source::CancelRequest) -> CancelReport {
+        let inner = &self.inner;
+        let matches = |env: &Envelope| {
+            *env.source == *req.source && env.event.fault_id.as_deref() == Some(&req.fault_id)
+        };
+        let mut removed = Vec::new();
+        let mut running = Vec::new();
+        {
+            let mut guard = inner.state.lock().unwrap();
+            let st = &mut *guard;
+            for cq in st.clusters.values_mut() {
+                if !cq.events.iter().any(matches) {
+                    continue;
+                }
+                let mut kept = VecDeque::with_capacity(cq.events.len());
+                for env in cq.events.drain(..) {
+                    if matches(&env) {
+                        removed.push(env);
+                    } else {
+                        kept.push_back(env);
+                    }
+                }
+                cq.events = kept;
+            }
+            for env in &removed {
+                st.order.remove(&env.seq);
+                st.queued -= 1;
+            }
+            for call in st.running_calls.iter_mut() {
+                if *call.source == *req.source && call.fault_id.as_deref() == Some(&req.fault_id) {
+                    call.notes.push(req.reason.clone());
+                    running.push(call.seq);
+                }
+            }
+        }
+        for env in &removed {
+            inner
+                .recorder
+                .finish(env, Outcome::Cancelled, "router", &req.reason);
+        }
+        for &seq in &running {
+            tracing::info!(
+                target: "audit",
+                seq,
+                source = %req.source,
+                fault_id = %req.fault_id,
+                reason = %req.reason,
+                "running event withdrawn by its source; the agent continues"
+            );
+            let note = std::panic::AssertUnwindSafe(|| inner.sink.note(seq, &req.reason));
+            if std::panic::catch_unwind(note).is_err() {
+                tracing::error!(seq, "Sink::note panicked");
+            }
+        }
+        if !removed.is_empty() {
+            // A worker waiting for work may now have nothing to do.
+            inner.idle.notify_waiters();
+        }
+        CancelReport {
+            cancelled: removed.len(),
+            running: running.len(),
+        }
+    }
+
     /// Stops admitting: later `admit` calls record `abandoned`.
     pub fn close(&self) {
         self.inner.state.lock().unwrap().closed = true;
@@ -518,6 +609,12 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
                     st.running += 1;
                     st.running_set
                         .insert(env.seq, (work_item(&env, 0.0), std::time::Instant::now()));
+                    st.running_calls.push(RunningCall {
+                        seq: env.seq,
+                        source: env.source.clone(),
+                        fault_id: env.event.fault_id.clone(),
+                        notes: Vec::new(),
+                    });
                     debug_assert!(st.running <= inner.limits.max_concurrent);
                     env
                 }
@@ -563,16 +660,27 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
                 .killed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        let notes = {
+            let mut st = inner.state.lock().unwrap();
+            let i = st.running_calls.iter().position(|c| c.seq == env.seq);
+            i.map(|i| st.running_calls.swap_remove(i).notes)
+                .unwrap_or_default()
+        };
+        let reason = match (res.reason.as_deref(), notes.is_empty()) {
+            (r, true) => Cow::Borrowed(r.unwrap_or("")),
+            (None, false) => Cow::Owned(format!("withdrawn while running: {}", notes.join("; "))),
+            (Some(r), false) => Cow::Owned(format!(
+                "{r}; withdrawn while running: {}",
+                notes.join("; ")
+            )),
+        };
         // A panicking `Stage::finished` hook must not take the worker down:
         // the slot and the cluster would stay taken for good. The outcome is
         // counted before the hooks run.
         if std::panic::catch_unwind(AssertUnwindSafe(|| {
-            inner.recorder.finish(
-                &env,
-                res.outcome,
-                inner.sink.name(),
-                res.reason.as_deref().unwrap_or(""),
-            )
+            inner
+                .recorder
+                .finish(&env, res.outcome, inner.sink.name(), &reason)
         }))
         .is_err()
         {

@@ -59,6 +59,14 @@ pub trait Sink: Send + Sync {
     /// and never more than the global cap concurrently.
     async fn handle(&self, envelope: &Envelope, kill: CancellationToken) -> SinkResult;
 
+    /// The source withdrew the event `seq` while this sink was handling it
+    /// (an alert resolved while its agent ran). Called from the intake task:
+    /// record it (e.g. on the incident) without blocking. The call itself
+    /// goes on; its outcome's reason gets the note appended by the router.
+    fn note(&self, seq: u64, note: &str) {
+        let _ = (seq, note);
+    }
+
     /// Called once after the last `handle` returned (flush notifications).
     async fn close(&self) {}
 

@@ -31,11 +31,32 @@ pub struct Queued {
     pub bytes: usize,
 }
 
+/// A source's request to withdraw the events it sent earlier under one
+/// fault id (an alert that resolved). It is not an event: never counted as
+/// received. Queued events that match end `cancelled`; a running one is
+/// only noted (see `Router::cancel`).
+#[derive(Debug, Clone)]
+pub struct CancelRequest {
+    pub source: Arc<str>,
+    pub fault_id: String,
+    /// Why, for the audit line and the incident (e.g. "alert resolved at …").
+    pub reason: String,
+}
+
+/// What travels through the intake queue. Cancellations share the queue
+/// with payloads so they are applied in the order the source sent them: a
+/// cancel can never overtake the event it withdraws.
+#[derive(Debug)]
+pub enum IntakeItem {
+    Payload(Queued),
+    Cancel(CancelRequest),
+}
+
 /// Non-blocking hand-off from sources into the pipeline's bounded intake
 /// queue. Counting happens here so every source is accounted the same way.
 #[derive(Clone)]
 pub struct Intake {
-    tx: mpsc::Sender<Queued>,
+    tx: mpsc::Sender<IntakeItem>,
     recorder: Arc<Recorder>,
     /// Payloads queued and not yet taken by the intake task (readiness).
     depth: Arc<AtomicUsize>,
@@ -44,7 +65,7 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn new(tx: mpsc::Sender<Queued>, recorder: Arc<Recorder>) -> Self {
+    pub fn new(tx: mpsc::Sender<IntakeItem>, recorder: Arc<Recorder>) -> Self {
         Intake {
             tx,
             recorder,
@@ -64,6 +85,45 @@ impl Intake {
     /// Shared depth counter: the consumer subtracts what it took.
     pub fn depth(&self) -> Arc<AtomicUsize> {
         self.depth.clone()
+    }
+
+    /// Counts a payload the source refused before it could become an event
+    /// (a body that is not the source's format) as received and `invalid`.
+    pub fn invalid(&self, source: &Arc<str>, reason: &str) {
+        self.refused(source, Outcome::Invalid, reason);
+    }
+
+    /// Counts a payload the source recognised as a repeat of one it already
+    /// handed over (same alert, same firing episode) as received and
+    /// `duplicate`, without using intake space.
+    pub fn duplicate(&self, source: &Arc<str>, reason: &str) {
+        self.refused(source, Outcome::Duplicate, reason);
+    }
+
+    fn refused(&self, source: &Arc<str>, outcome: Outcome, reason: &str) {
+        self.recorder.received();
+        if let Some(st) = &self.status {
+            st.event();
+        }
+        self.recorder
+            .finish_raw(None, source, outcome, "intake", reason);
+    }
+
+    /// Queues a cancellation (see [`CancelRequest`]). Never waits: `false`
+    /// when the intake queue is full or closed (the source should make its
+    /// sender retry). Nothing is counted: a cancellation is not an event.
+    pub fn cancel(&self, source: &Arc<str>, fault_id: &str, reason: &str) -> bool {
+        let req = CancelRequest {
+            source: source.clone(),
+            fault_id: fault_id.to_string(),
+            reason: reason.to_string(),
+        };
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        let ok = self.tx.try_send(IntakeItem::Cancel(req)).is_ok();
+        if !ok {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// Counts the payload as received and queues it. Never waits: when the
@@ -107,7 +167,7 @@ impl Intake {
         };
         // Counted before the send so the consumer never sees it negative.
         self.depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Queued { raw, bytes }) {
+        match self.tx.try_send(IntakeItem::Payload(Queued { raw, bytes })) {
             Ok(()) => true,
             Err(e) => {
                 self.depth.fetch_sub(1, Ordering::Relaxed);

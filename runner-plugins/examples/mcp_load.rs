@@ -184,7 +184,10 @@ async fn source(events: u64, parse: bool, lazy: bool) -> (f64, f64) {
                 }
             }
         }
-        while let Some(runner_core::Queued { raw, .. }) = rx.recv().await {
+        while let Some(item) = rx.recv().await {
+            let runner_core::IntakeItem::Payload(runner_core::Queued { raw, .. }) = item else {
+                continue;
+            };
             if parse && Event::from_json(raw.data, raw.cluster_fill.as_deref()).is_err() {
                 bad += 1;
             }

@@ -1,5 +1,6 @@
 //! Built-in sources, one folder per kind, and the `[[source]]` family.
 
+pub mod alertmanager;
 pub mod mcp;
 
 use runner_core::Source;
@@ -8,5 +9,6 @@ crate::component_family! {
     /// A `[[source]]` table, by `kind`. Every source feeds the same intake.
     pub enum SourceConfig -> Box<dyn Source> {
         Mcp(mcp::McpSourceConfig),
+        Alertmanager(alertmanager::AlertmanagerSourceConfig),
     }
 }
