@@ -147,6 +147,23 @@ fn the_manifests_keep_their_promises() {
     );
 }
 
+/// PATH with the pinned agent CLIs (`AGENT_CLI_BIN`, else `.ci/node`).
+fn agent_path() -> String {
+    let bin = std::env::var_os("AGENT_CLI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".ci/node/node_modules/.bin"));
+    assert!(
+        bin.join("claude").exists(),
+        "claude not found in {}: install the pinned CLIs as .ci/run does or set AGENT_CLI_BIN",
+        bin.display()
+    );
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 #[test]
 fn the_configmap_pipeline_compiles_with_the_deployment_environment() {
     let out = Command::new(runner_bin())
@@ -158,6 +175,11 @@ fn the_configmap_pipeline_compiles_with_the_deployment_environment() {
         )
         .env("ADMIN_LISTEN", "0.0.0.0:9469")
         .env("ADMIN_TOKEN", "a-token-of-sufficient-length")
+        // As the Deployment passes them; the image's agent layer puts the
+        // claude CLI on PATH (here: the pinned CLI that .ci/run installs).
+        .env("AGENT_ENV_ALLOW", "ANTHROPIC_API_KEY")
+        .env("ANTHROPIC_API_KEY", "sk-test")
+        .env("PATH", agent_path())
         .output()
         .unwrap();
     assert!(
