@@ -345,7 +345,8 @@ impl Policy {
             }
         }
         // The agent's own program: the directory it is in and, for an npm
-        // install, the whole prefix (node and the package's files).
+        // install, the whole prefix (node and the package's files) and the
+        // node_modules directory it lives in.
         if let Some(exe) = resolve_program(i.program, i.path_env, i.workspace) {
             let mut dirs = Vec::new();
             for f in [Some(exe.clone()), canon(&exe)].into_iter().flatten() {
@@ -357,6 +358,15 @@ impl Policy {
                     {
                         dirs.push(prefix.to_path_buf());
                     }
+                }
+                // An npm package may run a native binary from a sibling
+                // package (codex's platform build): grant its node_modules.
+                if let Some(nm) = f
+                    .ancestors()
+                    .find(|a| a.file_name().is_some_and(|n| n == "node_modules"))
+                    && !too_broad(nm, home)
+                {
+                    dirs.push(nm.to_path_buf());
                 }
             }
             for d in dirs.iter().filter_map(|d| canon(d)) {
