@@ -272,10 +272,14 @@ async fn prometheus_scrapes_counters_that_match_the_final_statistics() {
     // The scenario produced every kind of noise it was built for.
     assert_eq!(num(&fin, "invalid"), 2);
     assert_eq!(num(&fin, "filtered"), 4);
-    assert_eq!(num(&fin, "duplicate"), 3);
+    // Three repeats; a repeat whose first report was dropped by overflow is
+    // not suppressed (dedup forgets admissions that never ran), so it goes
+    // on to the router instead of counting as a duplicate.
+    let dup = num(&fin, "duplicate");
+    assert!((1..=3).contains(&dup), "{fin}");
     // One cluster, queue of 10: the storm overflows it (policy drop).
     let agents = num(&fin, "failed") + num(&fin, "completed");
-    assert_eq!(agents + num(&fin, "dropped"), 16);
+    assert_eq!(agents + num(&fin, "dropped"), 16 + (3 - dup), "{fin}");
     assert!(agents >= 10);
     assert_eq!(agent_calls.first().map(|x| x.1 as u64), Some(agents));
     server.shutdown().await;
