@@ -490,6 +490,18 @@ impl AgentSink {
         result
     }
 
+    /// Records an incident whose agent never started (no duration, no exit).
+    fn not_started(
+        &self,
+        seq: u64,
+        ws: &Workspace,
+        doc: &mut IncidentDoc,
+        status: Status,
+        result: SinkResult,
+    ) -> SinkResult {
+        self.finish_blocking(seq, ws, doc, status, result, None, None)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn finish_blocking(
         &self,
@@ -657,15 +669,7 @@ impl Sink for AgentSink {
             Some(g) => tokio::select! {
                 a = g.access(&ev.cluster, &ws.id) => a,
                 _ = kill.cancelled() => {
-                    return self.finish_blocking(
-                        envelope.seq,
-                        &ws,
-                        &mut doc,
-                        Status::Abandoned,
-                        SinkResult::abandoned("shutdown before the agent started"),
-                        None,
-                        None,
-                    );
+                    return self.not_started(envelope.seq, &ws, &mut doc, Status::Abandoned, SinkResult::abandoned("shutdown before the agent started"));
                 }
             },
             None => Access::None(
@@ -701,61 +705,51 @@ impl Sink for AgentSink {
         });
         self.book.update(&doc, envelope.seq, &ws.dir);
         if let Err(e) = prepared {
-            return self.finish_blocking(
+            return self.not_started(
                 envelope.seq,
                 &ws,
                 &mut doc,
                 Status::Failed,
                 SinkResult::failed(format!("cannot prepare workspace: {e}")),
-                None,
-                None,
             );
         }
         if let Access::Disabled(why) = &access {
-            return self.finish_blocking(
+            return self.not_started(
                 envelope.seq,
                 &ws,
                 &mut doc,
                 Status::Failed,
                 SinkResult::failed(format!("triage disabled: {why}")),
-                None,
-                None,
             );
         }
         if kill.is_cancelled() {
-            return self.finish_blocking(
+            return self.not_started(
                 envelope.seq,
                 &ws,
                 &mut doc,
                 Status::Abandoned,
                 SinkResult::abandoned("shutdown before the agent started"),
-                None,
-                None,
             );
         }
 
         if let Err(why) = self.reserve_run(&ev.cluster) {
-            return self.finish_blocking(
+            return self.not_started(
                 envelope.seq,
                 &ws,
                 &mut doc,
                 Status::OverBudget,
                 SinkResult::over_budget(why),
-                None,
-                None,
             );
         }
         let launch = match self.launch(&ws, &doc, &ws.dir.join(KUBECONFIG_FILE)) {
             Ok(l) => l,
             Err(e) => {
-                return self.finish_blocking(
+                return self.not_started(
                     envelope.seq,
                     &ws,
                     &mut doc,
                     Status::Failed,
                     SinkResult::failed(e),
-                    None,
-                    None,
                 );
             }
         };
@@ -788,14 +782,12 @@ impl Sink for AgentSink {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(incident = %doc.id, error = %e, "agent not started");
-                return self.finish_blocking(
+                return self.not_started(
                     envelope.seq,
                     &ws,
                     &mut doc,
                     Status::Failed,
                     SinkResult::failed(format!("cannot start agent: {e}")),
-                    None,
-                    None,
                 );
             }
         };
