@@ -377,7 +377,7 @@ fn memory_cap_below_initial_memory_fails_build() {
 
 #[test]
 fn config_is_read_and_errors_read_like_validate_output() {
-    // The way runner-plugins/src/compile.rs reads and builds a wasm stage.
+    // The way runner-plugins/src/app/compile.rs reads and builds a wasm stage.
     let (dir, _) = config_for(&component(INIT_ERR, KEEP));
     let table: toml::Table = r#"path = "test-plugin.wasm"
         config = { deny = ["a", "b"] }

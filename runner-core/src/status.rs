@@ -523,6 +523,12 @@ pub trait IncidentLog: Send + Sync {
     fn report_html(&self, id: &str) -> Option<PathBuf>;
 }
 
+/// The link to an incident's page on the admin server, for messages (Slack):
+/// the admin server serves `/incidents/<id>`, the notifiers link to it.
+pub fn incident_url(public_url: &str, id: &str) -> String {
+    format!("{}/incidents/{}", public_url.trim_end_matches('/'), id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

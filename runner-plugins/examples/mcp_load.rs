@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use mcp_testserver::{Scenario, TestServer};
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
 };
@@ -36,7 +37,6 @@ use rmcp::{ClientHandler, ServiceExt};
 use runner_core::config::{ConfigErrors, Overrides, TableReader};
 use runner_core::{CancellationToken, Event, Intake, Recorder, SourceContext};
 use runner_plugins::sources::mcp::McpSourceConfig;
-use runner_plugins::testserver::{Scenario, TestServer};
 use serde_json::Map;
 
 #[derive(Clone, Default)]

@@ -2,19 +2,17 @@
 //!
 //! Dependencies flow plugins → core: `runner-core` never names anything here.
 
-pub mod admin;
+// The application: CLI, commands, config compiler, demo, admin server.
+// Components never import from it.
 pub mod app;
-pub mod cli;
+
+// The components and what they share.
 pub mod cluster;
-pub mod compile;
 pub mod component;
-pub mod demo;
-pub mod logfmt;
 pub mod settings;
 pub mod sinks;
 pub mod sources;
 pub mod stages;
-pub mod testserver;
 
 /// `docs/components.md`: its example stage is compiled and run as a doctest.
 #[cfg(doctest)]

@@ -679,10 +679,10 @@ failure_alert_threshold = 5
 #[test]
 fn compile_path_builds_the_sink() {
     let text = "[sink]\nkind = \"agent\"\npreset = \"demo\"\ntimeout_seconds = 30\n";
-    let c = runner_plugins::compile::compile(
+    let c = runner_plugins::app::compile::compile(
         text,
         &Overrides::new(),
-        &runner_plugins::compile::CompileOptions {
+        &runner_plugins::app::compile::CompileOptions {
             base_dir: Default::default(),
             skip_sources: true,
         },

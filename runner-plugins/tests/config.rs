@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use runner_core::config::{Environment, Origin, Overrides};
-use runner_plugins::compile::{CompileOptions, compile};
+use runner_plugins::app::compile::{CompileOptions, compile};
 
 const BASE: &str = r#"
 [[source]]

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{Runner, bin_path, free_port, num};
-use runner_plugins::testserver::{Scenario, Step, TestServer, fault};
+use mcp_testserver::{Scenario, Step, TestServer, fault};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use e2e::{Runner, num};
-use runner_plugins::testserver::{Scenario, Step, TestServer, fault};
+use mcp_testserver::{Scenario, Step, TestServer, fault};
 use serde_json::Value;
 
 fn emit(i: u64, cluster: &str) -> Step {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use e2e::kube_double::{Foreign, KubeDouble, POD};
 use e2e::model_server::{ModelServer, Step};
 use e2e::{Runner, num};
-use runner_plugins::testserver::{Scenario, Step as McpStep, TestServer, fault};
+use mcp_testserver::{Scenario, Step as McpStep, TestServer, fault};
 use serde_json::Value;
 
 const AGENT_WAIT: Duration = Duration::from_secs(150);

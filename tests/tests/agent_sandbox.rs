@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use e2e::Runner;
-use runner_plugins::testserver::{Scenario, Step, TestServer, fault};
+use mcp_testserver::{Scenario, Step, TestServer, fault};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);

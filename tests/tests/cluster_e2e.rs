@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cluster_support::*;
 use e2e::{Runner, num};
-use runner_plugins::testserver::{Scenario, Step, TestServer, fault};
+use mcp_testserver::{Scenario, Step, TestServer, fault};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);

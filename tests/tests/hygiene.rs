@@ -221,7 +221,7 @@ fn logfmt_pairs(line: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_logs_quote_untrusted_fields_so_none_can_be_forged() {
-    use runner_plugins::testserver::{Scenario, Step, TestServer, fault};
+    use mcp_testserver::{Scenario, Step, TestServer, fault};
     e2e::runner_bin();
     let mut f = fault(1);
     f["severity"] = "critical".into();
@@ -282,7 +282,7 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_megabyte_payloads_stay_within_the_byte_budget() {
     use e2e::num;
-    use runner_plugins::testserver::{Scenario, Step, TestServer, fault};
+    use mcp_testserver::{Scenario, Step, TestServer, fault};
     e2e::runner_bin();
     const MIB: usize = 1 << 20;
     const BIG: u64 = 30;

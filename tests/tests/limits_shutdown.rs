@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use e2e::{Runner, num};
-use runner_plugins::testserver::{Scenario, Step, TestServer, fault};
+use mcp_testserver::{Scenario, Step, TestServer, fault};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use e2e::{Runner, num, quick_sink_toml};
-use runner_plugins::testserver::{Scenario, ServerOptions, Step, TestServer, fault};
+use mcp_testserver::{Scenario, ServerOptions, Step, TestServer, fault};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(20);

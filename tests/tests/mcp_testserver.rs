@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util_shim::next_frame;
-use runner_plugins::testserver::{Scenario, TestServer, fault};
+use mcp_testserver::{Scenario, TestServer, fault};
 use serde_json::{Value, json};
 
 const ACCEPT: &str = "application/json, text/event-stream";

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use runner_plugins::testserver::{Scenario, ServerOptions, TestServer};
+use mcp_testserver::{Scenario, ServerOptions, TestServer};
 
 fn usage() -> ExitCode {
     eprintln!(

@@ -477,7 +477,7 @@ impl AgentSink {
             // With a public URL the notice links to the incident's page;
             // otherwise it names the report's path on this host.
             let report = match &self.cfg.public_url {
-                Some(u) => std::path::PathBuf::from(crate::admin::incident_url(u, &doc.id)),
+                Some(u) => std::path::PathBuf::from(runner_core::status::incident_url(u, &doc.id)),
                 None => ws.report_md(),
             };
             self.notices.send(&Notice::Incident {

@@ -13,7 +13,7 @@ use runner_core::router::{
 };
 use runner_core::{Sink, Source, Stage};
 
-use crate::admin::ServerConfig;
+use crate::app::admin::ServerConfig;
 use crate::cluster::{ClusterConfig, ClusterGuard, Upstream};
 use crate::component::{BuildContext, ReadContext};
 use crate::settings as env;

@@ -375,10 +375,7 @@ async fn report(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
     }
 }
 
-/// The link to an incident's page, for messages (Slack).
-pub fn incident_url(public_url: &str, id: &str) -> String {
-    format!("{}/incidents/{}", public_url.trim_end_matches('/'), id)
-}
+pub use runner_core::status::incident_url;
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,12 @@
-//! The `runner` binary's commands.
+//! The application: the `runner` binary's commands, the config compiler, the
+//! embedded demo and the admin server. Components (`sources`, `stages`,
+//! `sinks`, `cluster`) never import from here.
+
+pub mod admin;
+pub mod cli;
+pub mod compile;
+pub mod demo;
+pub mod logfmt;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -9,9 +17,8 @@ use runner_core::config::{ConfigErrors, Effective, Environment, Overrides};
 use runner_core::pipeline::{ChainResult, Pipeline, RunReport, StageChain};
 use runner_core::{Outcome, RawPayload, Recorder, Stage, StatsSnapshot};
 
-use crate::cli;
 use crate::cluster::{Check, OnUnsafe};
-use crate::compile::{self, Compiled};
+use compile::Compiled;
 
 /// Exit codes (documented in README).
 pub const EXIT_OK: u8 = 0;
@@ -55,7 +62,7 @@ pub fn main() -> ExitCode {
                 .get_one::<String>("workspace")
                 .map(std::path::PathBuf::from);
             let rt = runtime();
-            rt.block_on(crate::demo::run(dir, &ov))
+            rt.block_on(demo::run(dir, &ov))
         }
         _ => unreachable!("clap rejects unknown subcommands"),
     }
@@ -92,7 +99,7 @@ pub fn init_logging(level: &str, format: &str) {
         b.json().try_init()
     } else {
         // Event fields are untrusted: quote them so none can forge another.
-        b.fmt_fields(crate::logfmt::QuotedFields).try_init()
+        b.fmt_fields(logfmt::QuotedFields).try_init()
     };
 }
 
@@ -264,7 +271,7 @@ pub async fn run_compiled(c: Compiled) -> Result<RunReport, String> {
     let max_concurrent = c.limits.max_concurrent;
     let listener = match server.listen {
         Some(addr) => Some(
-            crate::admin::AdminServer::bind(addr)
+            admin::AdminServer::bind(addr)
                 .await
                 .map_err(|e| format!("server.listen: cannot listen on {addr}: {e}"))?,
         ),
@@ -273,26 +280,23 @@ pub async fn run_compiled(c: Compiled) -> Result<RunReport, String> {
     let (_settings, parts) = c.into_parts();
     let (handle, join) = Pipeline::new(parts).start();
     let admin = match listener {
-        Some(l) => match crate::admin::AdminServer::serve(
-            l,
-            server.clone(),
-            handle.clone(),
-            max_concurrent,
-        ) {
-            Ok(a) => {
-                tracing::info!(
-                    listen = %a.addr,
-                    token = %server.token_origin,
-                    public_url = server.public_url.as_deref().unwrap_or("unset"),
-                    "admin server listening"
-                );
-                Some(a)
+        Some(l) => {
+            match admin::AdminServer::serve(l, server.clone(), handle.clone(), max_concurrent) {
+                Ok(a) => {
+                    tracing::info!(
+                        listen = %a.addr,
+                        token = %server.token_origin,
+                        public_url = server.public_url.as_deref().unwrap_or("unset"),
+                        "admin server listening"
+                    );
+                    Some(a)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "admin server failed to start");
+                    None
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "admin server failed to start");
-                None
-            }
-        },
+        }
         None => {
             tracing::info!("admin server off (server.listen = off)");
             None
@@ -396,7 +400,7 @@ async fn status(m: &clap::ArgMatches) -> ExitCode {
         let listen = std::env::var(crate::settings::ADMIN_LISTEN)
             .ok()
             .filter(|v| !v.is_empty() && v != "off")
-            .unwrap_or_else(|| crate::admin::DEFAULT_LISTEN.to_string());
+            .unwrap_or_else(|| admin::DEFAULT_LISTEN.to_string());
         // A wildcard bind is reached on loopback.
         let listen = listen
             .replace("0.0.0.0:", "127.0.0.1:")
@@ -416,7 +420,7 @@ async fn status(m: &clap::ArgMatches) -> ExitCode {
             .filter(|t| !t.trim().is_empty())
             .map(|t| t.trim().to_string()),
     };
-    match crate::admin::table::fetch(&base, token.as_deref()).await {
+    match admin::table::fetch(&base, token.as_deref()).await {
         Ok((st, inc)) => {
             if m.get_flag("json") {
                 print_stdout(&format!(
@@ -425,7 +429,7 @@ async fn status(m: &clap::ArgMatches) -> ExitCode {
                     serde_json::json!({"status": st, "incidents": inc})
                 ));
             } else {
-                print_stdout(&crate::admin::table::render(&st, &inc));
+                print_stdout(&admin::table::render(&st, &inc));
             }
             ExitCode::from(EXIT_OK)
         }

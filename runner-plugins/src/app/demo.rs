@@ -16,8 +16,8 @@ use runner_core::pipeline::{Pipeline, RunReport};
 use serde_json::{Value, json};
 
 use crate::app;
-use crate::compile::{CompileOptions, compile};
-use crate::testserver::{Scenario, ServerOptions, Step, TestServer};
+use crate::app::compile::{CompileOptions, compile};
+use mcp_testserver::{Scenario, ServerOptions, Step, TestServer};
 
 pub const CLUSTERS: [&str; 3] = ["prod-us-east-1", "prod-eu-west-1", "staging-us-west-2"];
 
