@@ -288,7 +288,6 @@ async fn gemini_preset_investigates_through_the_real_cli() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "codex 0.171 starts under the runner's Landlock sandbox but none of its exec_command calls run (its own command sandbox does not start nested in ours); open"]
 async fn codex_preset_investigates_through_the_real_cli() {
     preset_completes(Cli::Codex).await;
 }
@@ -409,6 +408,11 @@ async fn claude_preset_refuses_every_probe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_preset_refuses_every_probe() {
     probes_are_refused(Cli::Gemini).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_preset_refuses_every_probe() {
+    probes_are_refused(Cli::Codex).await;
 }
 
 /// `kubectl get --server=<foreign>` is a read verb with an allowed prefix:

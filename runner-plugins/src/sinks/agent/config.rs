@@ -422,6 +422,8 @@ impl AgentSinkConfig {
                 max_budget_usd,
                 max_turns,
                 base_url,
+                // Decided at each launch from `sandbox.mode`.
+                kernel_sandbox: false,
             }),
             daily_budget: Box::new(DailyBudget {
                 runs: daily_runs,

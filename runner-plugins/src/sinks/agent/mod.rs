@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use breaker::{Breaker, BreakerSignal};
 pub use config::{AgentCommand, AgentSinkConfig, BASE_ENV, DEFAULT_PROMPT, INCIDENT_VARS};
 pub use presets::Preset;
+use presets::PresetOptions;
 use process::{Exit, Finished, Launch};
 use redact::Redactor;
 use report::Findings;
@@ -252,7 +253,10 @@ impl AgentSink {
     ) -> Result<Launch, String> {
         let dir = ws.dir.display().to_string();
         let prompt = ws.prompt_file().display().to_string();
-        let o = &self.cfg.preset_options;
+        let o = &PresetOptions {
+            kernel_sandbox: self.cfg.sandbox.mode == Mode::Enforce,
+            ..(*self.cfg.preset_options).clone()
+        };
         let argv = match &self.cfg.command {
             AgentCommand::Shell(line) => vec!["sh".into(), "-c".into(), line.clone()],
             AgentCommand::Argv(t) => presets::expand(t, &self.cfg.model, &prompt, &dir),

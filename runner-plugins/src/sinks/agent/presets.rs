@@ -34,6 +34,22 @@ pub struct PresetOptions {
     /// `ANTHROPIC_BASE_URL`, gemini `GOOGLE_GEMINI_BASE_URL`, codex a model
     /// provider in its `config.toml`.
     pub base_url: Option<String>,
+    /// The runner's kernel sandbox (Landlock) confines the agent. codex
+    /// then runs its commands without its own sandbox: that one (bubblewrap)
+    /// needs mount namespaces, which a Landlock-confined process may not
+    /// set up, so every command it wraps fails.
+    pub kernel_sandbox: bool,
+}
+
+impl PresetOptions {
+    /// codex's `--sandbox` value (and `sandbox_mode` in its config).
+    fn codex_sandbox(&self) -> &'static str {
+        if self.kernel_sandbox {
+            "danger-full-access"
+        } else {
+            "workspace-write"
+        }
+    }
 }
 
 /// How a preset's CLI reports its run on stdout (parsed by `usage`).
@@ -206,7 +222,7 @@ impl Preset {
                     "--ephemeral",
                     "--skip-git-repo-check",
                     "--sandbox",
-                    "workspace-write",
+                    o.codex_sandbox(),
                     "--cd",
                     "{workspace}",
                     "--",
@@ -284,20 +300,24 @@ fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-/// `~/.codex/config.toml`: no approvals (headless), the workspace-write
-/// sandbox with network (kubectl must reach the cluster), no history.
+/// `~/.codex/config.toml`: no approvals (headless), no history, and
+/// either no sandbox of its own (the runner's confines it) or, without the
+/// runner's, the workspace-write sandbox with network (kubectl must reach
+/// the cluster).
 fn codex_config(o: &PresetOptions) -> String {
-    let mut c = String::from(
+    let mut c = format!(
         "# Written by the event runner for one incident; not the operator's config.\n\
          approval_policy = \"never\"\n\
-         sandbox_mode = \"workspace-write\"\n",
+         sandbox_mode = \"{}\"\n",
+        o.codex_sandbox()
     );
     if o.base_url.is_some() {
         c.push_str("model_provider = \"runner\"\n");
     }
-    c.push_str(
-        "\n[history]\npersistence = \"none\"\n\n[sandbox_workspace_write]\nnetwork_access = true\n",
-    );
+    c.push_str("\n[history]\npersistence = \"none\"\n");
+    if !o.kernel_sandbox {
+        c.push_str("\n[sandbox_workspace_write]\nnetwork_access = true\n");
+    }
     if let Some(url) = &o.base_url {
         c.push_str(&format!(
             "\n[model_providers.runner]\nname = \"runner\"\nbase_url = {}\nenv_key = \"CODEX_API_KEY\"\nwire_api = \"responses\"\n\
@@ -425,6 +445,7 @@ mod tests {
             max_budget_usd: Some(0.5),
             max_turns: Some(12),
             base_url: None,
+            kernel_sandbox: false,
         };
         let t = Preset::Claude.template(&o);
         let allowed = t
@@ -466,6 +487,37 @@ mod tests {
         );
         assert!(cfg.contains("network_access = true"), "{cfg}");
         assert!(files[1].1.contains("\"delete\""), "{}", files[1].1);
+    }
+
+    #[test]
+    fn codex_leaves_confinement_to_the_kernel_sandbox_when_there_is_one() {
+        let sandbox_arg = |t: &[String]| {
+            let i = t.iter().position(|a| a == "--sandbox").expect("--sandbox");
+            t[i + 1].clone()
+        };
+        let confined = PresetOptions {
+            kernel_sandbox: true,
+            ..PresetOptions::default()
+        };
+        assert_eq!(
+            sandbox_arg(&Preset::Codex.template(&confined)),
+            "danger-full-access"
+        );
+        let cfg = &Preset::Codex.home_files(&confined)[0].1;
+        assert!(
+            cfg.contains("sandbox_mode = \"danger-full-access\""),
+            "{cfg}"
+        );
+        assert!(!cfg.contains("network_access"), "{cfg}");
+        // Without the runner's sandbox, codex's own one stays on.
+        let bare = PresetOptions::default();
+        assert_eq!(
+            sandbox_arg(&Preset::Codex.template(&bare)),
+            "workspace-write"
+        );
+        let cfg = &Preset::Codex.home_files(&bare)[0].1;
+        assert!(cfg.contains("sandbox_mode = \"workspace-write\""), "{cfg}");
+        assert!(cfg.contains("network_access = true"), "{cfg}");
     }
 
     #[test]
