@@ -130,6 +130,11 @@ impl Environment {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
+
+    /// Every variable, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
 }
 
 impl fmt::Debug for Environment {
@@ -178,6 +183,117 @@ impl Overrides {
     }
     pub fn get(&self, name: &str) -> Option<(&str, Origin)> {
         self.values.get(name).map(|(v, o)| (v.as_str(), *o))
+    }
+}
+
+/// One setting that a command-line flag and an environment variable can
+/// override: the one place its names, default and meaning are written. The
+/// table reader ([`TableReader::setting`]), the command line and the
+/// configuration reference are all made from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The environment variable (also the key of [`Overrides`]).
+    pub env: &'static str,
+    /// The long flag without dashes, or "" for a secret (secrets never come
+    /// from flags: they would show in the process list).
+    pub flag: &'static str,
+    /// Where it lives in `pipeline.toml`, dotted (`router.max_concurrent_agents`);
+    /// the last part is its key in the table.
+    pub key: &'static str,
+    /// What it is when nothing sets it.
+    pub default: Fallback,
+    /// What it means, one line of the reference.
+    pub doc: &'static str,
+    /// A secret: held in a variable that a key names, masked everywhere.
+    pub secret: bool,
+}
+
+/// What a [`Setting`] is when nothing sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// This value, written as in an environment variable.
+    Value(&'static str),
+    /// No value; the text says what that means (`required`, `unset`).
+    Absent(&'static str),
+}
+
+impl Setting {
+    /// A setting with a default value.
+    pub const fn value(
+        env: &'static str,
+        flag: &'static str,
+        key: &'static str,
+        default: &'static str,
+        doc: &'static str,
+    ) -> Setting {
+        Setting {
+            env,
+            flag,
+            key,
+            default: Fallback::Value(default),
+            doc,
+            secret: false,
+        }
+    }
+
+    /// A setting without a default value; `shown` says what its absence means.
+    pub const fn absent(
+        env: &'static str,
+        flag: &'static str,
+        key: &'static str,
+        shown: &'static str,
+        doc: &'static str,
+    ) -> Setting {
+        Setting {
+            env,
+            flag,
+            key,
+            default: Fallback::Absent(shown),
+            doc,
+            secret: false,
+        }
+    }
+
+    /// A secret held in the variable `env` unless `key` names another one.
+    pub const fn secret(env: &'static str, key: &'static str, doc: &'static str) -> Setting {
+        Setting {
+            env,
+            flag: "",
+            key,
+            default: Fallback::Absent("unset"),
+            doc,
+            secret: true,
+        }
+    }
+
+    /// Its key within its table (`max_concurrent_agents`).
+    pub fn table_key(&self) -> &'static str {
+        self.key.rsplit('.').next().unwrap_or(self.key)
+    }
+
+    /// The default as the reference shows it.
+    pub fn default_text(&self) -> &'static str {
+        match self.default {
+            Fallback::Value("") => "none",
+            Fallback::Value(v) | Fallback::Absent(v) => v,
+        }
+    }
+
+    /// The default parsed as `T`.
+    ///
+    /// # Panics
+    /// When the setting has no default value or it does not parse as `T`:
+    /// a mistake in the registry, which any compile of a pipeline shows.
+    pub fn default_value<T: ConfigValue>(&self) -> T {
+        let Fallback::Value(text) = self.default else {
+            panic!(
+                "setting {} has no default value: read it with setting_opt",
+                self.env
+            )
+        };
+        T::from_text(text).unwrap_or_else(|allowed| {
+            panic!("default {text:?} of setting {} is not {allowed}", self.env)
+        })
     }
 }
 
@@ -423,6 +539,11 @@ impl<'a> TableReader<'a> {
         self.overrides.environment().get(name)
     }
 
+    /// The injected [`Environment`] as a whole.
+    pub fn environment(&self) -> &Environment {
+        self.overrides.environment()
+    }
+
     /// Records an error against `key` of this table.
     pub fn error(&mut self, key: &str, value: impl Into<String>, allowed: impl Into<String>) {
         let k = self.key(key);
@@ -449,6 +570,73 @@ impl<'a> TableReader<'a> {
                 None
             }
         }
+    }
+
+    /// Optional key with a default, without overrides: the default is
+    /// logged as the effective value like any other.
+    pub fn opt_or<T: ConfigValue>(&mut self, key: &'static str, default: T) -> T {
+        match self.opt(key) {
+            Some(v) => v,
+            None => {
+                self.record_default(key, default.render());
+                default
+            }
+        }
+    }
+
+    /// Logs `value` as the effective value of `key`, from the default: for
+    /// a default the reader works out itself (`opt_or` and the `setting`
+    /// methods call it). A key already recorded is left alone.
+    pub fn record_default(&mut self, key: &str, value: impl Into<String>) {
+        let value = value.into();
+        let k = self.key(key);
+        if !self.effective.iter().any(|e| e.key == k) {
+            self.effective.push(Effective {
+                key: k,
+                value,
+                origin: Origin::Default,
+            });
+        }
+    }
+
+    /// The value of setting `s`: flag > environment > file > its default.
+    pub fn setting<T: ConfigValue>(&mut self, s: &Setting) -> T {
+        let default = s.default_value();
+        self.layered(s.table_key(), s.env, default)
+    }
+
+    /// Like [`setting`](Self::setting), for a size, count or duration that
+    /// must lie in `range` (see [`layered_in`](Self::layered_in)).
+    pub fn setting_in<T>(
+        &mut self,
+        s: &Setting,
+        range: std::ops::RangeInclusive<T>,
+        unit: &str,
+    ) -> T
+    where
+        T: ConfigValue + PartialOrd + fmt::Display + Copy,
+    {
+        let default = s.default_value();
+        self.layered_in(s.table_key(), s.env, default, range, unit)
+    }
+
+    /// A setting without a default value: `None` when nothing sets it
+    /// (logged as the setting's default text).
+    pub fn setting_opt<T: ConfigValue>(&mut self, s: &Setting) -> Option<T> {
+        let v = self.layered_opt(s.table_key(), s.env, s.secret);
+        if v.is_none() {
+            self.record_default(s.table_key(), s.default_text());
+        }
+        v
+    }
+
+    /// An endpoint URL setting without a default (see [`layered_url`](Self::layered_url)).
+    pub fn setting_url(&mut self, s: &Setting) -> Option<String> {
+        let v = self.layered_url(s.table_key(), s.env);
+        if v.is_none() {
+            self.record_default(s.table_key(), s.default_text());
+        }
+        v
     }
 
     /// Required key without overrides.

@@ -33,6 +33,7 @@ use runner_core::router::{OverflowPolicy, Router, RouterLimits};
 use runner_core::{
     CancellationToken, Envelope, Event, RawPayload, Recorder, Severity, Sink, SinkResult, Stage,
 };
+use runner_plugins::component::{BuildContext, ComponentConfig};
 use runner_plugins::stages::dedup::DedupConfig;
 use runner_plugins::stages::severity::SeverityConfig;
 use serde_json::Value;
@@ -101,7 +102,8 @@ fn stages() -> Arc<[Box<dyn Stage>]> {
         window_seconds: 300,
         ..DedupConfig::default()
     };
-    vec![sev.build(), dedup.build()].into()
+    let cx = BuildContext::default();
+    vec![sev.build(&cx).unwrap(), dedup.build(&cx).unwrap()].into()
 }
 
 fn raw(text: &str, src: &Arc<str>) -> RawPayload {

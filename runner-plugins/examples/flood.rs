@@ -31,6 +31,7 @@ use runner_core::{
     CancellationToken, Envelope, Event, Outcome, RawPayload, Recorder, Severity, Sink, SinkResult,
     Stage, StageFuture,
 };
+use runner_plugins::component::{BuildContext, ComponentConfig};
 use runner_plugins::stages::dedup::{DedupConfig, DedupStage};
 use runner_plugins::stages::severity::SeverityConfig;
 
@@ -187,7 +188,8 @@ async fn flood(events: u64, clusters: u64, max_keys: usize) -> bool {
         SeverityConfig {
             threshold: Severity::Error,
         }
-        .build(),
+        .build(&BuildContext::default())
+        .expect("severity stage"),
         Box::new(Shared(dedup.clone(), None)),
     ];
     let recorder = Arc::new(Recorder::new(stages.into()));

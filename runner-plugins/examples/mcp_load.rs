@@ -36,6 +36,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{ClientHandler, ServiceExt};
 use runner_core::config::{ConfigErrors, Overrides, TableReader};
 use runner_core::{CancellationToken, Event, Intake, Recorder, SourceContext};
+use runner_plugins::component::{BuildContext, ComponentConfig, ReadContext};
 use runner_plugins::sources::mcp::McpSourceConfig;
 use serde_json::Map;
 
@@ -150,7 +151,8 @@ async fn source(events: u64, parse: bool, lazy: bool) -> (f64, f64) {
         .parse()
         .unwrap();
     let mut r = TableReader::new("source[0]", table, &ov, &mut errs, &mut eff);
-    let cfg = McpSourceConfig::read(&mut r, 0).expect("config");
+    let dir = std::path::PathBuf::new();
+    let cfg = McpSourceConfig::read(&mut r, &ReadContext::single(&dir, &ov)).expect("config");
     r.finish();
     let (tx, mut rx) = tokio::sync::mpsc::channel(events as usize + 16);
     let recorder = Arc::new(Recorder::new(Arc::from(Vec::new())));
@@ -160,7 +162,8 @@ async fn source(events: u64, parse: bool, lazy: bool) -> (f64, f64) {
         shutdown: shutdown.clone(),
         status: runner_core::status::SourceStatus::new("load"),
     };
-    let task = tokio::spawn(cfg.build().run(ctx));
+    let source = cfg.build(&BuildContext::default()).expect("source");
+    let task = tokio::spawn(source.run(ctx));
     let _ = &task;
     let counting = Counting::default();
     let c = counting.clone();

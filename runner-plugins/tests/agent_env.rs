@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use agent_support::*;
 use runner_core::config::Environment;
 use runner_core::{CancellationToken, Outcome, Sink};
-use runner_plugins::component::BuildContext;
+use runner_plugins::component::{BuildContext, ComponentConfig};
 use runner_plugins::sinks::agent::{AgentSink, INCIDENT_VARS};
 
 #[test]
@@ -44,7 +44,10 @@ fn agent_environment_is_allow_listed() {
             "SLACK_WEBHOOK_URL".into(),
             "MCP_TOKEN".into(),
         ];
-        assert!(cfg.build().is_err(), "build refuses secret names");
+        assert!(
+            ComponentConfig::build(&cfg, &BuildContext::default()).is_err(),
+            "build refuses secret names"
+        );
         let sink = AgentSink::with_context(
             cfg,
             &BuildContext {

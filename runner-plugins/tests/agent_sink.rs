@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use agent_support::*;
 use runner_core::config::{ConfigErrors, Overrides, TableReader};
 use runner_core::{CancellationToken, Outcome, Sink};
+use runner_plugins::component::{BuildContext, ComponentConfig, ReadContext};
 use runner_plugins::sinks::agent::{AgentCommand, AgentSink, AgentSinkConfig, Preset, sandbox};
 
 fn mode(p: &std::path::Path) -> u32 {
@@ -452,7 +453,7 @@ fn read(
     let mut errs = ConfigErrors::default();
     let mut eff = Vec::new();
     let mut r = TableReader::new("sink", toml_text.parse().unwrap(), ov, &mut errs, &mut eff);
-    let c = AgentSinkConfig::read(&mut r, base);
+    let c = AgentSinkConfig::read(&mut r, &ReadContext::single(base, ov));
     r.finish();
     (c, errs)
 }
@@ -640,7 +641,7 @@ failure_alert_threshold = 5
     assert_eq!(c.env_allow, vec!["AWS_REGION"]);
     assert_eq!(c.min_investigation_bytes, 10);
     assert_eq!(c.failure_alert_threshold, 5);
-    assert!(c.build().is_ok());
+    assert!(c.build(&BuildContext::default()).is_ok());
 
     // AGENT_COMMAND wins over the preset; env/flags override the file.
     let mut ov = Overrides::new();

@@ -36,7 +36,9 @@ fn with_setting_flags(mut cmd: Command) -> Command {
                 .action(ArgAction::Set)
                 .help(format!(
                     "{} [env: {}] [default: {}]",
-                    s.doc, s.env, s.default
+                    s.doc,
+                    s.env,
+                    s.default_text()
                 )),
         );
     }

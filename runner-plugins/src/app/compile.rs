@@ -21,8 +21,6 @@ use crate::sinks::{self, SinkConfig};
 use crate::sources::SourceConfig;
 use crate::stages::StageConfig;
 
-/// Default byte budget of payloads in flight (`PAYLOAD_BUDGET_BYTES`).
-pub const DEFAULT_PAYLOAD_BUDGET: usize = 256 << 20;
 /// Upper bounds of `max_payload_bytes` and `payload_budget_bytes`.
 const MAX_PAYLOAD_LIMIT: usize = 256 << 20;
 const MAX_BUDGET_LIMIT: usize = 64 << 30;
@@ -212,7 +210,7 @@ pub fn compile(
             &mut errors,
             &mut effective,
         );
-        let log_level: String = r.layered("log_level", env::LOG_LEVEL, "info".to_string());
+        let log_level: String = r.setting(&env::LOG_LEVEL);
         if !["debug", "info", "warn", "error"].contains(&log_level.to_ascii_lowercase().as_str()) {
             r.error(
                 "log_level",
@@ -220,35 +218,20 @@ pub fn compile(
                 "one of debug, info, warn, error",
             );
         }
-        let log_format: String = r.layered("log_format", env::LOG_FORMAT, "text".to_string());
+        let log_format: String = r.setting(&env::LOG_FORMAT);
         if !["text", "json"].contains(&log_format.as_str()) {
             r.error("log_format", format!("{log_format:?}"), "one of text, json");
         }
-        let shutdown: u64 = r.layered_in(
-            "shutdown_timeout_seconds",
-            env::SHUTDOWN_TIMEOUT_SECONDS,
-            30,
+        let shutdown: u64 = r.setting_in(
+            &env::SHUTDOWN_TIMEOUT_SECONDS,
             0..=MAX_SECONDS_LIMIT,
             "seconds",
         );
-        let intake: usize = r.layered_in(
-            "intake_queue_size",
-            env::INTAKE_QUEUE_SIZE,
-            1024,
-            1..=MAX_QUEUE_LIMIT,
-            "payloads",
-        );
-        let max_payload: usize = r.layered_in(
-            "max_payload_bytes",
-            env::MAX_PAYLOAD_BYTES,
-            runner_core::event::DEFAULT_MAX_PAYLOAD_BYTES,
-            1024..=MAX_PAYLOAD_LIMIT,
-            "bytes",
-        );
-        let budget: usize = r.layered_in(
-            "payload_budget_bytes",
-            env::PAYLOAD_BUDGET_BYTES,
-            DEFAULT_PAYLOAD_BUDGET,
+        let intake: usize = r.setting_in(&env::INTAKE_QUEUE_SIZE, 1..=MAX_QUEUE_LIMIT, "payloads");
+        let max_payload: usize =
+            r.setting_in(&env::MAX_PAYLOAD_BYTES, 1024..=MAX_PAYLOAD_LIMIT, "bytes");
+        let budget: usize = r.setting_in(
+            &env::PAYLOAD_BUDGET_BYTES,
             (1 << 20)..=MAX_BUDGET_LIMIT,
             "bytes",
         );
@@ -359,39 +342,15 @@ pub fn compile(
     // [router]
     let limits = {
         let mut r = TableReader::new("router", router_t, overrides, &mut errors, &mut effective);
-        let max: usize = r.layered_in(
-            "max_concurrent_agents",
-            env::MAX_CONCURRENT_AGENTS,
-            5,
+        let max: usize = r.setting_in(
+            &env::MAX_CONCURRENT_AGENTS,
             1..=MAX_CONCURRENT_LIMIT,
             "agents",
         );
-        let global: usize = r.layered_in(
-            "global_queue_size",
-            env::GLOBAL_QUEUE_SIZE,
-            100,
-            1..=MAX_QUEUE_LIMIT,
-            "events",
-        );
-        let cluster: usize = r.layered_in(
-            "cluster_queue_size",
-            env::CLUSTER_QUEUE_SIZE,
-            10,
-            1..=MAX_QUEUE_LIMIT,
-            "events",
-        );
-        let policy: OverflowPolicy = r.layered(
-            "overflow_policy",
-            env::QUEUE_OVERFLOW_POLICY,
-            OverflowPolicy::Drop,
-        );
-        let idle: u64 = r.layered_in(
-            "idle_worker_seconds",
-            env::IDLE_WORKER_SECONDS,
-            60,
-            1..=MAX_SECONDS_LIMIT,
-            "seconds",
-        );
+        let global: usize = r.setting_in(&env::GLOBAL_QUEUE_SIZE, 1..=MAX_QUEUE_LIMIT, "events");
+        let cluster: usize = r.setting_in(&env::CLUSTER_QUEUE_SIZE, 1..=MAX_QUEUE_LIMIT, "events");
+        let policy: OverflowPolicy = r.setting(&env::QUEUE_OVERFLOW_POLICY);
+        let idle: u64 = r.setting_in(&env::IDLE_WORKER_SECONDS, 1..=MAX_SECONDS_LIMIT, "seconds");
         r.finish();
         RouterLimits {
             max_concurrent: max,

@@ -232,12 +232,20 @@ pub async fn run(dir: Option<PathBuf>, ov: &Overrides) -> ExitCode {
     // `--log-level` or LOG_LEVEL (the flag wins); quiet by default, the
     // summary table is the demo's output.
     let level = ov
-        .get(crate::settings::LOG_LEVEL)
+        .get(crate::settings::LOG_LEVEL.env)
         .map_or("warn", |(v, _)| v);
-    app::init_logging(level, "text");
+    app::init_logging(level, "text", ov.environment());
     let root = match dir {
         Some(d) => d,
-        None => std::env::temp_dir().join(format!("event-runner-demo-{}", std::process::id())),
+        // std::env::temp_dir reads TMPDIR itself: the same rule, from the
+        // injected environment.
+        None => PathBuf::from(
+            ov.environment()
+                .get("TMPDIR")
+                .filter(|t| !t.is_empty())
+                .unwrap_or("/tmp"),
+        )
+        .join(format!("event-runner-demo-{}", std::process::id())),
     };
     if let Err(e) = std::fs::create_dir_all(&root) {
         eprintln!("error: cannot create {}: {e}", root.display());

@@ -46,7 +46,7 @@ pub fn main() -> ExitCode {
         "validate" => validate(&cli::config_path(sub), &ov),
         "status" => {
             let rt = runtime();
-            rt.block_on(status(sub))
+            rt.block_on(status(sub, &environment))
         }
         "run" => {
             let rt = runtime();
@@ -75,15 +75,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// Initializes tracing once; `level` and `format` come from the compiled config.
-pub fn init_logging(level: &str, format: &str) {
+/// Initializes tracing once; `level` and `format` come from the compiled
+/// config, `RUST_LOG` from `environment`.
+pub fn init_logging(level: &str, format: &str, environment: &Environment) {
     use tracing_subscriber::EnvFilter;
     // RUST_LOG, when set, refines LOG_LEVEL for debugging a single module.
     // rmcp is silenced by default: it logs handled reconnects as errors, and
     // the MCP source already logs every loss with its cause
     // (RUST_LOG=info,rmcp=debug shows it).
-    let filter = std::env::var("RUST_LOG")
-        .ok()
+    let filter = environment
+        .get("RUST_LOG")
         .and_then(|s| EnvFilter::try_new(s).ok())
         .unwrap_or_else(|| {
             EnvFilter::new(format!(
@@ -144,7 +145,7 @@ fn validate(path: &Path, ov: &Overrides) -> ExitCode {
             let pre = c
                 .agent
                 .as_ref()
-                .map(|a| a.preflight(&|k| std::env::var(k).ok()))
+                .map(|a| a.preflight(&|k| ov.environment().get(k).map(str::to_string)))
                 .unwrap_or_default();
             for i in &pre.info {
                 out += &format!("  agent:   {i}\n");
@@ -339,7 +340,11 @@ async fn run(path: &Path, ov: &Overrides, harden_errors: &[String]) -> ExitCode 
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(&c.settings.log_level, &c.settings.log_format);
+    init_logging(
+        &c.settings.log_level,
+        &c.settings.log_format,
+        ov.environment(),
+    );
     tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "event runner starting");
     log_effective(&c.effective);
     for e in harden_errors {
@@ -348,7 +353,7 @@ async fn run(path: &Path, ov: &Overrides, harden_errors: &[String]) -> ExitCode 
     let agent = c.agent.clone();
     if let Some(a) = &agent {
         crate::sinks::agent::startup(a);
-        let pre = a.preflight(&|k| std::env::var(k).ok());
+        let pre = a.preflight(&|k| ov.environment().get(k).map(str::to_string));
         for i in &pre.info {
             tracing::info!(agent = %i, "agent CLI");
         }
@@ -395,28 +400,28 @@ async fn run(path: &Path, ov: &Overrides, harden_errors: &[String]) -> ExitCode 
 }
 
 /// `runner status`: the admin server's view of a running instance, as tables.
-async fn status(m: &clap::ArgMatches) -> ExitCode {
+async fn status(m: &clap::ArgMatches, environment: &Environment) -> ExitCode {
     let base = m.get_one::<String>("url").cloned().unwrap_or_else(|| {
-        let listen = std::env::var(crate::settings::ADMIN_LISTEN)
-            .ok()
-            .filter(|v| !v.is_empty() && v != "off")
-            .unwrap_or_else(|| admin::DEFAULT_LISTEN.to_string());
+        let listen = environment
+            .get(crate::settings::ADMIN_LISTEN.env)
+            .filter(|v| !v.is_empty() && *v != "off")
+            .unwrap_or(admin::DEFAULT_LISTEN);
         // A wildcard bind is reached on loopback.
         let listen = listen
             .replace("0.0.0.0:", "127.0.0.1:")
             .replace("[::]:", "[::1]:");
         format!("http://{listen}")
     });
-    let token = match std::env::var(crate::settings::ADMIN_TOKEN_FILE) {
-        Ok(path) if !path.is_empty() => match std::fs::read_to_string(&path) {
+    let token = match environment.get(crate::settings::ADMIN_TOKEN_FILE.env) {
+        Some(path) if !path.is_empty() => match std::fs::read_to_string(path) {
             Ok(t) => Some(t.trim().to_string()),
             Err(e) => {
                 eprintln!("error: ADMIN_TOKEN_FILE {path:?}: {e}");
                 return ExitCode::from(EXIT_CONFIG);
             }
         },
-        _ => std::env::var(crate::settings::ADMIN_TOKEN)
-            .ok()
+        _ => environment
+            .get(crate::settings::ADMIN_TOKEN.env)
             .filter(|t| !t.trim().is_empty())
             .map(|t| t.trim().to_string()),
     };
@@ -449,7 +454,7 @@ async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging("warn", &c.settings.log_format);
+    init_logging("warn", &c.settings.log_format, ov.environment());
     let f = match std::fs::File::open(file) {
         Ok(f) => f,
         Err(e) => {

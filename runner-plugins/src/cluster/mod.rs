@@ -94,11 +94,12 @@ impl ClusterConfig {
         let name: Option<String> = r.req("name");
         let kubeconfig: Option<String> = r.req("kubeconfig");
         let context: Option<String> = r.opt("context");
-        let on_unsafe: OnUnsafe = r.opt("on_unsafe_credential").unwrap_or(OnUnsafe::Refuse);
-        let check_namespaces: Vec<String> = r
-            .opt("check_namespaces")
-            .unwrap_or_else(|| vec!["default".to_string(), "kube-system".to_string()]);
-        let deny_resources: Vec<String> = r.opt("deny_resources").unwrap_or_default();
+        let on_unsafe: OnUnsafe = r.opt_or("on_unsafe_credential", OnUnsafe::Refuse);
+        let check_namespaces: Vec<String> = r.opt_or(
+            "check_namespaces",
+            vec!["default".to_string(), "kube-system".to_string()],
+        );
+        let deny_resources: Vec<String> = r.opt_or("deny_resources", Vec::new());
 
         if let Some(n) = &name
             && (n.trim().is_empty() || n.chars().any(char::is_control) || n.len() > 253)

@@ -71,7 +71,7 @@ pub fn assemble(
     for (prefix, c) in &read {
         let SinkConfig::Agent(a) = c else { continue };
         if declared_slack {
-            if a.slack_webhook_env != crate::settings::SLACK_WEBHOOK_URL {
+            if a.slack_webhook_env != crate::settings::SLACK_WEBHOOK_URL.env {
                 errors.push(
                     format!("{prefix}.slack_webhook_env"),
                     format!("{:?}", a.slack_webhook_env),

@@ -105,9 +105,9 @@ pub struct DedupConfig {
 impl Default for DedupConfig {
     fn default() -> Self {
         DedupConfig {
-            window_seconds: 300,
+            window_seconds: DEDUP_WINDOW_SECONDS.default_value(),
             key: DEFAULT_KEY.to_vec(),
-            max_keys: 100_000,
+            max_keys: DEDUP_MAX_KEYS.default_value(),
         }
     }
 }
@@ -117,16 +117,19 @@ pub const MAX_WINDOW_SECONDS: u64 = 7 * 86_400;
 /// Upper bound of `max_keys`.
 pub const MAX_KEYS_LIMIT: usize = 10_000_000;
 
-impl DedupConfig {
-    pub fn read(r: &mut TableReader<'_>) -> Option<DedupConfig> {
-        let window_seconds = r.layered("window_seconds", DEDUP_WINDOW_SECONDS, 300u64);
-        let max_keys: usize = r.layered("max_keys", DEDUP_MAX_KEYS, 100_000usize);
+impl ComponentConfig for DedupConfig {
+    const KIND: &'static str = "dedup";
+    type Built = Box<dyn Stage>;
+
+    fn read(r: &mut TableReader<'_>, _cx: &ReadContext<'_>) -> Option<Self> {
+        let window_seconds: u64 = r.setting(&DEDUP_WINDOW_SECONDS);
+        let max_keys: usize = r.setting(&DEDUP_MAX_KEYS);
         // A week of window and ten million keys (about a GiB of table) are
         // far beyond any real storm; bigger values are typos.
         let mut ok = r
             .check_range(
                 "window_seconds",
-                DEDUP_WINDOW_SECONDS,
+                DEDUP_WINDOW_SECONDS.env,
                 window_seconds,
                 0..=MAX_WINDOW_SECONDS,
                 "seconds",
@@ -135,7 +138,7 @@ impl DedupConfig {
         ok &= r
             .check_range(
                 "max_keys",
-                DEDUP_MAX_KEYS,
+                DEDUP_MAX_KEYS.env,
                 max_keys,
                 1..=MAX_KEYS_LIMIT,
                 "keys",
@@ -176,21 +179,8 @@ impl DedupConfig {
         })
     }
 
-    pub fn build(&self) -> Box<dyn Stage> {
-        Box::new(DedupStage::new(self))
-    }
-}
-
-impl ComponentConfig for DedupConfig {
-    const KIND: &'static str = "dedup";
-    type Built = Box<dyn Stage>;
-
-    fn read(r: &mut TableReader<'_>, _cx: &ReadContext<'_>) -> Option<Self> {
-        DedupConfig::read(r)
-    }
-
     fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Stage>, KeyError> {
-        Ok(DedupConfig::build(self))
+        Ok(Box::new(DedupStage::new(self)))
     }
 }
 
@@ -1141,7 +1131,8 @@ mod tests {
             &mut errs,
             &mut eff,
         );
-        let c = DedupConfig::read(&mut r);
+        let dir = std::path::PathBuf::new();
+        let c = DedupConfig::read(&mut r, &ReadContext::single(&dir, ov));
         r.finish();
         (c, errs)
     }
@@ -1153,8 +1144,12 @@ mod tests {
         assert_eq!(c.unwrap(), DedupConfig::default());
 
         let mut ov = Overrides::new();
-        ov.set(DEDUP_WINDOW_SECONDS, "60", runner_core::config::Origin::Env);
-        ov.set(DEDUP_MAX_KEYS, "5", runner_core::config::Origin::Env);
+        ov.set(
+            DEDUP_WINDOW_SECONDS.env,
+            "60",
+            runner_core::config::Origin::Env,
+        );
+        ov.set(DEDUP_MAX_KEYS.env, "5", runner_core::config::Origin::Env);
         let (c, errs) = read("key = ['faultId', 'fault_type', 'fault_id']", &ov);
         assert!(errs.is_empty(), "{errs}");
         let c = c.unwrap();

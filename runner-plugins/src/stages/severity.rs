@@ -12,29 +12,19 @@ pub struct SeverityConfig {
     pub threshold: Severity,
 }
 
-impl SeverityConfig {
-    pub fn read(r: &mut TableReader<'_>) -> Option<SeverityConfig> {
-        let threshold = r.layered("threshold", SEVERITY_THRESHOLD, Severity::Error);
-        Some(SeverityConfig { threshold })
-    }
-
-    pub fn build(&self) -> Box<dyn Stage> {
-        Box::new(SeverityStage {
-            threshold: self.threshold,
-        })
-    }
-}
-
 impl ComponentConfig for SeverityConfig {
     const KIND: &'static str = "severity";
     type Built = Box<dyn Stage>;
 
     fn read(r: &mut TableReader<'_>, _cx: &ReadContext<'_>) -> Option<Self> {
-        SeverityConfig::read(r)
+        let threshold = r.setting(&SEVERITY_THRESHOLD);
+        Some(SeverityConfig { threshold })
     }
 
     fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Stage>, KeyError> {
-        Ok(SeverityConfig::build(self))
+        Ok(Box::new(SeverityStage {
+            threshold: self.threshold,
+        }))
     }
 }
 

@@ -10,7 +10,10 @@ use crate::settings as env;
 
 /// Default listen address: loopback, so `runner status` and a local
 /// Prometheus work out of the box and nothing is exposed.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9469";
+pub const DEFAULT_LISTEN: &str = match env::ADMIN_LISTEN.default {
+    runner_core::config::Fallback::Value(v) => v,
+    runner_core::config::Fallback::Absent(_) => panic!("ADMIN_LISTEN has a default"),
+};
 /// Shortest accepted token: a guessable token is no protection.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -46,7 +49,7 @@ impl Default for ServerConfig {
             listen: None,
             token: None,
             token_origin: "none".into(),
-            token_env: crate::settings::ADMIN_TOKEN.into(),
+            token_env: env::ADMIN_TOKEN.env.into(),
             public_url: None,
             ready_source_down: Duration::from_secs(30),
             metrics_cluster_labels: runner_core::status::DEFAULT_CLUSTER_LABELS,
@@ -57,8 +60,8 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Environment variables holding this server's secret.
     pub fn secret_envs(&self) -> Vec<String> {
-        let mut v = vec![env::ADMIN_TOKEN.to_string()];
-        if self.token_env != env::ADMIN_TOKEN {
+        let mut v = vec![env::ADMIN_TOKEN.env.to_string()];
+        if self.token_env != env::ADMIN_TOKEN.env {
             v.push(self.token_env.clone());
         }
         v
@@ -66,7 +69,7 @@ impl ServerConfig {
 
     /// Reads `[server]`; every problem goes to the reader's errors.
     pub fn read(r: &mut TableReader<'_>) -> ServerConfig {
-        let listen_text: String = r.layered("listen", env::ADMIN_LISTEN, DEFAULT_LISTEN.into());
+        let listen_text: String = r.setting(&env::ADMIN_LISTEN);
         let listen = match listen_text.trim() {
             "off" => None,
             t => match t.parse::<SocketAddr>() {
@@ -84,10 +87,11 @@ impl ServerConfig {
 
         // The token never comes from a flag: a file or an environment variable.
         let explicit_env: Option<String> = r.opt("token_env");
-        let token_env = explicit_env
-            .clone()
-            .unwrap_or_else(|| env::ADMIN_TOKEN.to_string());
-        let token_file: Option<String> = r.layered_opt("token_file", env::ADMIN_TOKEN_FILE, false);
+        let token_env = explicit_env.clone().unwrap_or_else(|| {
+            r.record_default("token_env", format!("{:?}", env::ADMIN_TOKEN.env));
+            env::ADMIN_TOKEN.env.to_string()
+        });
+        let token_file: Option<String> = r.setting_opt(&env::ADMIN_TOKEN_FILE);
         let (token, token_origin, token_key) = match &token_file {
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(t) => (
@@ -104,8 +108,8 @@ impl ServerConfig {
                     (None, String::new(), "token_file")
                 }
             },
-            None => match std::env::var(&token_env) {
-                Ok(t) if !t.trim().is_empty() => (
+            None => match r.env_var(&token_env).map(str::to_string) {
+                Some(t) if !t.trim().is_empty() => (
                     Some(t.trim().to_string()),
                     format!("env {token_env}"),
                     "token_env",
@@ -139,13 +143,13 @@ impl ServerConfig {
                 format!("{a:?} (not loopback, no token)"),
                 format!(
                     "a loopback address, or a token ({} / {} / server.token_file) to listen on {a}",
-                    env::ADMIN_TOKEN,
-                    env::ADMIN_TOKEN_FILE
+                    env::ADMIN_TOKEN.env,
+                    env::ADMIN_TOKEN_FILE.env
                 ),
             );
         }
 
-        let public_url: Option<String> = r.layered_opt("public_url", env::ADMIN_PUBLIC_URL, false);
+        let public_url: Option<String> = r.setting_opt(&env::ADMIN_PUBLIC_URL);
         let public_url = public_url.map(|u| u.trim().trim_end_matches('/').to_string());
         if let Some(u) = &public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -156,16 +160,8 @@ impl ServerConfig {
                 "an http:// or https:// URL (e.g. https://runner.example.com)",
             );
         }
-        let down: u64 = r.layered(
-            "ready_source_down_seconds",
-            env::READY_SOURCE_DOWN_SECONDS,
-            30,
-        );
-        let labels: usize = r.layered(
-            "metrics_cluster_labels",
-            env::METRICS_CLUSTER_LABELS,
-            runner_core::status::DEFAULT_CLUSTER_LABELS,
-        );
+        let down: u64 = r.setting(&env::READY_SOURCE_DOWN_SECONDS);
+        let labels: usize = r.setting(&env::METRICS_CLUSTER_LABELS);
         if labels < 1 {
             r.error(
                 "metrics_cluster_labels",
@@ -215,7 +211,7 @@ mod tests {
     #[test]
     fn non_loopback_without_token_is_refused_with_every_error() {
         let mut ov = Overrides::new();
-        ov.set(env::ADMIN_LISTEN, "0.0.0.0:9469", Origin::Flag);
+        ov.set(env::ADMIN_LISTEN.env, "0.0.0.0:9469", Origin::Flag);
         let e = read(
             "public_url = 'runner.example.com'\nmetrics_cluster_labels = 0",
             &ov,

@@ -110,61 +110,59 @@ impl AgentSinkConfig {
             },
             secret_envs: Vec::new(),
             command,
-            model: "sonnet".into(),
-            timeout: Duration::from_secs(300),
-            kill_grace: Duration::from_secs(10),
+            model: env::AGENT_MODEL.default_value(),
+            timeout: Duration::from_secs(env::AGENT_TIMEOUT.default_value()),
+            kill_grace: Duration::from_secs(env::AGENT_KILL_GRACE.default_value()),
             workspace_root,
             prompt: DEFAULT_PROMPT.to_string(),
             env_allow: Vec::new(),
             min_investigation_bytes: 100,
-            slack_webhook_env: env::SLACK_WEBHOOK_URL.into(),
+            slack_webhook_env: env::SLACK_WEBHOOK_URL.env.into(),
             slack_webhook: None,
             slack: SlackOptions::default(),
-            failure_alert_threshold: 3,
+            failure_alert_threshold: env::AGENT_FAILURE_ALERT_THRESHOLD.default_value(),
             clusters: None,
             public_url: None,
             preset_options: Box::default(),
             daily_budget: Box::default(),
         }
     }
+}
+
+impl ComponentConfig for AgentSinkConfig {
+    const KIND: &'static str = "agent";
+    type Built = Arc<dyn Sink>;
 
     /// Reads `[sink]` (kind already removed). Every problem is reported
     /// through `r`; `None` when any was found.
-    pub fn read(r: &mut TableReader<'_>, base_dir: &Path) -> Option<AgentSinkConfig> {
+    fn read(r: &mut TableReader<'_>, cx: &ReadContext<'_>) -> Option<Self> {
+        let base_dir = cx.base_dir;
         let before = r.errors().len();
         let preset: Option<String> = r.opt("preset");
         let argv: Option<Vec<String>> = r.opt("command");
-        let line: Option<String> = r.layered_opt("command_line", env::AGENT_COMMAND, false);
-        let model: String = r.layered("model", env::AGENT_MODEL, "sonnet".to_string());
-        let timeout: u64 = r.layered("timeout_seconds", env::AGENT_TIMEOUT, 300);
-        let grace: u64 = r.layered("kill_grace_seconds", env::AGENT_KILL_GRACE, 10);
-        let root: String = r.layered(
-            "workspace_root",
-            env::WORKSPACE_ROOT,
-            "./incidents".to_string(),
-        );
+        let line: Option<String> = r.setting_opt(&env::AGENT_COMMAND);
+        let model: String = r.setting(&env::AGENT_MODEL);
+        let timeout: u64 = r.setting(&env::AGENT_TIMEOUT);
+        let grace: u64 = r.setting(&env::AGENT_KILL_GRACE);
+        let root: String = r.setting(&env::WORKSPACE_ROOT);
         let prompt_file: Option<String> = r.opt("prompt_file");
-        let env_allow: Vec<String> = r.layered("env_allow", env::AGENT_ENV_ALLOW, Vec::new());
-        let min_bytes: u64 = r.opt("min_investigation_bytes").unwrap_or(100);
-        let webhook_env: String = r
-            .opt("slack_webhook_env")
-            .unwrap_or_else(|| env::SLACK_WEBHOOK_URL.to_string());
-        let threshold: u32 = r.layered(
-            "failure_alert_threshold",
-            env::AGENT_FAILURE_ALERT_THRESHOLD,
-            3,
+        let env_allow: Vec<String> = r.setting(&env::AGENT_ENV_ALLOW);
+        let min_bytes: u64 = r.opt_or("min_investigation_bytes", 100);
+        let webhook_env: String =
+            r.opt_or("slack_webhook_env", env::SLACK_WEBHOOK_URL.env.to_string());
+        let threshold: u32 = r.setting(&env::AGENT_FAILURE_ALERT_THRESHOLD);
+        let sandbox_mode: String = r.setting(&env::AGENT_SANDBOX);
+        let read_paths: Vec<String> = r.opt_or("sandbox_read_paths", Vec::new());
+        let write_paths: Vec<String> = r.opt_or("sandbox_write_paths", Vec::new());
+        let mut ports: Vec<u16> = r.opt_or(
+            "sandbox_connect_ports",
+            sandbox::DEFAULT_CONNECT_PORTS.to_vec(),
         );
-        let sandbox_mode: String = r.layered("sandbox", env::AGENT_SANDBOX, "enforce".to_string());
-        let read_paths: Vec<String> = r.opt("sandbox_read_paths").unwrap_or_default();
-        let write_paths: Vec<String> = r.opt("sandbox_write_paths").unwrap_or_default();
-        let mut ports: Vec<u16> = r
-            .opt("sandbox_connect_ports")
-            .unwrap_or_else(|| sandbox::DEFAULT_CONNECT_PORTS.to_vec());
 
         let max_budget_usd: Option<f64> = r.opt("max_budget_usd");
         let max_turns: Option<u32> = r.opt("max_turns");
         let base_url: Option<String> = r.opt("model_base_url");
-        let unsafe_codex_network: bool = r.opt("unsafe_codex_network").unwrap_or(false);
+        let unsafe_codex_network: bool = r.opt_or("unsafe_codex_network", false);
         let daily_runs: Option<u32> = r.opt("daily_runs_per_cluster");
         let daily_usd: Option<f64> = r.opt("daily_budget_usd_per_cluster");
         for (key, v) in [
@@ -371,10 +369,14 @@ impl AgentSinkConfig {
         }
         let protected = sandbox::protected_paths(
             &SandboxConfig {
-                deny_paths: deny_paths.clone(),
+                deny_paths: deny_paths
+                    .iter()
+                    .cloned()
+                    .chain(sandbox::runner_secret_files(r.environment()))
+                    .collect(),
                 ..SandboxConfig::default()
             },
-            std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+            r.env_var("HOME").map(Path::new),
         );
         for (key, list) in [
             ("sandbox_read_paths", &read_paths),
@@ -432,23 +434,6 @@ impl AgentSinkConfig {
         })
     }
 
-    pub fn build(&self) -> Result<Arc<dyn Sink>, String> {
-        for name in &self.env_allow {
-            check_allowed_name(name, &self.slack_webhook_env)
-                .map_err(|why| format!("env_allow {name:?}: {why}"))?;
-        }
-        Ok(Arc::new(super::AgentSink::new(self.clone())))
-    }
-}
-
-impl ComponentConfig for AgentSinkConfig {
-    const KIND: &'static str = "agent";
-    type Built = Arc<dyn Sink>;
-
-    fn read(r: &mut TableReader<'_>, cx: &ReadContext<'_>) -> Option<Self> {
-        AgentSinkConfig::read(r, cx.base_dir)
-    }
-
     fn build(&self, cx: &BuildContext) -> Result<Arc<dyn Sink>, KeyError> {
         for name in &self.env_allow {
             check_allowed_name(name, &self.slack_webhook_env)
@@ -497,7 +482,7 @@ pub fn is_env_name(s: &str) -> bool {
 /// Names that hold the runner's own secrets: never passed to an agent.
 pub fn is_secret_name(name: &str, webhook_env: &str) -> bool {
     name == webhook_env
-        || name == env::MCP_TOKEN_FILE
+        || name == env::MCP_TOKEN_FILE.env
         || crate::settings::SETTINGS
             .iter()
             .any(|s| s.secret && s.env == name)
@@ -561,7 +546,7 @@ impl AgentSinkConfig {
                 p.program()
             )),
             Some(bin) => {
-                let version = cli_version(&bin, &path);
+                let version = cli_version(&bin, &path, env("TMPDIR"));
                 out.info.push(format!(
                     "preset {:?}: {} ({})",
                     p.name(),
@@ -599,10 +584,14 @@ impl AgentSinkConfig {
     }
 }
 
-/// `<bin> --version`, first line, run with a throwaway HOME and a deadline.
-fn cli_version(bin: &Path, path: &str) -> Result<String, String> {
+/// `<bin> --version`, first line, run with a throwaway HOME (under `tmpdir`,
+/// the runner's TMPDIR) and a deadline.
+fn cli_version(bin: &Path, path: &str, tmpdir: Option<String>) -> Result<String, String> {
     use std::process::{Command, Stdio};
-    let home = std::env::temp_dir().join(format!("runner-validate-{}", std::process::id()));
+    let tmpdir = tmpdir
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "/tmp".into());
+    let home = Path::new(&tmpdir).join(format!("runner-validate-{}", std::process::id()));
     std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
     let res = (|| {
         let mut child = Command::new(bin)

@@ -20,7 +20,7 @@ pub mod workspace;
 pub use crate::sinks::slack;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::cluster::{self, Access};
@@ -85,6 +85,8 @@ pub struct AgentSink {
     /// Daily budget use per cluster name.
     budget: Mutex<HashMap<String, DayUse>>,
     totals: Mutex<UsageTotals>,
+    /// The runner's HOME: its credential directories stay hidden from agents.
+    runner_home: Option<PathBuf>,
 }
 
 impl AgentSink {
@@ -107,7 +109,7 @@ impl AgentSink {
     }
 
     /// Builds the sink with the notifiers and the environment of `cx`.
-    pub fn with_context(cfg: AgentSinkConfig, cx: &BuildContext) -> AgentSink {
+    pub fn with_context(mut cfg: AgentSinkConfig, cx: &BuildContext) -> AgentSink {
         let notices = cx.notices.clone();
         let passthrough = BASE_ENV
             .iter()
@@ -124,12 +126,23 @@ impl AgentSink {
                 .filter(|s| s.secret)
                 .map(|s| s.env.to_string()),
         );
-        let token_files: Vec<String> = std::env::var(crate::settings::MCP_TOKEN_FILE)
-            .ok()
+        let token_files: Vec<String> = cx
+            .environment
+            .get(crate::settings::MCP_TOKEN_FILE.env)
+            .map(str::to_string)
             .into_iter()
             .collect();
-        let redactor = Redactor::from_runner(&extra_envs, &token_files, cfg.slack_webhook.clone());
+        let redactor = Redactor::from_runner(
+            &cx.environment,
+            &extra_envs,
+            &token_files,
+            cfg.slack_webhook.clone(),
+        );
+        cfg.sandbox
+            .deny_paths
+            .extend(sandbox::runner_secret_files(&cx.environment));
         AgentSink {
+            runner_home: cx.environment.get("HOME").map(PathBuf::from),
             cfg,
             passthrough,
             notices,
@@ -215,9 +228,9 @@ impl AgentSink {
                 .find(|(n, _)| n == k)
                 .map(|(_, v)| v.as_str())
         };
-        let runner_home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        let runner_home = self.runner_home.as_deref();
         let agent_home = get("HOME").map(Path::new);
-        let private_home = agent_home.filter(|h| Some(*h) != runner_home.as_deref());
+        let private_home = agent_home.filter(|h| Some(*h) != runner_home);
         // The files of the real cluster credentials stay unreadable.
         let mut cfg = self.cfg.sandbox.clone();
         if let Some(g) = &self.cfg.clusters {
@@ -230,7 +243,7 @@ impl AgentSink {
                 private_home,
                 program: launch.argv.first().map(String::as_str).unwrap_or(""),
                 path_env: get("PATH"),
-                runner_home: runner_home.as_deref(),
+                runner_home,
                 agent_kubeconfig: get("KUBECONFIG"),
             },
         );

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+use runner_core::config::Environment;
+
 /// Replaces each secret occurrence.
 pub const MARK: &str = "[REDACTED]";
 
@@ -52,15 +54,13 @@ impl Redactor {
     /// looks secret, the named `extra_envs` (webhook, token variables), the
     /// content of `token_files`, and `values` (e.g. the webhook URL).
     pub fn from_runner(
+        env: &Environment,
         extra_envs: &[String],
         token_files: &[String],
         values: impl IntoIterator<Item = String>,
     ) -> Redactor {
         let mut all: Vec<String> = values.into_iter().collect();
-        for (k, v) in std::env::vars_os() {
-            let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else {
-                continue;
-            };
+        for (k, v) in env.iter() {
             if name_looks_secret(k) || extra_envs.iter().any(|e| e == k) {
                 all.push(v.to_string());
             }

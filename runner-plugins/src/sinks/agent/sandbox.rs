@@ -8,6 +8,7 @@
 //! What the policy allows is documented in `docs/agents.md` ("The kernel
 //! sandbox"); keep the two in step.
 
+use runner_core::config::Environment;
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
@@ -311,16 +312,30 @@ pub fn check_paths(paths: &[String], deny: &[PathBuf]) -> Vec<(String, String)> 
     errs
 }
 
-/// Paths to keep from agents whatever the grants: the configured ones, the
-/// runner's kubeconfigs and token files, and host secrets.
+/// The runner's own credential files, named by its environment: its
+/// kubeconfigs (`KUBECONFIG`) and the MCP token file. Agents never read them.
+pub fn runner_secret_files(env: &Environment) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = env
+        .get("KUBECONFIG")
+        .map(|kc| {
+            kc.split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    files.extend(
+        env.get(crate::settings::MCP_TOKEN_FILE.env)
+            .map(PathBuf::from),
+    );
+    files
+}
+
+/// Paths to keep from agents whatever the grants: the configured ones (the
+/// runner's own credential files among them, see [`runner_secret_files`]),
+/// the credential directories of the runner's HOME, and host secrets.
 pub fn protected_paths(cfg: &SandboxConfig, runner_home: Option<&Path>) -> Vec<PathBuf> {
     let mut deny: Vec<PathBuf> = cfg.deny_paths.iter().filter_map(|p| canon(p)).collect();
-    if let Ok(kc) = std::env::var("KUBECONFIG") {
-        deny.extend(kc.split(':').filter_map(|p| canon(Path::new(p))));
-    }
-    if let Ok(f) = std::env::var(crate::settings::MCP_TOKEN_FILE) {
-        deny.extend(canon(Path::new(&f)));
-    }
     if let Some(h) = runner_home {
         for d in [".kube", ".ssh", ".aws", ".config/gcloud", ".docker"] {
             deny.extend(canon(&h.join(d)));

@@ -34,7 +34,7 @@ impl std::fmt::Debug for SlackSinkConfig {
 fn webhook_env_of(table: &toml::Table) -> String {
     match table.get("webhook_env") {
         Some(toml::Value::String(name)) => name.clone(),
-        _ => env::SLACK_WEBHOOK_URL.to_string(),
+        _ => env::SLACK_WEBHOOK_URL.env.to_string(),
     }
 }
 
@@ -44,9 +44,7 @@ impl ComponentConfig for SlackSinkConfig {
 
     fn read(r: &mut TableReader<'_>, _cx: &ReadContext<'_>) -> Option<Self> {
         let before = r.errors().len();
-        let webhook_env: String = r
-            .opt("webhook_env")
-            .unwrap_or_else(|| env::SLACK_WEBHOOK_URL.to_string());
+        let webhook_env: String = r.opt_or("webhook_env", env::SLACK_WEBHOOK_URL.env.to_string());
         if !is_env_name(&webhook_env) {
             r.error(
                 "webhook_env",

@@ -179,8 +179,10 @@ fn secret(
         };
     }
     if let Some(name) = env {
-        return match std::env::var(&name) {
-            Ok(t) if !t.trim().is_empty() => Ok(Some((Arc::from(t.trim()), format!("env {name}")))),
+        return match r.env_var(&name) {
+            Some(t) if !t.trim().is_empty() => {
+                Ok(Some((Arc::from(t.trim()), format!("env {name}"))))
+            }
             _ => {
                 r.error(
                     env_key,
@@ -215,12 +217,13 @@ fn label_list(
     }
 }
 
-impl AlertmanagerSourceConfig {
-    pub fn read(r: &mut TableReader<'_>, index: usize) -> Option<AlertmanagerSourceConfig> {
+impl ComponentConfig for AlertmanagerSourceConfig {
+    const KIND: &'static str = "alertmanager";
+    type Built = Box<dyn runner_core::Source>;
+
+    fn read(r: &mut TableReader<'_>, cx: &ReadContext<'_>) -> Option<Self> {
         let mut ok = true;
-        let name: String = r
-            .opt("name")
-            .unwrap_or_else(|| format!("alertmanager-{index}"));
+        let name: String = r.opt_or("name", format!("alertmanager-{}", cx.index));
         let listen_text: Option<String> = r.req("listen");
         let listen = match listen_text.as_deref().map(str::parse::<SocketAddr>) {
             Some(Ok(a)) => Some(a),
@@ -307,7 +310,7 @@ impl AlertmanagerSourceConfig {
             ok = false;
         }
 
-        let max_body_bytes: usize = r.opt("max_body_bytes").unwrap_or(4 * 1024 * 1024);
+        let max_body_bytes: usize = r.opt_or("max_body_bytes", 4 * 1024 * 1024);
         if max_body_bytes < 1024 {
             r.error(
                 "max_body_bytes",
@@ -316,18 +319,18 @@ impl AlertmanagerSourceConfig {
             );
             ok = false;
         }
-        let max_concurrent_requests: usize = r.opt("max_concurrent_requests").unwrap_or(16);
+        let max_concurrent_requests: usize = r.opt_or("max_concurrent_requests", 16);
         if max_concurrent_requests < 1 {
             r.error("max_concurrent_requests", "0", "an integer >= 1");
             ok = false;
         }
-        let timeout: u64 = r.opt("request_timeout_seconds").unwrap_or(10);
+        let timeout: u64 = r.opt_or("request_timeout_seconds", 10);
         if timeout < 1 {
             r.error("request_timeout_seconds", "0", "an integer >= 1 (seconds)");
             ok = false;
         }
-        let retry_after_seconds: u64 = r.opt("retry_after_seconds").unwrap_or(5);
-        let max_tracked_alerts: usize = r.opt("max_tracked_alerts").unwrap_or(100_000);
+        let retry_after_seconds: u64 = r.opt_or("retry_after_seconds", 5);
+        let max_tracked_alerts: usize = r.opt_or("max_tracked_alerts", 100_000);
         if max_tracked_alerts < 1 {
             r.error("max_tracked_alerts", "0", "an integer >= 1");
             ok = false;
@@ -428,21 +431,8 @@ impl AlertmanagerSourceConfig {
         })
     }
 
-    pub fn build(&self) -> Box<dyn runner_core::Source> {
-        Box::new(super::AlertmanagerSource::new(self.clone()))
-    }
-}
-
-impl ComponentConfig for AlertmanagerSourceConfig {
-    const KIND: &'static str = "alertmanager";
-    type Built = Box<dyn runner_core::Source>;
-
-    fn read(r: &mut TableReader<'_>, cx: &ReadContext<'_>) -> Option<Self> {
-        AlertmanagerSourceConfig::read(r, cx.index)
-    }
-
     fn build(&self, _cx: &BuildContext) -> Result<Self::Built, KeyError> {
-        Ok(AlertmanagerSourceConfig::build(self))
+        Ok(Box::new(super::AlertmanagerSource::new(self.clone())))
     }
 
     /// `token_env` and `password_env` hold webhook secrets: agents must never get them.
@@ -467,7 +457,14 @@ mod tests {
         let mut eff = Vec::new();
         let ov = Overrides::new();
         let mut r = TableReader::new("source[1]", text.parse().unwrap(), &ov, &mut errs, &mut eff);
-        let c = AlertmanagerSourceConfig::read(&mut r, 1);
+        let dir = std::path::PathBuf::new();
+        let cx = ReadContext {
+            base_dir: &dir,
+            index: 1,
+            count: 2,
+            overrides: &ov,
+        };
+        let c = AlertmanagerSourceConfig::read(&mut r, &cx);
         r.finish();
         (c, errs)
     }

@@ -47,9 +47,9 @@ impl std::fmt::Debug for McpSourceConfig {
     }
 }
 
-fn secs(r: &mut TableReader<'_>, key: &'static str, env: &str, default: u64) -> Duration {
+fn secs(r: &mut TableReader<'_>, setting: &env::Setting) -> Duration {
     let max = runner_core::router::MAX_SECONDS_LIMIT;
-    Duration::from_secs(r.layered_in(key, env, default, 1..=max, "seconds"))
+    Duration::from_secs(r.setting_in(setting, 1..=max, "seconds"))
 }
 
 /// Validates an http(s) URL with a host; returns a description of what is wrong.
@@ -65,9 +65,43 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
 }
 
 impl McpSourceConfig {
-    pub fn read(r: &mut TableReader<'_>, index: usize) -> Option<McpSourceConfig> {
-        let name: String = r.opt("name").unwrap_or_else(|| format!("mcp-{index}"));
-        let endpoint: Option<String> = r.layered_url("endpoint", env::K8S_CLUSTER_MCP_ENDPOINT);
+    /// The settings (flags and environment variables) of this kind, by
+    /// their `pipeline.toml` key: the demo drops them, its sources being its
+    /// own simulated servers.
+    pub fn settings() -> impl Iterator<Item = &'static env::Setting> {
+        env::SETTINGS
+            .iter()
+            .filter(|s| s.key.starts_with("source."))
+    }
+
+    /// The logger whose notifications carry this mode's payloads.
+    pub fn logger(&self) -> String {
+        format!("kubernetes/{}", self.mode)
+    }
+}
+
+impl ComponentConfig for McpSourceConfig {
+    const KIND: &'static str = "mcp";
+    type Built = Box<dyn runner_core::Source>;
+
+    fn read(r: &mut TableReader<'_>, cx: &ReadContext<'_>) -> Option<Self> {
+        // The endpoint variable names one server: with several sources it
+        // would be a guess which one it means. Reported once, with the first.
+        if cx.count > 1
+            && cx.index == 0
+            && cx
+                .overrides
+                .get(env::K8S_CLUSTER_MCP_ENDPOINT.env)
+                .is_some()
+        {
+            r.errors().push(
+                env::K8S_CLUSTER_MCP_ENDPOINT.env,
+                "(set)",
+                "only with exactly one [[source]]; with several, set each `endpoint` in pipeline.toml",
+            );
+        }
+        let name: String = r.opt_or("name", format!("mcp-{}", cx.index));
+        let endpoint: Option<String> = r.setting_url(&env::K8S_CLUSTER_MCP_ENDPOINT);
         let mut ok = true;
         match &endpoint {
             None => {
@@ -89,7 +123,7 @@ impl McpSourceConfig {
                 }
             }
         }
-        let mode: String = r.layered("mode", env::MCP_SUBSCRIBE_MODE, "faults".to_string());
+        let mode: String = r.setting(&env::MCP_SUBSCRIBE_MODE);
         if !MODES.split(", ").any(|m| m == mode) {
             r.error("mode", format!("{mode:?}"), format!("one of {MODES}"));
             ok = false;
@@ -139,10 +173,11 @@ impl McpSourceConfig {
 
         // Token: a file wins over an environment variable.
         let explicit_env: Option<String> = r.opt("token_env");
-        let token_env = explicit_env
-            .clone()
-            .unwrap_or_else(|| env::MCP_TOKEN.to_string());
-        let token_file: Option<String> = r.layered_opt("token_file", env::MCP_TOKEN_FILE, false);
+        let token_env = explicit_env.clone().unwrap_or_else(|| {
+            r.record_default("token_env", format!("{:?}", env::MCP_TOKEN.env));
+            env::MCP_TOKEN.env.to_string()
+        });
+        let token_file: Option<String> = r.setting_opt(&env::MCP_TOKEN_FILE);
         let (token, token_origin) = match token_file {
             Some(path) => match std::fs::read_to_string(&path) {
                 Ok(t) if !t.trim().is_empty() => {
@@ -185,13 +220,8 @@ impl McpSourceConfig {
             },
         };
 
-        let reconnect_initial = secs(
-            r,
-            "reconnect_initial_seconds",
-            env::RECONNECT_INITIAL_SECONDS,
-            1,
-        );
-        let reconnect_max = secs(r, "reconnect_max_seconds", env::RECONNECT_MAX_SECONDS, 60);
+        let reconnect_initial = secs(r, &env::RECONNECT_INITIAL_SECONDS);
+        let reconnect_max = secs(r, &env::RECONNECT_MAX_SECONDS);
         if reconnect_max < reconnect_initial {
             r.error(
                 "reconnect_max_seconds",
@@ -203,26 +233,11 @@ impl McpSourceConfig {
             );
             ok = false;
         }
-        let ping_interval = secs(r, "ping_interval_seconds", env::PING_INTERVAL_SECONDS, 30);
-        let subscription_check = secs(
-            r,
-            "subscription_check_seconds",
-            env::SUBSCRIPTION_CHECK_SECONDS,
-            60,
-        );
-        let subscribe_timeout = secs(
-            r,
-            "subscribe_timeout_seconds",
-            env::SUBSCRIBE_TIMEOUT_SECONDS,
-            30,
-        );
-        let request_timeout = secs(
-            r,
-            "request_timeout_seconds",
-            env::REQUEST_TIMEOUT_SECONDS,
-            10,
-        );
-        let failure_alert_after: u32 = r.opt("failure_alert_after").unwrap_or(5);
+        let ping_interval = secs(r, &env::PING_INTERVAL_SECONDS);
+        let subscription_check = secs(r, &env::SUBSCRIPTION_CHECK_SECONDS);
+        let subscribe_timeout = secs(r, &env::SUBSCRIBE_TIMEOUT_SECONDS);
+        let request_timeout = secs(r, &env::REQUEST_TIMEOUT_SECONDS);
+        let failure_alert_after: u32 = r.opt_or("failure_alert_after", 5);
         if !ok {
             return None;
         }
@@ -244,47 +259,8 @@ impl McpSourceConfig {
         })
     }
 
-    pub fn build(&self) -> Box<dyn runner_core::Source> {
-        Box::new(super::McpSource::new(self.clone()))
-    }
-
-    /// The settings (flags and environment variables) of this kind, by
-    /// their `pipeline.toml` key: the demo drops them, its sources being its
-    /// own simulated servers.
-    pub fn settings() -> impl Iterator<Item = &'static env::Setting> {
-        env::SETTINGS
-            .iter()
-            .filter(|s| s.key.starts_with("source."))
-    }
-
-    /// The logger whose notifications carry this mode's payloads.
-    pub fn logger(&self) -> String {
-        format!("kubernetes/{}", self.mode)
-    }
-}
-
-impl ComponentConfig for McpSourceConfig {
-    const KIND: &'static str = "mcp";
-    type Built = Box<dyn runner_core::Source>;
-
-    fn read(r: &mut TableReader<'_>, cx: &ReadContext<'_>) -> Option<Self> {
-        // The endpoint variable names one server: with several sources it
-        // would be a guess which one it means. Reported once, with the first.
-        if cx.count > 1
-            && cx.index == 0
-            && cx.overrides.get(env::K8S_CLUSTER_MCP_ENDPOINT).is_some()
-        {
-            r.errors().push(
-                env::K8S_CLUSTER_MCP_ENDPOINT,
-                "(set)",
-                "only with exactly one [[source]]; with several, set each `endpoint` in pipeline.toml",
-            );
-        }
-        McpSourceConfig::read(r, cx.index)
-    }
-
     fn build(&self, _cx: &BuildContext) -> Result<Self::Built, KeyError> {
-        Ok(McpSourceConfig::build(self))
+        Ok(Box::new(super::McpSource::new(self.clone())))
     }
 
     /// `token_env` holds the bearer token: agents must never get it.
@@ -305,7 +281,8 @@ mod tests {
         let mut errs = ConfigErrors::default();
         let mut eff = Vec::new();
         let mut r = TableReader::new("source[0]", text.parse().unwrap(), ov, &mut errs, &mut eff);
-        let c = McpSourceConfig::read(&mut r, 0);
+        let dir = std::path::PathBuf::new();
+        let c = McpSourceConfig::read(&mut r, &ReadContext::single(&dir, ov));
         r.finish();
         (c, errs)
     }
@@ -353,7 +330,7 @@ mod tests {
         assert!(errs.to_string().contains("endpoint: missing"), "{errs}");
         let mut ov = Overrides::new();
         ov.set(
-            env::K8S_CLUSTER_MCP_ENDPOINT,
+            env::K8S_CLUSTER_MCP_ENDPOINT.env,
             "https://mcp.example:8443/mcp",
             runner_core::config::Origin::Env,
         );
