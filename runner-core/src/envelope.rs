@@ -20,3 +20,30 @@ pub struct Envelope {
     /// releases them with the terminal outcome (0 when not charged).
     pub bytes: usize,
 }
+
+impl Envelope {
+    /// The event's identity as a tracing span named `event`: `seq`,
+    /// `source`, `fault_id`, `cluster`, `namespace`, `resource`
+    /// (`kind/name`) and `severity`. Every log line about one event is
+    /// written inside it, so the identity is listed once, here; a JSON log
+    /// line carries it under `span`, a text line as `event{…}:`.
+    ///
+    /// At ERROR level so that no log level hides the identity of a line
+    /// written inside it. An enabled span costs an allocation: build it
+    /// where a line is written (after checking that the line's level is
+    /// enabled) or around a sink call, not for every event.
+    pub fn span(&self) -> tracing::Span {
+        let e = &self.event;
+        tracing::error_span!(
+            target: "audit",
+            "event",
+            seq = self.seq,
+            source = %self.source,
+            fault_id = e.fault_id_or_dash(),
+            cluster = %e.cluster,
+            namespace = %e.resource.namespace,
+            resource = %format_args!("{}/{}", e.resource.kind, e.resource.name),
+            severity = e.severity.as_str(),
+        )
+    }
+}

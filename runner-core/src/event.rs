@@ -1,5 +1,6 @@
 //! The fault event model: one runtime type for every payload shape a server
-//! may send (protocol doc §4), plus the original JSON.
+//! may send (docs/mcp-events-protocol.md, "Notifications"), plus the
+//! original JSON.
 //!
 //! Shapes accepted, all mapped onto [`Event`]:
 //! * flat with `faultId` (current `kubernetes/faults`),

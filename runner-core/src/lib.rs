@@ -3,7 +3,9 @@
 //!
 //! This crate knows no concrete plugin. See `docs/ARCHITECTURE.md`.
 
+mod catch;
 pub mod config;
+pub mod date;
 pub mod envelope;
 pub mod event;
 pub mod outcome;
@@ -15,6 +17,7 @@ pub mod sink;
 pub mod source;
 pub mod stage;
 pub mod status;
+pub mod text;
 
 pub use envelope::Envelope;
 pub use event::{Event, InvalidEvent, Resource, Shape};

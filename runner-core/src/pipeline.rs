@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::catch::{catch, catch_future};
 use crate::envelope::Envelope;
 use crate::event::Event;
 use crate::outcome::{Outcome, StatsSnapshot};
@@ -200,17 +201,10 @@ impl StageChain {
             passed_stages: 0,
             bytes,
         };
-        tracing::debug!(
-            target: "audit",
-            seq,
-            fault_id = env.event.fault_id_or_dash(),
-            cluster = %env.event.cluster,
-            namespace = %env.event.resource.namespace,
-            kind = %env.event.resource.kind,
-            name = %env.event.resource.name,
-            severity = env.event.severity.as_str(),
-            "event validated"
-        );
+        if tracing::enabled!(target: "audit", tracing::Level::DEBUG) {
+            env.span()
+                .in_scope(|| tracing::debug!(target: "audit", "event validated"));
+        }
         for (i, stage) in self.recorder.stages().iter().enumerate() {
             let verdict = match guarded(stage.as_ref(), &mut env.event).await {
                 Ok(v) => v,
@@ -218,7 +212,9 @@ impl StageChain {
                     // A stage bug must not take the intake down with every
                     // event in flight: this event fails closed (never reaches
                     // an agent unfiltered), the next one is processed.
-                    tracing::error!(stage = stage.name(), panic = %msg, "stage panicked; event failed");
+                    env.span().in_scope(|| {
+                        tracing::error!(stage = stage.name(), panic = %msg, "stage panicked; event failed")
+                    });
                     self.recorder
                         .stage_counters(i)
                         .dropped
@@ -249,25 +245,11 @@ impl StageChain {
     }
 }
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
-    crate::router::panic_text(&*p).to_string()
-}
-
 /// Runs one stage, turning a panic (in `process` or its future) into an error.
 async fn guarded(stage: &dyn Stage, event: &mut crate::event::Event) -> Result<Verdict, String> {
-    use futures::FutureExt;
-    use std::panic::{AssertUnwindSafe, catch_unwind};
-    // The explicit FnOnce bound lets the closure hand out the event borrow.
-    fn catch<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
-        catch_unwind(AssertUnwindSafe(f))
-    }
-    match catch(move || stage.process(event)) {
-        Err(p) => Err(panic_message(p)),
-        Ok(crate::stage::StageFuture::Ready(v)) => Ok(v),
-        Ok(crate::stage::StageFuture::Pending(f)) => AssertUnwindSafe(f)
-            .catch_unwind()
-            .await
-            .map_err(panic_message),
+    match catch(move || stage.process(event))? {
+        crate::stage::StageFuture::Ready(v) => Ok(v),
+        crate::stage::StageFuture::Pending(f) => catch_future(f).await,
     }
 }
 

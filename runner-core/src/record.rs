@@ -152,38 +152,35 @@ impl Recorder {
         let e = &env.event;
         self.breakdown
             .record(outcome, &e.cluster, &env.source, stage);
+        // The event's identity comes from its span (built only when the
+        // line is written).
         macro_rules! audit {
-            ($lvl:ident) => {
-                tracing::$lvl!(
-                    target: "audit",
-                    seq = env.seq,
-                    fault_id = e.fault_id_or_dash(),
-                    cluster = %e.cluster,
-                    namespace = %e.resource.namespace,
-                    kind = %e.resource.kind,
-                    name = %e.resource.name,
-                    severity = e.severity.as_str(),
-                    stage,
-                    outcome = outcome.as_str(),
-                    reason,
-                    "event {}",
-                    outcome.as_str()
-                )
+            ($lvl:ident, $level:ident) => {
+                if tracing::enabled!(target: "audit", tracing::Level::$level) {
+                    let _event = env.span().entered();
+                    tracing::$lvl!(
+                        target: "audit",
+                        stage,
+                        outcome = outcome.as_str(),
+                        reason,
+                        "event {}",
+                        outcome.as_str()
+                    )
+                }
             };
         }
         match outcome {
             // Noise filters fire on every event of a storm: keep them at debug.
-            Outcome::Filtered | Outcome::Duplicate => audit!(debug),
-            Outcome::Completed | Outcome::PluginDropped => audit!(info),
-            _ => audit!(warn),
+            Outcome::Filtered | Outcome::Duplicate => audit!(debug, DEBUG),
+            Outcome::Completed | Outcome::PluginDropped => audit!(info, INFO),
+            _ => audit!(warn, WARN),
         }
         for s in self.stages.iter().take(env.passed_stages) {
             // A panicking hook must neither stop the other stages' hooks
             // (dedup would keep keys in flight) nor unwind into the caller
             // (the intake task or a router worker).
-            let hook = std::panic::AssertUnwindSafe(|| s.finished(e, outcome));
-            if std::panic::catch_unwind(hook).is_err() {
-                tracing::error!(stage = s.name(), seq = env.seq, "Stage::finished panicked");
+            if let Err(panic) = crate::catch::catch(|| s.finished(e, outcome)) {
+                tracing::error!(stage = s.name(), seq = env.seq, panic = %panic, "Stage::finished panicked");
             }
         }
     }

@@ -17,22 +17,19 @@
 //! * a sink that ignores the kill signal is dropped [`KILL_WAIT`] after it
 //!   (recorded `abandoned`), so shutdown always returns.
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use crate::catch::{catch, catch_future};
 use crate::envelope::Envelope;
 use crate::outcome::Outcome;
 use crate::record::Recorder;
@@ -438,9 +435,8 @@ impl Router {
                 reason = %req.reason,
                 "running event withdrawn by its source; the agent continues"
             );
-            let note = std::panic::AssertUnwindSafe(|| inner.sink.note(seq, &req.reason));
-            if std::panic::catch_unwind(note).is_err() {
-                tracing::error!(seq, "Sink::note panicked");
+            if let Err(panic) = catch(|| inner.sink.note(seq, &req.reason)) {
+                tracing::error!(seq, panic = %panic, "Sink::note panicked");
             }
         }
         if !removed.is_empty() {
@@ -541,20 +537,10 @@ fn reject(inner: &Inner, env: Envelope, queue: &'static str, depth: usize) {
 }
 
 fn overflow_log(env: &Envelope, queue: &str, depth: usize, policy: OverflowPolicy) {
-    let e = &env.event;
-    tracing::warn!(
-        target: "audit",
-        seq = env.seq,
-        fault_id = e.fault_id_or_dash(),
-        cluster = %e.cluster,
-        namespace = %e.resource.namespace,
-        kind = %e.resource.kind,
-        name = %e.resource.name,
-        queue,
-        depth,
-        policy = %policy,
-        "queue overflow"
-    );
+    if tracing::enabled!(target: "audit", tracing::Level::WARN) {
+        let _event = env.span().entered();
+        tracing::warn!(target: "audit", queue, depth, policy = %policy, "queue overflow");
+    }
 }
 
 async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
@@ -629,11 +615,18 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
         // A panicking sink must not leak the slot or the per-cluster lock:
         // the panic is caught and the outcome recorded either way. (Inline
         // rather than a task per call: cheaper, same isolation.)
-        let call = CatchUnwind(inner.sink.handle(&env, inner.kill.clone()));
+        // The sink's own log lines carry the event's identity.
+        let span = env.span();
+        let call = catch_future(
+            inner
+                .sink
+                .handle(&env, inner.kill.clone())
+                .instrument(span.clone()),
+        );
         let res = tokio::select! {
             r = call => match r {
                 Ok(r) => r,
-                Err(panic) => SinkResult::failed(format!("sink panicked: {}", panic_text(&*panic))),
+                Err(panic) => SinkResult::failed(format!("sink panicked: {panic}")),
             },
             _ = async {
                 inner.kill.cancelled().await;
@@ -641,7 +634,7 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
             } => {
                 // The sink ignored the kill signal: its future is dropped here
                 // (child handles with kill_on_drop die with it) so shutdown returns.
-                tracing::error!(seq = env.seq, cluster = %cluster, "sink ignored the kill signal; aborted");
+                span.in_scope(|| tracing::error!("sink ignored the kill signal; aborted"));
                 SinkResult::abandoned("killed: sink did not stop after the kill signal")
             }
         };
@@ -677,14 +670,12 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
         // A panicking `Stage::finished` hook must not take the worker down:
         // the slot and the cluster would stay taken for good. The outcome is
         // counted before the hooks run.
-        if std::panic::catch_unwind(AssertUnwindSafe(|| {
+        if let Err(panic) = catch(|| {
             inner
                 .recorder
                 .finish(&env, res.outcome, inner.sink.name(), &reason)
-        }))
-        .is_err()
-        {
-            tracing::error!(seq = env.seq, "recording the outcome panicked");
+        }) {
+            tracing::error!(seq = env.seq, panic = %panic, "recording the outcome panicked");
         }
         {
             let mut st = inner.state.lock().unwrap();
@@ -693,28 +684,4 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
         drop(permit);
         inner.idle.notify_waiters();
     }
-}
-
-/// Polls a future inside `catch_unwind`, turning a panic into an `Err`.
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fut = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(fut).poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
-    }
-}
-
-/// The message of a caught panic (shared with the stage chain).
-pub(crate) fn panic_text(p: &(dyn Any + Send)) -> &str {
-    p.downcast_ref::<&str>()
-        .copied()
-        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)")
 }

@@ -81,12 +81,32 @@ pub trait Sink: Send + Sync {
     }
 }
 
-/// Sums over every agent run whose CLI reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Agent usage summed over runs, as far as their CLIs reported it (the
+/// final statistics, the incidents page, metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct UsageTotals {
+    /// Runs whose agent reported usage.
+    pub reported: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     /// Only what CLIs reported; runs without a cost add nothing.
     pub cost_usd: f64,
     pub turns: u64,
+}
+
+impl UsageTotals {
+    /// Adds one run's reported usage (what it did not report adds nothing).
+    pub fn add(
+        &mut self,
+        input_tokens: Option<u64>,
+        output_tokens: Option<u64>,
+        cost_usd: Option<f64>,
+        turns: Option<u64>,
+    ) {
+        self.reported += 1;
+        self.input_tokens += input_tokens.unwrap_or(0);
+        self.output_tokens += output_tokens.unwrap_or(0);
+        self.cost_usd += cost_usd.unwrap_or(0.0);
+        self.turns += turns.unwrap_or(0);
+    }
 }

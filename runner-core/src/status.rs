@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::outcome::Outcome;
+use crate::sink::UsageTotals;
 
 /// Label value for clusters beyond the label limit.
 pub const OTHER: &str = "other";
@@ -498,16 +499,6 @@ pub struct IncidentView {
     pub output_tokens: Option<u64>,
     /// A report exists and can be served.
     pub has_report: bool,
-}
-
-/// Agent usage summed over a run, as far as agents report it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct UsageTotals {
-    /// Incidents whose agent reported usage.
-    pub reported: u64,
-    pub cost_usd: f64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
 }
 
 /// A sink's incident log (see `Sink::incident_log`).

@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p runner-plugins --bench pipeline`
 //!
-//! Payloads: ~1 KB flat FaultEvents (protocol doc §4.1 field order) over 100
+//! Payloads: ~1 KB flat FaultEvents (the `kubernetes/faults` shape and
+//! field order of docs/mcp-events-protocol.md, "Notifications") over 100
 //! clusters, 4 namespaces, 8192 distinct resources, 20 % `warning` (filtered
 //! by the ERROR threshold). Benchmarks:
 //! * `parse/serde_json::from_str`: text → `serde_json::Value`;
@@ -41,7 +42,7 @@ use serde_json::Value;
 const PAYLOADS: usize = 16_384;
 const RESOURCES: usize = 8_192;
 
-/// One ~1 KB payload in the §4.1 shape and field order.
+/// One ~1 KB payload in the `kubernetes/faults` shape and field order.
 fn payload(i: usize) -> String {
     let r = (i * 2_654_435_761) % RESOURCES; // scatter: repeats are not adjacent
     let cluster = r % 100;

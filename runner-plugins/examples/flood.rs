@@ -130,7 +130,7 @@ fn proc_status() -> (u64, u64) {
     (kb("VmRSS:"), kb("VmHWM:"))
 }
 
-/// A ~1 KB §4.1 payload. 20 % are `warning` (filtered at ERROR).
+/// A ~1 KB `kubernetes/faults` payload. 20 % are `warning` (filtered at ERROR).
 fn payload(i: u64, clusters: u64) -> String {
     let cluster = i % clusters;
     let k = i / clusters;

@@ -79,11 +79,28 @@ async fn backoff_honours_retry_after_and_doubles() {
     let o = SlackOptions::default(); // base 1 s, doubling
     let d = deliver(&t, &json!({"text": "x"}), &o).await;
     assert_eq!(d, Delivery::Sent { attempts: 4 });
-    let secs: Vec<u64> = t.offsets().iter().map(|d| d.as_secs()).collect();
-    // 429 waits its Retry-After (3 s); the backoff (1 s) doubles after every
-    // wait, Retry-After ones included, so the 500 waits 2 s and the network
-    // error 4 s.
-    assert_eq!(secs, vec![0, 3, 5, 9]);
+    // 429 waits its Retry-After (3 s, longer than the first backoff); the
+    // backoff (1 s) doubles after every wait, Retry-After ones included, so
+    // the 500 waits 2 s and the network error 4 s, each ±10 % jitter.
+    let gaps = gaps(&t.offsets());
+    assert_eq!(gaps[0], Duration::from_secs(3), "{gaps:?}");
+    assert_jittered(gaps[1], 2);
+    assert_jittered(gaps[2], 4);
+    assert_eq!(gaps.len(), 3);
+}
+
+/// The waits between consecutive attempts.
+fn gaps(offsets: &[Duration]) -> Vec<Duration> {
+    offsets.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+/// `d` is `secs` give or take the backoff's 10 % jitter.
+fn assert_jittered(d: Duration, secs: u64) {
+    let base = Duration::from_secs(secs);
+    assert!(
+        d >= base.mul_f64(0.9) && d <= base.mul_f64(1.1),
+        "{d:?} is not {secs} s ±10 %"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -106,14 +123,10 @@ async fn bounded_attempts_and_no_retry_on_4xx() {
             last_error: "HTTP 500".into()
         }
     );
-    assert_eq!(
-        t.offsets(),
-        vec![
-            Duration::ZERO,
-            Duration::from_secs(1),
-            Duration::from_secs(3)
-        ]
-    );
+    let gaps = gaps(&t.offsets());
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    assert_jittered(gaps[0], 1);
+    assert_jittered(gaps[1], 2);
 
     let t = Scripted::new(vec![reply(404, None), reply(200, None)]);
     let d = deliver(&t, &json!({}), &o).await;

@@ -200,9 +200,22 @@ pub struct Runner {
     _readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// The `fields` of a tracing JSON line (message included), or the line.
-fn fields(v: &Value) -> &Value {
-    v.get("fields").unwrap_or(v)
+/// The `fields` of a tracing JSON line (message included), or the line,
+/// with the fields of the line's `event` span (the event's identity: `seq`,
+/// `cluster`, `fault_id`, …) added, as a reader of the log sees them.
+fn fields(v: &Value) -> Value {
+    let mut f = v.get("fields").unwrap_or(v).clone();
+    let event = v.get("spans").and_then(Value::as_array).and_then(|spans| {
+        spans
+            .iter()
+            .find(|s| s.get("name").and_then(Value::as_str) == Some("event"))
+    });
+    if let (Some(span), Some(obj)) = (event.and_then(Value::as_object), f.as_object_mut()) {
+        for (k, val) in span.iter().filter(|(k, _)| *k != "name") {
+            obj.entry(k.clone()).or_insert_with(|| val.clone());
+        }
+    }
+    f
 }
 
 impl Runner {
@@ -250,7 +263,6 @@ impl Runner {
             .iter()
             .map(fields)
             .filter(|f| f.get("message").and_then(Value::as_str) == Some(message))
-            .cloned()
             .collect()
     }
 
@@ -267,7 +279,7 @@ impl Runner {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(v) = self.json_lines().iter().map(fields).find(|f| pred(f)) {
-                return Some(v.clone());
+                return Some(v);
             }
             if std::time::Instant::now() >= deadline {
                 return None;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use e2e::{Runner, num};
-use runner_plugins::sinks::agent::workspace::rfc3339;
+use runner_core::date::rfc3339_millis as rfc3339;
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
@@ -344,7 +344,7 @@ async fn grouped_alerts_become_incidents_and_a_resolve_cancels_the_queued_one() 
         .wait_for(T, |f| f["message"] == "event cancelled")
         .await
         .unwrap_or_else(|| panic!("no cancellation:\n{}\n{}", r.dump(), am.log()));
-    assert_eq!(cancelled["name"], victim);
+    assert_eq!(cancelled["resource"], format!("Pod/{victim}"));
     assert!(
         cancelled["reason"]
             .as_str()

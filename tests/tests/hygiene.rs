@@ -262,8 +262,8 @@ async fn text_logs_quote_untrusted_fields_so_none_can_be_forged() {
     assert_eq!(get("outcome"), ["failed"], "{line}");
     assert_eq!(get("cluster"), ["prod cluster=other"], "{line}");
     assert_eq!(
-        get("name"),
-        ["web-1 outcome=\"completed\" reason=ok"],
+        get("resource"),
+        ["Node/web-1 outcome=\"completed\" reason=ok"],
         "{line}"
     );
     assert_eq!(get("reason").len(), 1, "{line}");

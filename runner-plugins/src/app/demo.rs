@@ -286,7 +286,8 @@ async fn run_inner(root: &Path, ov: &Overrides) -> Result<RunReport, String> {
         steps.push(Step::Sleep { ms: 500 });
         if i == 1 {
             // The dropped connection: the GET stream is cut and the server
-            // silently cancels the subscription (protocol §5.3). The source's
+            // silently cancels the subscription (docs/mcp-events-protocol.md,
+            // "Delivery"). The source's
             // liveness check notices and opens a fresh session.
             steps.push(Step::KillStreams {});
             steps.push(Step::WaitForSubscriber {

@@ -389,10 +389,7 @@ impl ClusterGuard {
             let resp = match tokio::time::timeout(CHECK_TIMEOUT, rb.json(&body).send()).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
-                    return Check::Unreachable(crate::sinks::agent::workspace::clean_line(
-                        &e.to_string(),
-                        300,
-                    ));
+                    return Check::Unreachable(runner_core::text::clean_line(&e.to_string(), 300));
                 }
                 Err(_) => return Check::Unreachable(format!("no answer within {CHECK_TIMEOUT:?}")),
             };
@@ -410,7 +407,7 @@ impl ClusterGuard {
                 let msg = v["message"].as_str().unwrap_or("");
                 return Check::Unreachable(format!(
                     "SelfSubjectRulesReview answered HTTP {code}: {}",
-                    crate::sinks::agent::workspace::clean_line(msg, 200)
+                    runner_core::text::clean_line(msg, 200)
                 ));
             }
             let verdict = rules::judge(&v["status"]);
@@ -511,7 +508,7 @@ impl ClusterGuard {
         let Some(c) = self.clusters.get(cluster) else {
             return Access::None(format!(
                 "no agent credential is configured for cluster {:?}: by design the agent cannot reach it (add a [[cluster]] entry)",
-                crate::sinks::agent::workspace::clean_line(cluster, 253)
+                runner_core::text::clean_line(cluster, 253)
             ));
         };
         {

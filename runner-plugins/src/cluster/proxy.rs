@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 
 use super::Shared;
-use crate::sinks::agent::workspace::clean_line;
+use runner_core::text::clean_line;
 
 /// Subresources an investigation needs; everything else (exec, attach,
 /// portforward, proxy, token, eviction, ...) is refused.
@@ -268,7 +268,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         }
         Err(e) => {
             cluster.upstream_errors.fetch_add(1, Ordering::Relaxed);
-            let e = crate::sinks::agent::workspace::clean_line(&e.to_string(), 300);
+            let e = runner_core::text::clean_line(&e.to_string(), 300);
             tracing::warn!(incident = %grant.incident, cluster = %cluster.name, verb = %method, path = %shown, decision = "allowed", error = %e, "cluster proxy: API server unreachable");
             status(
                 StatusCode::BAD_GATEWAY,

@@ -100,7 +100,7 @@ fn kubectl_view(kubeconfig: &Path, context: Option<&str>) -> Result<Value, Probl
     })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let err = crate::sinks::agent::workspace::clean_line(&err, 300);
+        let err = runner_core::text::clean_line(&err, 300);
         let key = if context.is_some() && err.contains("context") {
             "context"
         } else {

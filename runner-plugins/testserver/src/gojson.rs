@@ -69,33 +69,7 @@ fn write(v: &Value, depth: usize, out: &mut String) {
 /// Current time as RFC 3339 with seconds precision in UTC (`Z`), the way
 /// the server renders `createdAt`/`timestamp` when it runs in UTC.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
-}
-
-pub fn rfc3339(unix: u64) -> String {
-    let days = (unix / 86400) as i64;
-    let rem = unix % 86400;
-    // Civil from days (Howard Hinnant).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    runner_core::date::rfc3339_seconds(std::time::SystemTime::now())
 }
 
 #[cfg(test)]
@@ -119,6 +93,11 @@ mod tests {
 
     #[test]
     fn timestamps() {
+        let rfc3339 = |secs| {
+            runner_core::date::rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+            )
+        };
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1766242930), "2025-12-20T15:02:10Z");
     }

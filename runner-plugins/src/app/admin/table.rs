@@ -17,7 +17,7 @@ fn cell(v: &Value) -> String {
         },
         other => other.to_string(),
     };
-    let s: String = s.chars().filter(|c| !c.is_control()).take(60).collect();
+    let s = runner_core::text::terminal_cell(&s, 60);
     if s.is_empty() { "-".into() } else { s }
 }
 

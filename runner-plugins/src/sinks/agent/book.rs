@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use runner_core::status::{IncidentLog, IncidentView, UsageTotals};
+use runner_core::UsageTotals;
+use runner_core::status::{IncidentLog, IncidentView};
 
 use super::workspace::{IncidentDoc, Status};
 
@@ -66,10 +67,8 @@ impl IncidentBook {
             && !was_terminal
             && let Some(u) = &doc.usage
         {
-            g.usage.reported += 1;
-            g.usage.cost_usd += u.cost_usd.unwrap_or(0.0);
-            g.usage.input_tokens += u.input_tokens.unwrap_or(0);
-            g.usage.output_tokens += u.output_tokens.unwrap_or(0);
+            g.usage
+                .add(u.input_tokens, u.output_tokens, u.cost_usd, u.turns);
         }
         if let Some((v, _)) = g.items.iter_mut().find(|(v, _)| v.id == view.id) {
             *v = view;

@@ -36,8 +36,9 @@ use presets::PresetOptions;
 use process::{Exit, Finished, Launch};
 use redact::Redactor;
 use report::Findings;
+use runner_core::text::clean_line;
 use sandbox::Mode;
-use workspace::{IncidentDoc, LeftoverProcess, Status, Workspace, clean_line, rfc3339_now};
+use workspace::{IncidentDoc, LeftoverProcess, Status, Workspace, rfc3339_now};
 
 use crate::component::BuildContext;
 use crate::sinks::notice::{Notice, Notices};
@@ -64,10 +65,7 @@ struct DayUse {
 }
 
 fn utc_day() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
-        .unwrap_or(0)
+    runner_core::date::unix_day(std::time::SystemTime::now())
 }
 
 pub struct AgentSink {
@@ -204,11 +202,12 @@ impl AgentSink {
                 e.cost_usd += c;
             }
         }
-        let mut t = self.totals.lock().expect("totals lock");
-        t.input_tokens += usage.input_tokens.unwrap_or(0);
-        t.output_tokens += usage.output_tokens.unwrap_or(0);
-        t.cost_usd += usage.cost_usd.unwrap_or(0.0);
-        t.turns += usage.turns.unwrap_or(0);
+        self.totals.lock().expect("totals lock").add(
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cost_usd,
+            usage.turns,
+        );
     }
 
     /// The Landlock ruleset for one agent, or why it cannot run.

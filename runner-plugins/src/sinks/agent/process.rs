@@ -318,7 +318,7 @@ impl Running {
 pub fn describe(ps: &[Proc]) -> String {
     ps.iter()
         .take(20)
-        .map(|p| format!("{}:{}", p.pid, super::workspace::clean_line(&p.comm, 32)))
+        .map(|p| format!("{}:{}", p.pid, runner_core::text::clean_line(&p.comm, 32)))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -1,7 +1,8 @@
 //! `prompt.md`: the prompt template followed by the incident's data. The
 //! prompt only ever travels as a file; it is never put on a command line.
 
-use super::workspace::{IncidentDoc, Workspace, clean_line};
+use super::workspace::{IncidentDoc, Workspace};
+use runner_core::text::clean_line;
 
 /// A fence longer than any backtick run in `text`, so untrusted text cannot
 /// close the code block it is quoted in.

@@ -8,7 +8,8 @@
 use pulldown_cmark::{CowStr, Event as Md, Options, Parser, Tag};
 
 use super::prompt::fence_for;
-use super::workspace::{IncidentDoc, clean_line};
+use super::workspace::IncidentDoc;
+use runner_core::text::clean_line;
 
 /// The `## Root Cause` section of an investigation, shortened for a message.
 #[derive(Debug, Clone, PartialEq, Eq)]

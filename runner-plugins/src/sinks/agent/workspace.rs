@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -114,68 +114,20 @@ impl IncidentDoc {
     }
 }
 
-/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = civil((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    (
-        y,
-        m,
-        day,
-        s / 3600,
-        s % 3600 / 60,
-        s % 60,
-        d.subsec_millis(),
-    )
-}
-
-/// UTC `2026-11-27T12:15:00.123Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let (y, mo, d, h, mi, s, ms) = parts(t);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
-}
-
+/// Now, as UTC `2026-11-27T12:15:00.123Z`.
 pub fn rfc3339_now() -> String {
-    rfc3339(SystemTime::now())
+    runner_core::date::rfc3339_millis(SystemTime::now())
 }
 
 /// Time-sortable id `20261127T121500Z-000042-9f3a1c2e`: wall time, the
 /// event's intake sequence and randomness. Nothing from the event's text.
 pub fn incident_id(t: SystemTime, seq: u64) -> String {
-    let (y, mo, d, h, mi, s, _) = parts(t);
+    let u = runner_core::date::Utc::of(t);
     let rnd: u32 = rand::random();
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{seq:06}-{rnd:08x}")
-}
-
-/// Untrusted text made safe for an environment value or a single log/table
-/// line: control characters (NUL included) become spaces, length is bounded.
-pub fn clean_line(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if out.len() > max {
-        let mut cut = max;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-    }
-    out
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{seq:06}-{rnd:08x}",
+        u.year, u.month, u.day, u.hour, u.minute, u.second
+    )
 }
 
 /// Paths of one workspace.
@@ -303,7 +255,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use runner_core::date::rfc3339_millis as rfc3339;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn dates() {
@@ -323,11 +276,5 @@ mod tests {
         let a = incident_id(UNIX_EPOCH + Duration::from_secs(1_000_000_000), 999_999);
         let b = incident_id(UNIX_EPOCH + Duration::from_secs(1_000_000_001), 1);
         assert!(a < b);
-    }
-
-    #[test]
-    fn clean_line_strips_controls() {
-        assert_eq!(clean_line("a\0b\nc", 100), "a b c");
-        assert_eq!(clean_line("ééé", 3), "é");
     }
 }

@@ -19,8 +19,10 @@ mod config;
 
 pub use config::{SlackSink, SlackSinkConfig};
 
+use crate::retry::Backoff;
 use crate::sinks::agent::report::RootCause;
-use crate::sinks::agent::workspace::{IncidentDoc, Status, clean_line};
+use crate::sinks::agent::workspace::{IncidentDoc, Status};
+use runner_core::text::clean_line;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlackOptions {
@@ -96,7 +98,7 @@ impl Transport for Webhook {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             // Same parser as the MCP source: delta-seconds or an HTTP date.
-            .and_then(crate::sources::mcp::backoff::parse_retry_after);
+            .and_then(crate::retry::parse_retry_after);
         Ok(Reply {
             status: resp.status().as_u16(),
             retry_after,
@@ -110,21 +112,22 @@ pub enum Delivery {
     GaveUp { attempts: u32, last_error: String },
 }
 
-/// Sends `body`, retrying 429/5xx/network errors up to `max_attempts`.
+/// Sends `body`, retrying 429/5xx/network errors up to `max_attempts` with
+/// the shared backoff (doubling, jittered; a `Retry-After` is a minimum).
 pub async fn deliver(t: &dyn Transport, body: &Value, o: &SlackOptions) -> Delivery {
-    let mut backoff = o.base_backoff;
+    let mut backoff = Backoff::new(o.base_backoff, o.max_backoff);
     let mut last_error = String::new();
     let attempts = o.max_attempts.max(1);
     for attempt in 1..=attempts {
-        let wait = match t.post(body).await {
+        let retry_after = match t.post(body).await {
             Ok(r) if (200..300).contains(&r.status) => return Delivery::Sent { attempts: attempt },
             Ok(r) if r.status == 429 => {
                 last_error = "HTTP 429 (rate limited)".into();
-                r.retry_after.unwrap_or(backoff).min(o.max_retry_after)
+                r.retry_after
             }
             Ok(r) if r.status >= 500 => {
                 last_error = format!("HTTP {}", r.status);
-                backoff
+                None
             }
             Ok(r) => {
                 // Other 4xx: the message or the webhook is wrong; retrying cannot help.
@@ -135,12 +138,11 @@ pub async fn deliver(t: &dyn Transport, body: &Value, o: &SlackOptions) -> Deliv
             }
             Err(e) => {
                 last_error = e;
-                backoff
+                None
             }
         };
         if attempt < attempts {
-            tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(o.max_backoff);
+            tokio::time::sleep(backoff.next_after(retry_after, o.max_retry_after)).await;
         }
     }
     Delivery::GaveUp {

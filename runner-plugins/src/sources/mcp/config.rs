@@ -85,20 +85,24 @@ impl ComponentConfig for McpSourceConfig {
     type Built = Box<dyn runner_core::Source>;
 
     fn read(r: &mut TableReader<'_>, cx: &ReadContext<'_>) -> Option<Self> {
-        // The endpoint variable names one server: with several sources it
-        // would be a guess which one it means. Reported once, with the first.
-        if cx.count > 1
-            && cx.index == 0
-            && cx
-                .overrides
-                .get(env::K8S_CLUSTER_MCP_ENDPOINT.env)
-                .is_some()
-        {
-            r.errors().push(
-                env::K8S_CLUSTER_MCP_ENDPOINT.env,
-                "(set)",
-                "only with exactly one [[source]]; with several, set each `endpoint` in pipeline.toml",
-            );
+        // A source variable or flag names one server: with several sources
+        // it would be a guess which one it means. Each one set is reported
+        // once, with the first source.
+        if cx.count > 1 && cx.index == 0 {
+            // Secrets are variables that a key names (`token_env`), read
+            // by each source itself.
+            for s in McpSourceConfig::settings().filter(|s| !s.secret) {
+                if cx.overrides.get(s.env).is_some() {
+                    r.errors().push(
+                        s.env,
+                        "(set)",
+                        format!(
+                            "only with exactly one [[source]]; with several, set each `{}` in pipeline.toml",
+                            s.table_key()
+                        ),
+                    );
+                }
+            }
         }
         let name: String = r.opt_or("name", format!("mcp-{}", cx.index));
         let endpoint: Option<String> = r.setting_url(&env::K8S_CLUSTER_MCP_ENDPOINT);

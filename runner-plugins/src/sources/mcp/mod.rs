@@ -8,8 +8,10 @@
 //! `watch.rs`), liveness is checked actively (ping,
 //! `events_list_subscriptions`) because the server sends no heartbeats and
 //! cancels subscriptions silently, and transient failures are retried
-//! forever with exponential backoff. Only wrong credentials at startup and
-//! a server without event streaming are fatal.
+//! forever with exponential backoff. Only what retrying cannot fix is
+//! fatal: wrong credentials at startup, a server without event streaming, a
+//! mode or filters the server rejects, a server that needs another
+//! transport (listed in docs/ARCHITECTURE.md).
 //!
 //! Runtime choice: each source runs on its own current-thread runtime in a
 //! dedicated OS thread. rmcp spawns one task per notification; on the
@@ -18,7 +20,6 @@
 //! the intake in the order the server sent them. The hand-off into the
 //! intake is a non-blocking `try_send`, which works across runtimes.
 
-pub mod backoff;
 pub mod config;
 pub mod handler;
 pub mod session;
@@ -32,7 +33,7 @@ use async_trait::async_trait;
 use runner_core::{Source, SourceContext, SourceError};
 use tokio_util::sync::CancellationToken;
 
-pub use backoff::Backoff;
+use crate::retry::Backoff;
 pub use config::McpSourceConfig;
 use handler::SourceShared;
 use session::{Attempt, Cause, End};
@@ -177,10 +178,7 @@ async fn supervise(cfg: McpSourceConfig, ctx: SourceContext) -> Result<(), Sourc
             explain(&cfg, cause);
             last_cause = cause;
         }
-        let mut delay = backoff.next_delay();
-        if let Some(after) = retry_after {
-            delay = delay.max(after.min(MAX_RETRY_AFTER));
-        }
+        let delay = backoff.next_after(retry_after, MAX_RETRY_AFTER);
         let delay_ms = delay.as_millis() as u64;
         if subscribed_for.is_some() {
             tracing::warn!(

@@ -18,10 +18,10 @@ use serde_json::{Map, Value};
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::parse_retry_after;
 use super::config::McpSourceConfig;
 use super::handler::{Handler, SessionSignals, SourceShared};
 use super::watch::{StreamRetry, WatchedClient};
+use crate::retry::parse_retry_after;
 
 /// Tries of one liveness request before the session is given up.
 const LIVENESS_ATTEMPTS: u32 = 3;

@@ -1,5 +1,7 @@
-//! Reconnect delays: exponential (×2 from `initial` up to `max`) with ±10 %
-//! jitter so that many runners restarted together do not reconnect in step.
+//! Retry delays, shared by everything that retries a remote call (the MCP
+//! source's reconnects, Slack deliveries): exponential (×2 from `initial`
+//! up to `max`) with ±10 % jitter, so that many runners restarted together
+//! do not retry in step, and a server's `Retry-After` honoured as a minimum.
 //!
 //! Pure: the jitter comes from a caller-supplied source, so the sequence is
 //! testable without randomness and without real time.
@@ -53,6 +55,17 @@ impl Backoff {
         self.next_with(rand::random::<f64>())
     }
 
+    /// The next delay with random jitter, or the server's `Retry-After`
+    /// (bounded by `cap`) when that is longer: a server that asks for more
+    /// time gets it, one that asks for less does not shorten the backoff.
+    pub fn next_after(&mut self, retry_after: Option<Duration>, cap: Duration) -> Duration {
+        let delay = self.next_delay();
+        match retry_after {
+            Some(after) => delay.max(after.min(cap)),
+            None => delay,
+        }
+    }
+
     /// After a healthy connection: start again from `initial`.
     pub fn reset(&mut self) {
         self.attempt = 0;
@@ -66,47 +79,11 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     // HTTP-date (IMF-fixdate), e.g. "Wed, 21 Oct 2015 07:28:00 GMT".
-    let when = httpdate_to_unix(v)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    Some(Duration::from_secs(when.saturating_sub(now)))
-}
-
-fn httpdate_to_unix(s: &str) -> Option<u64> {
-    // "Wed, 21 Oct 2015 07:28:00 GMT"
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    if parts.len() != 6 || parts[5] != "GMT" {
-        return None;
-    }
-    let day: u64 = parts[1].parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == parts[2])? as u64
-        + 1;
-    let year: u64 = parts[3].parse().ok()?;
-    let hms: Vec<u64> = parts[4]
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    if hms.len() != 3 || year < 1970 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+    let when = runner_core::date::parse_http_date(v)?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
@@ -189,15 +166,23 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_is_a_capped_minimum() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let s = Duration::from_secs;
+        assert_eq!(b.next_after(Some(s(3)), s(60)), s(3));
+        let d = b.next_after(Some(s(1)), s(60));
+        assert!(d >= s(2).mul_f64(0.9) && d <= s(2).mul_f64(1.1), "{d:?}");
+        assert_eq!(b.next_after(Some(s(86_400)), s(60)), s(60));
+        let d = b.next_after(None, s(60));
+        assert!(d >= s(8).mul_f64(0.9) && d <= s(8).mul_f64(1.1), "{d:?}");
+    }
+
+    #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
             Some(Duration::ZERO)
-        );
-        assert_eq!(
-            httpdate_to_unix("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(1445412480)
         );
         assert_eq!(parse_retry_after("soon"), None);
     }
