@@ -556,6 +556,7 @@ sandbox = "maybe"
 sandbox_read_paths = ["relative/dir", "/does/not/exist", "/", "{tools}"]
 sandbox_write_paths = ["{base}", "{root}"]
 sandbox_connect_ports = [443, 0]
+sandbox_udp = "dns"
 "#,
             root = base.join("incidents").display(),
             tools = tools.display(),
@@ -577,6 +578,7 @@ sandbox_connect_ports = [443, 0]
             base.display()
         ),
         "sink.sandbox_connect_ports: invalid value",
+        "sink.sandbox_udp: invalid value \"dns\"; allowed: \"deny\" or \"allow\"",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
@@ -591,6 +593,7 @@ sandbox_connect_ports = [443, 0]
     let c = c.unwrap();
     assert_eq!(c.sandbox.mode, sandbox::Mode::Enforce);
     assert_eq!(c.sandbox.connect_ports, vec![443, 6443]);
+    assert!(!c.sandbox.allow_udp, "UDP is denied by default");
     assert!(
         c.sandbox.deny_paths.contains(&base),
         "{:?}",

@@ -158,6 +158,7 @@ impl ComponentConfig for AgentSinkConfig {
             "sandbox_connect_ports",
             sandbox::DEFAULT_CONNECT_PORTS.to_vec(),
         );
+        let udp: String = r.opt_or("sandbox_udp", "deny".to_string());
 
         let max_budget_usd: Option<f64> = r.opt("max_budget_usd");
         let max_turns: Option<u32> = r.opt("max_turns");
@@ -386,6 +387,14 @@ impl ComponentConfig for AgentSinkConfig {
                 r.error(key, format!("{p:?}"), why);
             }
         }
+        let allow_udp = match udp.as_str() {
+            "deny" => false,
+            "allow" => true,
+            _ => {
+                r.error("sandbox_udp", format!("{udp:?}"), "\"deny\" or \"allow\"");
+                false
+            }
+        };
         if ports.contains(&0) {
             r.error(
                 "sandbox_connect_ports",
@@ -415,6 +424,7 @@ impl ComponentConfig for AgentSinkConfig {
                 read_paths: read_paths.iter().map(PathBuf::from).collect(),
                 write_paths: write_paths.iter().map(PathBuf::from).collect(),
                 connect_ports: ports,
+                allow_udp,
                 deny_paths,
             },
             secret_envs: Vec::new(),

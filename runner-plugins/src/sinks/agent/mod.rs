@@ -211,7 +211,7 @@ impl AgentSink {
     }
 
     /// The Landlock ruleset for one agent, or why it cannot run.
-    fn sandbox_for(&self, launch: &Launch) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    fn sandbox_for(&self, launch: &Launch) -> Result<Option<sandbox::ChildRestrictions>, String> {
         if self.cfg.sandbox.mode == Mode::Off {
             return Ok(None);
         }
@@ -253,8 +253,11 @@ impl AgentSink {
         {
             policy.ports.push(addr.port());
         }
-        tracing::debug!(read = ?policy.read, write = ?policy.write, ports = ?policy.ports, "agent sandbox policy");
-        policy.ruleset().map(Some)
+        tracing::debug!(read = ?policy.read, write = ?policy.write, ports = ?policy.ports, udp = self.cfg.sandbox.allow_udp, "agent sandbox policy");
+        Ok(Some(sandbox::ChildRestrictions {
+            ruleset: policy.ruleset()?,
+            filter: sandbox::socket_filter(self.cfg.sandbox.allow_udp)?,
+        }))
     }
 
     fn launch(
@@ -315,6 +318,12 @@ impl AgentSink {
             ("TMPDIR".into(), ws.tmp_dir().display().to_string()),
             ("KUBECONFIG".into(), kubeconfig.display().to_string()),
         ]);
+        // Without UDP, glibc's resolver still works over TCP when told to
+        // (the DNS server's port must be in sandbox_connect_ports).
+        if self.cfg.sandbox.mode == Mode::Enforce && !self.cfg.sandbox.allow_udp {
+            env.retain(|(k, _)| k != "RES_OPTIONS");
+            env.push(("RES_OPTIONS".into(), "use-vc".into()));
+        }
         Ok(Launch {
             argv,
             cwd: ws.dir.clone(),
@@ -578,8 +587,19 @@ pub fn startup(cfg: &AgentSinkConfig) {
                 tracing::info!(
                     landlock_abi = sandbox::kernel_abi(),
                     connect_ports = ?cfg.sandbox.connect_ports,
-                    "agent sandbox enforced (Landlock)"
+                    udp = if cfg.sandbox.allow_udp { "allowed" } else { "denied" },
+                    "agent sandbox enforced (Landlock, seccomp socket filter)"
                 );
+                if !cfg.sandbox.allow_udp && !cfg.sandbox.connect_ports.contains(&53) {
+                    tracing::warn!(
+                        "agent sandbox: UDP denied and TCP port 53 not allowed: agents can resolve only names in /etc/hosts; a model endpoint given by host name needs port 53 in sandbox_connect_ports (a DNS server that answers over TCP), an /etc/hosts entry, or sandbox_udp = \"allow\" (docs/agents.md, DNS)"
+                    );
+                }
+                if cfg.sandbox.allow_udp {
+                    tracing::warn!(
+                        "agent sandbox: UDP allowed (sandbox_udp = \"allow\"): an agent can send datagrams to any host and port"
+                    );
+                }
                 for f in sandbox::missing_features() {
                     tracing::warn!(
                         feature = f,
