@@ -548,6 +548,9 @@ impl AgentSinkConfig {
         if !p.is_cli() {
             return out;
         }
+        if let Some(why) = p.untested() {
+            out.info.push(format!("preset {:?}: {why}", p.name()));
+        }
         let path = env("PATH").unwrap_or_default();
         match super::presets::which(p.program(), &path) {
             None => out.missing.push(format!(
