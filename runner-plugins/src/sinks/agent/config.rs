@@ -233,10 +233,11 @@ impl ComponentConfig for AgentSinkConfig {
                     r.error(
                         "preset",
                         "\"codex\"",
-                        "another preset, or `unsafe_codex_network = true`: codex needs sandbox \
-                         network to reach the cluster, and its command policy cannot stop a \
-                         mutating kubectl or an upload (pipes, $(...), sh -c pass it); only the \
-                         agent's credentials can (see docs/agents.md)",
+                        "another preset, or `unsafe_codex_network = true`: codex has no permission \
+                         layer of its own here (its command policy lets pipes, $(...) and sh -c \
+                         pass), so only the kernel sandbox, the read-only cluster proxy and the \
+                         credentials hold, and nothing stops an upload to a foreign host on an \
+                         allowed port (see docs/agents.md)",
                     );
                     None
                 }
