@@ -556,6 +556,7 @@ sandbox = "maybe"
 sandbox_read_paths = ["relative/dir", "/does/not/exist", "/", "{tools}"]
 sandbox_write_paths = ["{base}", "{root}"]
 sandbox_connect_ports = [443, 0]
+sandbox_udp = "dns"
 "#,
             root = base.join("incidents").display(),
             tools = tools.display(),
@@ -577,6 +578,7 @@ sandbox_connect_ports = [443, 0]
             base.display()
         ),
         "sink.sandbox_connect_ports: invalid value",
+        "sink.sandbox_udp: invalid value \"dns\"; allowed: \"deny\" or \"allow\"",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
@@ -591,6 +593,7 @@ sandbox_connect_ports = [443, 0]
     let c = c.unwrap();
     assert_eq!(c.sandbox.mode, sandbox::Mode::Enforce);
     assert_eq!(c.sandbox.connect_ports, vec![443, 6443]);
+    assert!(!c.sandbox.allow_udp, "UDP is denied by default");
     assert!(
         c.sandbox.deny_paths.contains(&base),
         "{:?}",
@@ -690,4 +693,58 @@ fn compile_path_builds_the_sink() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.sink.name(), "agent");
+}
+
+/// A source withdrawing the event while its agent runs (Alertmanager
+/// resolved the alert): the agent goes on, the incident records the note
+/// with its time, and the report's timeline shows it.
+#[tokio::test]
+async fn note_on_a_running_incident_is_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("incidents");
+    // Runs until the test lets it go (or 30 s).
+    let body = format!(
+        "i=0; while [ ! -e \"$INCIDENT_DIR/go\" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n{GOOD}"
+    );
+    let script = fake_agent(tmp.path(), "agent.sh", &body);
+    let sink = Arc::new(AgentSink::new(config_shell(&root, &script)));
+    let task = {
+        let sink = sink.clone();
+        tokio::spawn(async move { sink.handle(&envelope(7), CancellationToken::new()).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dir = loop {
+        let running = std::fs::read_dir(&root).ok().and_then(|d| {
+            d.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                p.join("incident.json").exists() && incident_json(p)["status"] == "running"
+            })
+        });
+        if let Some(d) = running {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the agent never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    sink.note(7, "alert resolved by Alertmanager\u{1b}[31m");
+    // A note for an event the sink is not handling is ignored.
+    sink.note(8, "not ours");
+    std::fs::write(dir.join("go"), "").unwrap();
+    let res = task.await.unwrap();
+    assert_eq!(res.outcome, Outcome::Completed, "{res:?}");
+
+    let inc = incident_json(&dir);
+    let notes = inc["notes"].as_array().expect("notes");
+    assert_eq!(notes.len(), 1, "{inc}");
+    assert_eq!(notes[0]["text"], "alert resolved by Alertmanager [31m");
+    let t = notes[0]["time"].as_str().unwrap();
+    assert!(inc["startedAt"].as_str().unwrap() <= t, "{inc}");
+    assert!(t <= inc["completedAt"].as_str().unwrap(), "{inc}");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("note from the source while the agent ran: alert resolved by Alertmanager"),
+        "{md}"
+    );
+    // Nothing is kept for finished incidents.
+    sink.note(7, "late");
+    assert_eq!(incident_json(&dir)["notes"].as_array().unwrap().len(), 1);
 }

@@ -153,7 +153,7 @@ fn validate(path: &Path, ov: &Overrides) -> ExitCode {
             if let Some(a) = &c.agent {
                 out += &format!(
                     "  sandbox: {}\n",
-                    crate::sinks::agent::sandbox::describe(a.sandbox.mode)
+                    crate::sinks::agent::sandbox::describe(&a.sandbox)
                 );
             }
             let mut refused = false;

@@ -158,6 +158,7 @@ impl ComponentConfig for AgentSinkConfig {
             "sandbox_connect_ports",
             sandbox::DEFAULT_CONNECT_PORTS.to_vec(),
         );
+        let udp: String = r.opt_or("sandbox_udp", "deny".to_string());
 
         let max_budget_usd: Option<f64> = r.opt("max_budget_usd");
         let max_turns: Option<u32> = r.opt("max_turns");
@@ -232,10 +233,11 @@ impl ComponentConfig for AgentSinkConfig {
                     r.error(
                         "preset",
                         "\"codex\"",
-                        "another preset, or `unsafe_codex_network = true`: codex needs sandbox \
-                         network to reach the cluster, and its command policy cannot stop a \
-                         mutating kubectl or an upload (pipes, $(...), sh -c pass it); only the \
-                         agent's credentials can (see docs/agents.md)",
+                        "another preset, or `unsafe_codex_network = true`: codex has no permission \
+                         layer of its own here (its command policy lets pipes, $(...) and sh -c \
+                         pass), so only the kernel sandbox, the read-only cluster proxy and the \
+                         credentials hold, and nothing stops an upload to a foreign host on an \
+                         allowed port (see docs/agents.md)",
                     );
                     None
                 }
@@ -386,6 +388,14 @@ impl ComponentConfig for AgentSinkConfig {
                 r.error(key, format!("{p:?}"), why);
             }
         }
+        let allow_udp = match udp.as_str() {
+            "deny" => false,
+            "allow" => true,
+            _ => {
+                r.error("sandbox_udp", format!("{udp:?}"), "\"deny\" or \"allow\"");
+                false
+            }
+        };
         if ports.contains(&0) {
             r.error(
                 "sandbox_connect_ports",
@@ -415,6 +425,7 @@ impl ComponentConfig for AgentSinkConfig {
                 read_paths: read_paths.iter().map(PathBuf::from).collect(),
                 write_paths: write_paths.iter().map(PathBuf::from).collect(),
                 connect_ports: ports,
+                allow_udp,
                 deny_paths,
             },
             secret_envs: Vec::new(),
@@ -537,6 +548,9 @@ impl AgentSinkConfig {
         };
         if !p.is_cli() {
             return out;
+        }
+        if let Some(why) = p.untested() {
+            out.info.push(format!("preset {:?}: {why}", p.name()));
         }
         let path = env("PATH").unwrap_or_default();
         match super::presets::which(p.program(), &path) {

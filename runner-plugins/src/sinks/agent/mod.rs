@@ -64,6 +64,17 @@ struct DayUse {
     warned: bool,
 }
 
+/// Drops an event's note entry when its `handle` ends, whatever the path.
+struct ForgetNotes<'a>(&'a Mutex<HashMap<u64, Vec<workspace::NoteDoc>>>, u64);
+
+impl Drop for ForgetNotes<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut n) = self.0.lock() {
+            n.remove(&self.1);
+        }
+    }
+}
+
 fn utc_day() -> u64 {
     runner_core::date::unix_day(std::time::SystemTime::now())
 }
@@ -85,6 +96,9 @@ pub struct AgentSink {
     totals: Mutex<UsageTotals>,
     /// The runner's HOME: its credential directories stay hidden from agents.
     runner_home: Option<PathBuf>,
+    /// Notes for the incidents being handled, by event sequence number:
+    /// an entry exists from the start of `handle` until `finish` takes it.
+    notes: Mutex<HashMap<u64, Vec<workspace::NoteDoc>>>,
 }
 
 impl AgentSink {
@@ -149,6 +163,7 @@ impl AgentSink {
             book: std::sync::Arc::default(),
             budget: Mutex::new(HashMap::new()),
             totals: Mutex::new(UsageTotals::default()),
+            notes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -211,7 +226,7 @@ impl AgentSink {
     }
 
     /// The Landlock ruleset for one agent, or why it cannot run.
-    fn sandbox_for(&self, launch: &Launch) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    fn sandbox_for(&self, launch: &Launch) -> Result<Option<sandbox::ChildRestrictions>, String> {
         if self.cfg.sandbox.mode == Mode::Off {
             return Ok(None);
         }
@@ -253,8 +268,11 @@ impl AgentSink {
         {
             policy.ports.push(addr.port());
         }
-        tracing::debug!(read = ?policy.read, write = ?policy.write, ports = ?policy.ports, "agent sandbox policy");
-        policy.ruleset().map(Some)
+        tracing::debug!(read = ?policy.read, write = ?policy.write, ports = ?policy.ports, udp = self.cfg.sandbox.allow_udp, "agent sandbox policy");
+        Ok(Some(sandbox::ChildRestrictions {
+            ruleset: policy.ruleset()?,
+            filter: sandbox::socket_filter(self.cfg.sandbox.allow_udp)?,
+        }))
     }
 
     fn launch(
@@ -315,6 +333,12 @@ impl AgentSink {
             ("TMPDIR".into(), ws.tmp_dir().display().to_string()),
             ("KUBECONFIG".into(), kubeconfig.display().to_string()),
         ]);
+        // Without UDP, glibc's resolver still works over TCP when told to
+        // (the DNS server's port must be in sandbox_connect_ports).
+        if self.cfg.sandbox.mode == Mode::Enforce && !self.cfg.sandbox.allow_udp {
+            env.retain(|(k, _)| k != "RES_OPTIONS");
+            env.push(("RES_OPTIONS".into(), "use-vc".into()));
+        }
         Ok(Launch {
             argv,
             cwd: ws.dir.clone(),
@@ -436,6 +460,13 @@ impl AgentSink {
         started: Option<Instant>,
         exit_code: Option<i32>,
     ) -> SinkResult {
+        doc.notes.extend(
+            self.notes
+                .lock()
+                .expect("notes lock")
+                .remove(&seq)
+                .unwrap_or_default(),
+        );
         doc.status = status;
         doc.completed_at = Some(rfc3339_now());
         doc.duration_ms = started.map(|s| s.elapsed().as_millis() as u64);
@@ -565,6 +596,11 @@ impl AgentSink {
 /// whether agents will be sandboxed, and kills what agents of a previous
 /// run (a runner that was SIGKILLed) left alive.
 pub fn startup(cfg: &AgentSinkConfig) {
+    if let AgentCommand::Preset(p) = &cfg.command
+        && let Some(why) = p.untested()
+    {
+        tracing::warn!(preset = p.name(), "agent preset {why}");
+    }
     match cfg.sandbox.mode {
         Mode::Off => tracing::warn!(
             "agent sandbox is OFF (sandbox = \"off\"): agents can read and write whatever the runner's user can, and connect anywhere"
@@ -578,8 +614,19 @@ pub fn startup(cfg: &AgentSinkConfig) {
                 tracing::info!(
                     landlock_abi = sandbox::kernel_abi(),
                     connect_ports = ?cfg.sandbox.connect_ports,
-                    "agent sandbox enforced (Landlock)"
+                    udp = if cfg.sandbox.allow_udp { "allowed" } else { "denied" },
+                    "agent sandbox enforced (Landlock, seccomp socket filter)"
                 );
+                if !cfg.sandbox.allow_udp && !cfg.sandbox.connect_ports.contains(&53) {
+                    tracing::warn!(
+                        "agent sandbox: UDP denied and TCP port 53 not allowed: agents can resolve only names in /etc/hosts; a model endpoint given by host name needs port 53 in sandbox_connect_ports (a DNS server that answers over TCP), an /etc/hosts entry, or sandbox_udp = \"allow\" (docs/agents.md, DNS)"
+                    );
+                }
+                if cfg.sandbox.allow_udp {
+                    tracing::warn!(
+                        "agent sandbox: UDP allowed (sandbox_udp = \"allow\"): an agent can send datagrams to any host and port"
+                    );
+                }
                 for f in sandbox::missing_features() {
                     tracing::warn!(
                         feature = f,
@@ -667,8 +714,32 @@ impl Sink for AgentSink {
         "agent"
     }
 
+    /// Kept for the incident's record (`notes` in incident.json, a line in
+    /// the report's timeline); the agent goes on. Never blocks on I/O.
+    fn note(&self, seq: u64, note: &str) {
+        let text = clean_line(note, 1024);
+        let mut notes = self.notes.lock().expect("notes lock");
+        match notes.get_mut(&seq) {
+            Some(list) => {
+                tracing::info!(seq, note = %text, "note on a running incident");
+                list.push(workspace::NoteDoc {
+                    time: rfc3339_now(),
+                    text,
+                });
+            }
+            None => tracing::debug!(seq, "note for an event this sink is not handling"),
+        }
+    }
+
     async fn handle(&self, envelope: &Envelope, kill: CancellationToken) -> SinkResult {
         let ev = &envelope.event;
+        self.notes
+            .lock()
+            .expect("notes lock")
+            .insert(envelope.seq, Vec::new());
+        // Every return below goes through `finish`, which takes the entry;
+        // this guard drops it on the early return before the workspace.
+        let _forget = ForgetNotes(&self.notes, envelope.seq);
         let ws = match blocking(|| Workspace::create(&self.cfg.workspace_root, envelope.seq)) {
             Ok(ws) => ws,
             Err(e) => {

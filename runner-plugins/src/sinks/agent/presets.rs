@@ -129,6 +129,20 @@ impl Preset {
         self != Preset::Demo
     }
 
+    /// Why the preset has never run in this project's tests, when it has
+    /// not (said by `runner validate` and at startup).
+    pub fn untested(self) -> Option<&'static str> {
+        match self {
+            Preset::Goose => Some(
+                "UNTESTED: the goose agent CLI is published on none of npm, PyPI, crates.io or \
+                 Debian (those names there are other projects, and PyPI's goose-sdk holds Python \
+                 bindings without the `goose` program), so CI cannot install it; its flags, \
+                 output and behaviour under the sandbox are unverified",
+            ),
+            _ => None,
+        }
+    }
+
     /// The program the preset runs (looked up on PATH).
     pub fn program(self) -> &'static str {
         match self {

@@ -5,7 +5,7 @@
 //! session (see `contain`).
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -107,13 +107,13 @@ fn on_spawner_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) 
 }
 
 /// Starts `l` as a session leader with stdin closed and output to files,
-/// under the Landlock ruleset `sandbox` when given, with SIGKILL as its
+/// under the Landlock ruleset and socket filter `sandbox` when given, with SIGKILL as its
 /// parent-death signal. `label` names the incident in logs; `records` is
 /// where its process identities are kept for a restart after a crash.
 pub fn spawn(
     l: &Launch,
     label: &str,
-    sandbox: Option<OwnedFd>,
+    sandbox: Option<sandbox::ChildRestrictions>,
     records: Option<&Path>,
 ) -> Result<Running, String> {
     let Some((prog, args)) = l.argv.split_first() else {
@@ -139,7 +139,13 @@ pub fn spawn(
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
     let parent = std::process::id() as libc::pid_t;
-    let fd = sandbox.as_ref().map_or(-1, |f| f.as_raw_fd());
+    // The filter moves into the closure: the child reads it between fork
+    // and exec.
+    let (ruleset, filter) = match sandbox {
+        Some(s) => (Some(s.ruleset), s.filter),
+        None => (None, Vec::new()),
+    };
+    let fd = ruleset.as_ref().map_or(-1, |f| f.as_raw_fd());
     // SAFETY: the closure runs between fork and exec and makes only
     // async-signal-safe system calls; it allocates nothing.
     unsafe {
@@ -157,7 +163,7 @@ pub fn spawn(
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             if fd >= 0 {
-                sandbox::restrict_in_child(fd)?;
+                sandbox::restrict_in_child(fd, &filter)?;
             }
             Ok(())
         });
@@ -176,7 +182,7 @@ pub fn spawn(
         })
     });
     // The ruleset descriptor is close-on-exec; the parent's copy goes now.
-    drop(sandbox);
+    drop(ruleset);
     let child = spawned.map_err(|e| format!("spawn {prog:?}: {e}"))?;
     let pid = child.id().ok_or("agent exited before its pid was read")?;
     let tree = Tree::new(label, pid as i32, records);

@@ -208,6 +208,13 @@ pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
         if let Some(why) = &doc.failure_reason {
             what.push_str(&format!(" — {}", md_inline(why)));
         }
+        for n in &doc.notes {
+            m.push_str(&format!(
+                "| {} | note from the source while the agent ran: {} |\n",
+                md_inline(&n.time),
+                md_inline(&n.text)
+            ));
+        }
         m.push_str(&format!("| {t} | {what} |\n"));
         if !doc.leftover_processes.is_empty() {
             let names: Vec<String> = doc

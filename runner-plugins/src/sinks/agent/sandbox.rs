@@ -107,6 +107,8 @@ pub struct SandboxConfig {
     pub write_paths: Vec<PathBuf>,
     /// TCP ports the agent may connect to (any address).
     pub connect_ports: Vec<u16>,
+    /// UDP sockets allowed (`sandbox_udp = "allow"`); denied by default.
+    pub allow_udp: bool,
     /// Never granted through a broader directory: the runner's config
     /// directory, the workspace root (other incidents), kubeconfigs, token
     /// files. Filled by the config reader.
@@ -120,6 +122,7 @@ impl Default for SandboxConfig {
             read_paths: Vec::new(),
             write_paths: Vec::new(),
             connect_ports: DEFAULT_CONNECT_PORTS.to_vec(),
+            allow_udp: false,
             deny_paths: Vec::new(),
         }
     }
@@ -159,10 +162,21 @@ pub fn unsupported_reason() -> Option<String> {
 }
 
 /// One line for `runner validate`: what agents will run under here.
-pub fn describe(mode: Mode) -> String {
-    match (mode, unsupported_reason()) {
+pub fn describe(cfg: &SandboxConfig) -> String {
+    match (cfg.mode, unsupported_reason()) {
         (Mode::Off, _) => "off (agents run without a kernel sandbox)".to_string(),
-        (Mode::Enforce, None) => format!("enforce (Landlock ABI {})", kernel_abi()),
+        (Mode::Enforce, None) => format!(
+            "enforce (Landlock ABI {}; TCP connect to ports {:?}; UDP {}; raw and packet sockets denied)",
+            kernel_abi(),
+            cfg.connect_ports,
+            if cfg.allow_udp {
+                "ALLOWED to any host"
+            } else if cfg.connect_ports.contains(&53) {
+                "denied, names resolve over TCP port 53"
+            } else {
+                "denied; with TCP port 53 not allowed either, agents resolve only names in /etc/hosts"
+            }
+        ),
         (Mode::Enforce, Some(why)) => {
             format!("enforce, but UNAVAILABLE: {why}; every agent would be refused")
         }
@@ -467,12 +481,104 @@ impl Policy {
     }
 }
 
-/// Applies the ruleset to the calling process. Runs between fork and exec:
-/// only async-signal-safe system calls, no allocation.
+/// The socket filter (seccomp) that closes what Landlock leaves open:
+/// Landlock restricts TCP only, so every other IP socket would reach any
+/// host. Denied with EPERM: `socket()` for AF_INET/AF_INET6 of any type but
+/// SOCK_STREAM, or with a protocol other than TCP (UDP, raw, SCTP,
+/// MPTCP...), unless `udp` allows SOCK_DGRAM; AF_PACKET; and io_uring,
+/// whose socket operations bypass the filter. AF_UNIX, AF_NETLINK (address
+/// lookups) and TCP stay allowed (TCP is Landlock's).
+///
+/// Built in the runner; the child only installs it (see
+/// [`restrict_in_child`]).
+pub fn socket_filter(udp: bool) -> Result<seccompiler::BpfProgram, String> {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
+        SeccompFilter, SeccompRule, TargetArch,
+    };
+    let err = |e: seccompiler::BackendError| format!("seccomp filter: {e}");
+    let cond = |arg: u8, op: Op, v: u64| Cond::new(arg, Len::Dword, op, v).map_err(err);
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(err)?;
+    // The type argument also carries SOCK_NONBLOCK / SOCK_CLOEXEC.
+    const SOCK_TYPE_MASK: u64 = 0xf;
+    let mut deny_types = vec![
+        libc::SOCK_RAW,
+        libc::SOCK_RDM,
+        libc::SOCK_SEQPACKET,
+        libc::SOCK_DCCP,
+        // SOCK_PACKET (obsolete packet capture; deprecated in libc).
+        10,
+    ];
+    if !udp {
+        deny_types.push(libc::SOCK_DGRAM);
+    }
+    let mut socket_rules = Vec::new();
+    for domain in [libc::AF_INET, libc::AF_INET6] {
+        for t in &deny_types {
+            socket_rules.push(
+                SeccompRule::new(vec![
+                    cond(0, Op::Eq, domain as u64)?,
+                    cond(1, Op::MaskedEq(SOCK_TYPE_MASK), *t as u64)?,
+                ])
+                .map_err(err)?,
+            );
+        }
+        // A stream socket with another protocol than TCP (SCTP, MPTCP).
+        socket_rules.push(
+            SeccompRule::new(vec![
+                cond(0, Op::Eq, domain as u64)?,
+                cond(1, Op::MaskedEq(SOCK_TYPE_MASK), libc::SOCK_STREAM as u64)?,
+                cond(2, Op::Ne, 0)?,
+                cond(2, Op::Ne, libc::IPPROTO_TCP as u64)?,
+            ])
+            .map_err(err)?,
+        );
+    }
+    socket_rules
+        .push(SeccompRule::new(vec![cond(0, Op::Eq, libc::AF_PACKET as u64)?]).map_err(err)?);
+    let mut rules = std::collections::BTreeMap::new();
+    rules.insert(libc::SYS_socket, socket_rules);
+    // An empty rule list matches every call.
+    rules.insert(libc::SYS_io_uring_setup, Vec::new());
+    if arch == TargetArch::x86_64 {
+        // The x32 ABI numbers pass the x86_64 architecture check.
+        const X32: i64 = 0x4000_0000;
+        rules.insert(X32 | libc::SYS_socket, Vec::new());
+        rules.insert(X32 | libc::SYS_io_uring_setup, Vec::new());
+    }
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(err)?;
+    filter.try_into().map_err(err)
+}
+
+/// What the child installs before exec: the Landlock ruleset and the
+/// socket filter, both built by the runner.
+pub struct ChildRestrictions {
+    pub ruleset: OwnedFd,
+    pub filter: seccompiler::BpfProgram,
+}
+
+/// Applies the ruleset and the socket filter to the calling process. Runs
+/// between fork and exec: only async-signal-safe system calls, no
+/// allocation.
 ///
 /// # Safety
-/// `fd` must be a Landlock ruleset descriptor that stays open for the call.
-pub unsafe fn restrict_in_child(fd: RawFd) -> std::io::Result<()> {
+/// `fd` must be a Landlock ruleset descriptor that stays open for the call;
+/// `filter` must stay alive for the call.
+pub unsafe fn restrict_in_child(
+    fd: RawFd,
+    filter: &[seccompiler::sock_filter],
+) -> std::io::Result<()> {
+    // Same C layout (`struct sock_filter`) in both crates.
+    let prog = libc::sock_fprog {
+        len: filter.len() as libc::c_ushort,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
     // SAFETY: prctl and syscall take integer arguments or pointers to
     // locals that outlive the call.
     unsafe {
@@ -481,6 +587,18 @@ pub unsafe fn restrict_in_child(fd: RawFd) -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
         if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Needs no_new_privs (set above) when the runner is unprivileged.
+        const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
+        if !filter.is_empty()
+            && libc::syscall(
+                libc::SYS_seccomp,
+                SECCOMP_SET_MODE_FILTER,
+                0u32,
+                &prog as *const libc::sock_fprog,
+            ) != 0
+        {
             return Err(std::io::Error::last_os_error());
         }
     }
@@ -576,6 +694,7 @@ mod tests {
         );
         let fd = policy.ruleset().unwrap();
         let raw = fd.as_raw_fd();
+        let filter = socket_filter(false).unwrap();
         let script = format!(
             "echo ok > {ws}/in; echo bad > {out}/written; cat {out}/secret > {ws}/stolen; \
              (exec 3<>/dev/tcp/127.0.0.1/{d}) && echo denied-connected > {ws}/net; \
@@ -590,7 +709,7 @@ mod tests {
         cmd.args(["-c", &script]);
         // SAFETY: restrict_in_child is async-signal-safe; `fd` outlives the spawn.
         unsafe {
-            cmd.pre_exec(move || restrict_in_child(raw));
+            cmd.pre_exec(move || restrict_in_child(raw, &filter));
         }
         let st = cmd.status().unwrap();
         drop(fd);
@@ -602,6 +721,92 @@ mod tests {
             std::fs::read_to_string(ws.join("net")).unwrap(),
             "allowed-connected\n"
         );
+    }
+
+    /// What the socket filter leaves a child: a UDP datagram to a listener
+    /// the test owns arrives only when UDP is allowed (the control shows
+    /// the probe would see a leak); raw, packet and non-TCP stream sockets
+    /// are refused either way; UNIX sockets and TCP to an allowed port work.
+    #[test]
+    fn socket_filter_denies_udp_raw_and_packet_sockets() {
+        assert_eq!(unsupported_reason(), None);
+        let run = |allow_udp: bool| -> (String, Vec<u8>) {
+            let tmp = tempfile::tempdir().unwrap();
+            let ws = tmp.path().canonicalize().unwrap();
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            udp.set_nonblocking(true).unwrap();
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let cfg = SandboxConfig {
+                connect_ports: vec![tcp.local_addr().unwrap().port()],
+                allow_udp,
+                ..SandboxConfig::default()
+            };
+            let policy = Policy::build(
+                &cfg,
+                &Inputs {
+                    workspace: &ws,
+                    private_home: None,
+                    program: "python3",
+                    path_env: Some("/usr/bin:/bin"),
+                    runner_home: None,
+                    agent_kubeconfig: None,
+                },
+            );
+            let fd = policy.ruleset().unwrap();
+            let raw = fd.as_raw_fd();
+            let filter = socket_filter(cfg.allow_udp).unwrap();
+            let script = format!(
+                "import socket as s\n\
+                 out = []\n\
+                 def t(name, f):\n\
+                 \ttry:\n\t\tf(); out.append(name + '=ok')\n\
+                 \texcept OSError as e:\n\t\tout.append(name + '=errno' + str(e.errno))\n\
+                 t('udp', lambda: s.socket(s.AF_INET, s.SOCK_DGRAM).sendto(b'leak', ('127.0.0.1', {u})))\n\
+                 t('udp6', lambda: s.socket(s.AF_INET6, s.SOCK_DGRAM | s.SOCK_CLOEXEC))\n\
+                 t('raw', lambda: s.socket(s.AF_INET, s.SOCK_RAW, s.IPPROTO_ICMP))\n\
+                 t('packet', lambda: s.socket(s.AF_PACKET, s.SOCK_RAW))\n\
+                 t('sctp', lambda: s.socket(s.AF_INET, s.SOCK_STREAM, 132))\n\
+                 t('unix', lambda: s.socketpair(s.AF_UNIX))\n\
+                 t('tcp', lambda: s.create_connection(('127.0.0.1', {t})).close())\n\
+                 print(' '.join(out))\n",
+                u = udp.local_addr().unwrap().port(),
+                t = tcp.local_addr().unwrap().port(),
+            );
+            use std::os::unix::process::CommandExt;
+            let mut cmd = std::process::Command::new("python3");
+            cmd.args(["-c", &script]);
+            // SAFETY: restrict_in_child is async-signal-safe; `fd` and the
+            // filter outlive the spawn.
+            unsafe {
+                cmd.pre_exec(move || restrict_in_child(raw, &filter));
+            }
+            let out = cmd.output().unwrap();
+            drop(fd);
+            assert!(out.status.success(), "{out:?}");
+            // Loopback delivers at send time: the child has exited, so a
+            // sent datagram is already queued.
+            let mut buf = [0u8; 64];
+            let got = match udp.recv(&mut buf) {
+                Ok(n) => buf[..n].to_vec(),
+                Err(_) => Vec::new(),
+            };
+            (String::from_utf8_lossy(&out.stdout).trim().to_string(), got)
+        };
+        let (out, got) = run(false);
+        assert!(
+            got.is_empty(),
+            "a datagram left the sandbox: {got:?} ({out})"
+        );
+        for probe in ["udp", "udp6", "raw", "packet", "sctp"] {
+            assert!(out.contains(&format!("{probe}=errno1")), "{probe}: {out}");
+        }
+        assert!(out.contains("unix=ok") && out.contains("tcp=ok"), "{out}");
+        // Control: with UDP allowed the same probe is seen by the listener.
+        let (out, got) = run(true);
+        assert_eq!(got, b"leak", "{out}");
+        for probe in ["raw", "packet", "sctp"] {
+            assert!(out.contains(&format!("{probe}=errno1")), "{probe}: {out}");
+        }
     }
 
     #[test]

@@ -71,6 +71,18 @@ pub struct IncidentDoc {
     pub cluster_access: Option<String>,
     /// Tokens, cost, turns and kubectl results, when the CLI reports them.
     pub usage: Option<super::usage::Usage>,
+    /// What the source said about the event while its agent ran (e.g. the
+    /// alert resolved), in arrival order.
+    pub notes: Vec<NoteDoc>,
+}
+
+/// One note on a running incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct NoteDoc {
+    /// RFC 3339, when the runner received it.
+    pub time: String,
+    /// The source's words (untrusted, cleaned of control characters).
+    pub text: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +120,7 @@ impl IncidentDoc {
             duration_ms: None,
             sandbox: None,
             leftover_processes: Vec::new(),
+            notes: Vec::new(),
             cluster_access: None,
             usage: None,
         }
