@@ -159,9 +159,9 @@ impl CompileCache {
     }
 
     /// The file an entry for `component` (the `.wasm` bytes) would use.
-    pub fn entry_path(&self, engine: &wasmtime::Engine, component: &[u8]) -> PathBuf {
+    pub fn entry_path(&self, component: &[u8]) -> PathBuf {
         self.dir
-            .join(format!("{}.cwasm", entry_name(engine, component)))
+            .join(format!("{}.cwasm", entry_name(crate::engine(), component)))
     }
 
     /// The compiled component, from the cache when a valid entry exists,

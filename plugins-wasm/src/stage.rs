@@ -692,9 +692,14 @@ impl Stage for WasmStage {
     }
 
     fn health(&self) -> runner_core::stage::StageHealth {
+        let s = self.stats();
         runner_core::stage::StageHealth {
-            errors: self.core.stats.failures.load(Ordering::Relaxed),
-            disabled: self.disabled.load(Ordering::Relaxed),
+            errors: s.failures,
+            disabled: s.disabled,
+            plugin: true,
+            calls: s.calls,
+            call_nanos: s.call_nanos,
+            max_call_nanos: s.max_call_nanos,
         }
     }
 }
