@@ -134,6 +134,33 @@ fn typescript_and_python_plugins_validate_and_replay_with_expected_outcomes() {
         stderr.contains("escalating OOMKilled in payments"),
         "{stderr}"
     );
+
+    // --show-changes: what each stage changed, under the line it changed.
+    let out = Command::new(runner_bin())
+        .arg("replay")
+        .arg(&rec)
+        .arg("--show-changes")
+        .arg("--config")
+        .arg(&cfg)
+        .env(
+            "WASM_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-cache"),
+        )
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("line     1: "))
+        .expect("line 1");
+    assert_eq!(
+        lines[at + 1].trim(),
+        "wasm:python-escalate: severity \"WARNING\" -> \"CRITICAL\"",
+        "{stdout}"
+    );
+    assert!(lines[at + 2].starts_with("line     2: "), "{stdout}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! `sinks`, `cluster`) never import from here.
 
 pub mod admin;
+mod changes;
 pub mod cli;
 pub mod compile;
 pub mod demo;
@@ -55,7 +56,13 @@ pub fn main() -> ExitCode {
         "replay" => {
             let file = sub.get_one::<String>("file").expect("required");
             let rt = runtime();
-            rt.block_on(replay(Path::new(file), &cli::config_path(sub), &ov))
+            let show_changes = sub.get_flag("show-changes");
+            rt.block_on(replay(
+                Path::new(file),
+                &cli::config_path(sub),
+                &ov,
+                show_changes,
+            ))
         }
         "demo" => {
             let dir = sub
@@ -457,7 +464,7 @@ async fn status(m: &clap::ArgMatches, environment: &Environment) -> ExitCode {
 }
 
 /// `runner replay`: recorded payloads through the configured stages, no agents.
-async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
+async fn replay(file: &Path, config: &Path, ov: &Overrides, show_changes: bool) -> ExitCode {
     // Before compiling: what a plugin logs from `init` (it runs while the
     // stage is built) is shown, as is everything it logs per event.
     let format = ov
@@ -479,7 +486,12 @@ async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let stages: Arc<[Box<dyn Stage>]> = c.stages.into();
+    let changes = changes::ChangeLog::default();
+    let stages: Arc<[Box<dyn Stage>]> = if show_changes {
+        changes::ShowChanges::wrap(c.stages, &changes).into()
+    } else {
+        c.stages.into()
+    };
     let recorder = Arc::new(Recorder::new(stages));
     let chain = StageChain::new(recorder.clone());
     let source: Arc<str> = Arc::from("replay");
@@ -546,6 +558,9 @@ async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
             ChainResult::Stopped(o, reason) => (o.as_str().to_string(), format!("({reason})")),
         };
         let _ = writeln!(out, "line {:>5}: {:<16} {}", n + 1, verdict, ident);
+        for c in changes.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = writeln!(out, "            {c}");
+        }
     }
     let s: StatsSnapshot = recorder.snapshot();
     let _ = writeln!(

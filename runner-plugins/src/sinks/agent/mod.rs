@@ -102,6 +102,7 @@ impl AgentSink {
             &BuildContext {
                 notices,
                 environment: Environment::capture(),
+                ..BuildContext::default()
             },
         )
     }
