@@ -38,12 +38,21 @@ mkdir -p "$dist"
 
 # These toolchains do not build reproducibly (the snapshot of the
 # initialized interpreter differs run to run), and every new build misses
-# the runner's compile cache: rebuild only when an input is newer.
+# the runner's compile cache: rebuild only when the inputs' content (not
+# their timestamps, which a checkout or rebase renews) changed. The digest
+# of the inputs is kept next to the component.
+digest() { # INPUT...
+    find "$@" -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1
+}
 fresh() { # OUT INPUT...
     local out="$1"
     shift
-    [ -f "$out" ] || return 1
-    [ -z "$(find "$@" -newer "$out" -type f 2>/dev/null | head -1)" ]
+    [ -f "$out" ] && [ -f "$out.inputs" ] && [ "$(cat "$out.inputs")" = "$(digest "$@")" ]
+}
+stamp() { # OUT INPUT...
+    local out="$1"
+    shift
+    digest "$@" > "$out.inputs"
 }
 
 # TypeScript: tsc to JavaScript, then componentize-js (defaults: WASI and
@@ -56,6 +65,7 @@ fresh "$dist/ts-namespace-deny.wasm" "$ts"/*.ts "$ts/tsconfig.json" "$wit" || (
     rm -rf wit && cp -r "$wit" wit
     "$node_bin/componentize-js" build/plugin.js --wit wit --world-name plugin -o "$dist/ts-namespace-deny.wasm"
     rm -rf wit
+    stamp "$dist/ts-namespace-deny.wasm" "$ts"/*.ts "$ts/tsconfig.json" "$wit"
 )
 
 # Python: componentize-py with its defaults (the app module is app.py).
@@ -63,10 +73,12 @@ py="$examples/python/escalate"
 fresh "$dist/python-escalate.wasm" "$py/app.py" "$wit" || (
     cd "$py"
     "$componentize_py" -d "$wit" -w plugin componentize app -o "$dist/python-escalate.wasm"
+    stamp "$dist/python-escalate.wasm" "$py/app.py" "$wit"
 )
 # The sandbox tests' Python guest (plugins-wasm/tests/guests).
 fresh "$dist/python-sandbox-probe.wasm" "$here/tests/guests/sandbox_probe.py" "$wit" || (
     cd "$here/tests/guests"
     "$componentize_py" -d "$wit" -w plugin componentize sandbox_probe -o "$dist/python-sandbox-probe.wasm"
+    stamp "$dist/python-sandbox-probe.wasm" "$here/tests/guests/sandbox_probe.py" "$wit"
 )
 echo "build-guest-examples: ts-namespace-deny.wasm python-escalate.wasm python-sandbox-probe.wasm in $dist"
