@@ -189,24 +189,6 @@ fn python_guest_cannot_read_files_environment_or_network() {
 }
 
 #[test]
-fn python_guest_stdout_and_stderr_become_plugin_log_lines() {
-    let logs = common::capture_logs(|| {
-        assert_eq!(
-            verdict(probe(), &mut pod("payments", "Print", "error")),
-            Verdict::Pass
-        );
-    });
-    assert!(
-        logs.contains("INFO plugin: hello from python stdout stage=wasm:python-sandbox-probe"),
-        "{logs}"
-    );
-    assert!(
-        logs.contains("WARN plugin: hello from python stderr stage=wasm:python-sandbox-probe"),
-        "{logs}"
-    );
-}
-
-#[test]
 fn python_guest_loop_and_memory_bomb_are_stopped_and_the_next_event_runs() {
     // Loaded (and maybe compiled) before the clock starts.
     probe();
