@@ -5,26 +5,41 @@
 //! `filter(event) -> verdict` per event. See `docs/plugins.md`.
 //!
 //! Sandbox, per stage:
-//! * no WASI: every import other than the `host` interface (filesystem,
-//!   sockets, environment, clocks, stdio…) is linked to a function that
-//!   traps, so a plugin can compute but not reach anything;
-//! * a per-call deadline via epoch interruption (one background thread ticks
-//!   the shared engine every millisecond);
+//! * WASI 0.2 is linked, granting nothing (see [`wasi`]): no preopened
+//!   directories, an empty environment, no sockets or name lookups, stdin
+//!   closed, stdout/stderr into the plugin's log; clocks and random are
+//!   allowed. Components from the JavaScript and Python toolchains import
+//!   these interfaces whether or not they use them. Outbound HTTP
+//!   (`wasi:http`, which componentize-js links for `fetch`) is linked to
+//!   functions that trap; any other import fails `runner validate` with the
+//!   names of what the plugin imports;
+//! * a per-call deadline via epoch interruption (a background thread ticks
+//!   the shared engine every millisecond while a call is in flight, and
+//!   sleeps otherwise, see [`epoch`]);
 //! * a linear-memory cap via a resource limiter;
 //! * a trap, a timeout or an error result becomes the configured `on_error`
 //!   outcome, is counted and logged; a trapped instance is thrown away and
 //!   re-created (and re-initialized) for the next event.
 //!
-//! The component is compiled once when the stage is built; the instance is
-//! reused across events, so guest globals persist between events until a
-//! failure forces a fresh instance.
+//! The component is compiled once when the stage is built (or loaded from
+//! the compile cache, see [`cache`]); the instance is reused across events,
+//! so guest globals persist between events until a failure forces a fresh
+//! instance. Inside a tokio runtime a call runs on the blocking pool, never
+//! on the intake task's worker thread.
 
 mod bindings {
     wasmtime::component::bindgen!({ path: "wit", world: "plugin" });
 }
 
+pub mod cache;
+pub mod epoch;
+mod log;
 mod stage;
+pub mod view;
+mod wasi;
 
+pub use cache::{CacheOutcome, CompileCache};
+pub use log::{LogLevel, PluginLogLine};
 pub use stage::{OnError, WasmStage, WasmStats};
 
 use std::path::{Path, PathBuf};
@@ -46,8 +61,9 @@ const VERSION: &str = "0.1.0";
 /// How often the epoch advances; the granularity of `timeout_ms`.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Deadline for `init` (and instantiation), independent of `timeout_ms`:
-/// plugins may build tables there.
-pub const INIT_TIMEOUT: Duration = Duration::from_secs(1);
+/// plugins may build tables there, and an interpreter-based guest (Python,
+/// JavaScript) sets up its runtime.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 20;
 pub const DEFAULT_MAX_MEMORY_MB: u64 = 16;
@@ -55,30 +71,31 @@ pub const DEFAULT_DISABLE_AFTER: u32 = 5;
 /// A Rust guest needs about 1.1 MiB to instantiate.
 const MIN_MEMORY_MB: u64 = 2;
 const MAX_MEMORY_MB: u64 = 4096;
-const MAX_TIMEOUT_MS: u64 = 10_000;
+/// Stages run one event at a time in order, so a plugin that uses its whole
+/// deadline on every event limits intake to `1000 / timeout_ms` events per
+/// second: one second is the most a single call may hold the chain.
+pub const MAX_TIMEOUT_MS: u64 = 1_000;
 /// Larger files are not plugins; refuse before compiling.
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// One engine for every WASM stage, with epoch interruption on and a ticker
-/// thread that lives as long as the process.
+/// The wasmtime version this host is built with (Cargo.toml pins it); part
+/// of the compile cache key.
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// One engine for every WASM stage, with epoch interruption on. The
+/// component-model features are those the JavaScript (componentize-js) and
+/// Python (componentize-py) toolchains emit by default: their components
+/// carry the async builtins (`task.*`, `context.*`, error contexts) even
+/// when the plugin's own functions are synchronous.
 pub(crate) fn engine() -> &'static wasmtime::Engine {
     static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut cfg = wasmtime::Config::new();
         cfg.epoch_interruption(true);
         cfg.wasm_component_model(true);
-        let engine = wasmtime::Engine::new(&cfg).expect("wasmtime engine configuration is valid");
-        let ticker = engine.clone();
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker.increment_epoch();
-                }
-            })
-            .expect("spawn the wasm epoch thread");
-        engine
+        cfg.wasm_component_model_async(true);
+        cfg.wasm_component_model_error_context(true);
+        wasmtime::Engine::new(&cfg).expect("wasmtime engine configuration is valid")
     })
 }
 
@@ -96,6 +113,9 @@ pub struct WasmStageConfig {
     pub on_error: OnError,
     /// Consecutive failures before an `on_error = "disable"` stage turns off.
     pub disable_after: u32,
+    /// Where compiled components are kept between runs; `None`: compile
+    /// every time (see [`CompileCache`]).
+    pub cache_dir: Option<PathBuf>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -136,6 +156,7 @@ impl WasmStageConfig {
             max_memory_mb: DEFAULT_MAX_MEMORY_MB,
             on_error: OnError::Pass,
             disable_after: DEFAULT_DISABLE_AFTER,
+            cache_dir: None,
         }
     }
 
@@ -222,6 +243,7 @@ impl WasmStageConfig {
             max_memory_mb,
             on_error,
             disable_after: disable_after.unwrap_or(DEFAULT_DISABLE_AFTER),
+            cache_dir: None,
         })
     }
 

@@ -1,19 +1,25 @@
 //! The WASM stage: one compiled component, one live instance reused across
-//! events, limits applied per call.
+//! events, limits applied per call, calls kept off the runtime's worker
+//! threads.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use runner_core::{Event, Outcome, Severity, Stage, StageFuture, Verdict};
+use runner_core::{Event, Outcome, Stage, StageFuture, Verdict};
 use serde_json::Value;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::event_runner::plugin::host::{self, LogLevel};
+use crate::bindings::event_runner::plugin::host::{self, LogLevel as WitLogLevel};
 use crate::bindings::exports::event_runner::plugin::filter as wit;
 use crate::bindings::{Plugin, PluginPre};
+use crate::cache::CacheOutcome;
+use crate::epoch::InFlight;
+use crate::log::{LogLevel, MAX_LOG_LEN, PluginLogLine, SharedLog, clean_line};
+use crate::view::severity_from_wit;
 use crate::{EPOCH_TICK, INIT_TIMEOUT, WasmStageConfig, engine};
 
 /// What happens to an event when the plugin fails on it.
@@ -52,29 +58,30 @@ impl fmt::Display for OnError {
 
 runner_core::config_enum!(OnError, "one of pass, drop, disable");
 
-/// Longest log line and drop reason kept from a plugin.
-const MAX_LOG_LEN: usize = 1024;
+/// Longest drop reason kept from a plugin.
 const MAX_REASON_LEN: usize = 256;
-/// Log lines kept per call; the rest are counted and dropped so a chatty
-/// plugin cannot flood the runner's log.
-const MAX_LOGS_PER_CALL: u32 = 16;
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-/// Store data: limits and the per-call log budget.
+/// Store data: limits, the call log and the (empty) WASI context.
 struct HostState {
-    stage: Arc<str>,
+    log: SharedLog,
     max_memory: usize,
     /// Bytes of linear memory across all memories of the instance.
     memory_used: usize,
     /// Last growth granted, to undo if the OS then failed it.
     last_grant: usize,
     memory_denied: bool,
-    logs_this_call: u32,
-    logs_suppressed: u32,
-    /// The last error-level line the guest logged in this call: a Rust
-    /// guest's panic hook (`plugin_kit::forward_panics`) logs the panic
-    /// message there just before it aborts, so a trap reports it.
-    last_error: Option<String>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
 }
 
 impl ResourceLimiter for HostState {
@@ -86,8 +93,8 @@ impl ResourceLimiter for HostState {
     ) -> wasmtime::Result<bool> {
         let delta = desired.saturating_sub(current);
         if self.memory_used.saturating_add(delta) > self.max_memory {
-            // memory.grow returns -1; a Rust guest then aborts (a trap),
-            // which we report as the memory limit thanks to this flag.
+            // memory.grow returns -1; a guest then aborts (a trap), which
+            // we report as the memory limit thanks to this flag.
             self.memory_denied = true;
             return Ok(false);
         }
@@ -111,50 +118,32 @@ impl ResourceLimiter for HostState {
     }
 
     fn instances(&self) -> usize {
-        // A component instantiates a handful of core instances.
-        64
+        // A component instantiates a handful of core instances (dozens for
+        // the JavaScript and Python runtimes).
+        256
     }
 
     fn memories(&self) -> usize {
-        8
+        16
     }
 
     fn tables(&self) -> usize {
-        16
+        64
     }
-}
-
-/// Keeps log lines on one line and bounded: plugin text may echo event data.
-fn clean_line(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .take(max)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if s.chars().nth(max).is_some() {
-        out.push('…');
-    }
-    out
 }
 
 impl host::Host for HostState {
-    fn log(&mut self, level: LogLevel, message: String) {
-        if matches!(level, LogLevel::Error) {
-            self.last_error = Some(clean_line(&message, MAX_LOG_LEN));
-        }
-        self.logs_this_call += 1;
-        if self.logs_this_call > MAX_LOGS_PER_CALL {
-            self.logs_suppressed += 1;
-            return;
-        }
-        let msg = clean_line(&message, MAX_LOG_LEN);
-        let stage = &*self.stage;
-        match level {
-            LogLevel::Debug => tracing::debug!(target: "plugin", stage = %stage, "{msg}"),
-            LogLevel::Info => tracing::info!(target: "plugin", stage = %stage, "{msg}"),
-            LogLevel::Warn => tracing::warn!(target: "plugin", stage = %stage, "{msg}"),
-            LogLevel::Error => tracing::error!(target: "plugin", stage = %stage, "{msg}"),
-        }
+    fn log(&mut self, level: WitLogLevel, message: String) {
+        let level = match level {
+            WitLogLevel::Debug => LogLevel::Debug,
+            WitLogLevel::Info => LogLevel::Info,
+            WitLogLevel::Warn => LogLevel::Warn,
+            WitLogLevel::Error => LogLevel::Error,
+        };
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(level, &message);
     }
 }
 
@@ -184,6 +173,8 @@ struct Stats {
     errors: AtomicU64,
     instantiations: AtomicU64,
     skipped_disabled: AtomicU64,
+    call_nanos: AtomicU64,
+    max_call_nanos: AtomicU64,
 }
 
 /// A snapshot of a WASM stage's counters.
@@ -207,6 +198,10 @@ pub struct WasmStats {
     /// Events passed without a call because the stage is disabled.
     pub skipped_disabled: u64,
     pub disabled: bool,
+    /// Time spent inside `filter` calls (and re-instantiations), summed.
+    pub call_nanos: u64,
+    /// The longest single call.
+    pub max_call_nanos: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,20 +212,29 @@ enum FailKind {
     Error,
 }
 
-/// A `[[stage]] kind = "wasm"` stage.
-pub struct WasmStage {
+/// The part of a stage a call needs, shared with the blocking thread that
+/// runs it.
+struct Core {
     name: String,
-    path_display: String,
     pre: PluginPre<HostState>,
     config: Vec<(String, String)>,
     timeout_ms: u64,
     deadline_ticks: u64,
     max_memory: usize,
+    log: SharedLog,
+    inner: Mutex<Inner>,
+    stats: Stats,
+}
+
+/// A `[[stage]] kind = "wasm"` stage.
+pub struct WasmStage {
+    core: Arc<Core>,
+    path_display: String,
     on_error: OnError,
     disable_after: u32,
-    inner: Mutex<Inner>,
     disabled: AtomicBool,
-    stats: Stats,
+    init_logs: Vec<PluginLogLine>,
+    cache: CacheOutcome,
 }
 
 fn ticks(d: std::time::Duration) -> u64 {
@@ -255,108 +259,290 @@ fn describe_trap(e: &wasmtime::Error, state: &HostState, timeout_ms: u64) -> (Fa
             ),
         );
     }
-    let said = match &state.last_error {
+    let log = state.log.lock().unwrap_or_else(|p| p.into_inner());
+    let said = match log.last_error() {
         Some(m) => format!(" after logging: {m}"),
         None => String::new(),
     };
     (FailKind::Trap, format!("trapped: {}{said}", e.root_cause()))
 }
 
+/// What one call produced, before the stage's policy applies.
+struct CallResult {
+    result: Result<wit::Verdict, (FailKind, String)>,
+    lines: Vec<PluginLogLine>,
+    suppressed: u32,
+}
+
+/// Reads the component file with the checks that give the clearest message.
+fn read_component(cfg: &WasmStageConfig) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(&cfg.path)
+        .map_err(|e| format!("an existing WASM component file (cannot open it: {e})"))?;
+    if !meta.is_file() {
+        return Err("a WASM component file (this path is not a regular file)".into());
+    }
+    if meta.len() > crate::MAX_FILE_BYTES {
+        return Err(format!(
+            "a WASM component of at most {} MiB (this file has {} bytes)",
+            crate::MAX_FILE_BYTES >> 20,
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(&cfg.path)
+        .map_err(|e| format!("a readable WASM component file (cannot read it: {e})"))?;
+    // A core module (wasm32-wasip1 / -unknown-unknown build) has layer 0
+    // in bytes 6..8; components have layer 1.
+    if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [0, 0] {
+        return Err(
+            "a WebAssembly component; this file is a core module (build the plugin with \
+             `cargo build --release --target wasm32-wasip2`, see docs/plugins.md)"
+                .into(),
+        );
+    }
+    Ok(bytes)
+}
+
+/// Compiles `bytes`, through the cache when one is configured and usable.
+fn compile(cfg: &WasmStageConfig, bytes: &[u8]) -> Result<(Component, CacheOutcome), String> {
+    let engine = engine();
+    let compile = || {
+        Component::new(engine, bytes)
+            .map_err(|e| format!("a valid WebAssembly component (this file is not one: {e:#})"))
+    };
+    let Some(dir) = &cfg.cache_dir else {
+        return Ok((compile()?, CacheOutcome::Disabled));
+    };
+    match crate::cache::CompileCache::open(dir) {
+        Ok(cache) => cache.load_or_compile(engine, bytes, compile),
+        Err(e) => {
+            tracing::warn!(stage = %cfg.stage_name(), error = %e, "WASM compile cache unusable; compiling without it");
+            Ok((compile()?, CacheOutcome::Disabled))
+        }
+    }
+}
+
 impl WasmStage {
     pub(crate) fn load(cfg: &WasmStageConfig) -> Result<WasmStage, String> {
         let engine = engine();
-        let meta = std::fs::metadata(&cfg.path)
-            .map_err(|e| format!("an existing WASM component file (cannot open it: {e})"))?;
-        if !meta.is_file() {
-            return Err("a WASM component file (this path is not a regular file)".into());
-        }
-        if meta.len() > crate::MAX_FILE_BYTES {
-            return Err(format!(
-                "a WASM component of at most {} MiB (this file has {} bytes)",
-                crate::MAX_FILE_BYTES >> 20,
-                meta.len()
-            ));
-        }
-        let bytes = std::fs::read(&cfg.path)
-            .map_err(|e| format!("a readable WASM component file (cannot read it: {e})"))?;
-        // A core module (wasm32-wasip1 / -unknown-unknown build) has layer 0
-        // in bytes 6..8; components have layer 1.
-        if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [0, 0] {
-            return Err(
-                "a WebAssembly component; this file is a core module (build the plugin with \
-                 `cargo build --release --target wasm32-wasip2`, see docs/plugins.md)"
-                    .into(),
-            );
-        }
-        let component = Component::new(engine, &bytes)
-            .map_err(|e| format!("a valid WebAssembly component (this file is not one: {e:#})"))?;
+        let name = cfg.stage_name();
+        let bytes = read_component(cfg)?;
+        let started = std::time::Instant::now();
+        let (component, cache) = compile(cfg, &bytes)?;
+        let load_ms = started.elapsed().as_millis() as u64;
         crate::check_interface(engine, &component)?;
+
+        let unsatisfiable: Vec<String> = component
+            .component_type()
+            .imports(engine)
+            .map(|(n, _)| n.to_string())
+            .filter(|n| crate::wasi::classify(n) == crate::wasi::ImportKind::Unsatisfiable)
+            .collect();
+        if !unsatisfiable.is_empty() {
+            return Err(crate::wasi::unsatisfiable_message(&name, &unsatisfiable));
+        }
 
         let mut linker: Linker<HostState> = Linker::new(engine);
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| format!("a loadable plugin (linking the host interface failed: {e:#})"))?;
-        provide_hash_seed(&mut linker, &component)?;
-        provide_empty_environment(&mut linker, &component)?;
-        // Everything else the component imports (WASI from the Rust
-        // standard library, mostly) traps if called: that is the sandbox.
-        linker
-            .define_unknown_imports_as_traps(&component)
+        crate::wasi::add_to_linker(&mut linker)
+            .map_err(|e| format!("a loadable plugin (linking WASI failed: {e:#})"))?;
+        crate::wasi::link_denied(&mut linker, &component)
             .map_err(|e| format!("a loadable plugin (its imports cannot be linked: {e:#})"))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .and_then(PluginPre::new)
-            .map_err(|e| {
-                format!(
-                    "a plugin matching {} (its exports do not: {e:#}; WIT mismatch, rebuild it \
-                     with plugins-wasm/wit/event-runner-plugin.wit)",
-                    crate::WIT_PACKAGE
-                )
-            })?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+            format!(
+                "a plugin whose imports the runner provides ({name} imports something in a \
+                 form this runner does not implement: {e:#}; rebuild it with the toolchain \
+                 versions docs/plugins.md lists)"
+            )
+        })?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| {
+            format!(
+                "a plugin matching {} (its exports do not: {e:#}; WIT mismatch, rebuild it \
+                 with plugins-wasm/wit/event-runner-plugin.wit)",
+                crate::WIT_PACKAGE
+            )
+        })?;
 
-        let stage = WasmStage {
-            name: cfg.stage_name(),
-            path_display: cfg.path.display().to_string(),
+        let core = Arc::new(Core {
+            name: name.clone(),
             pre,
             config: cfg.config.clone(),
             timeout_ms: cfg.timeout_ms,
             deadline_ticks: ticks(std::time::Duration::from_millis(cfg.timeout_ms)),
             max_memory: (cfg.max_memory_mb as usize) << 20,
-            on_error: cfg.on_error,
-            disable_after: cfg.disable_after,
+            log: SharedLog::default(),
             inner: Mutex::new(Inner {
                 live: None,
                 consecutive_failures: 0,
             }),
-            disabled: AtomicBool::new(false),
             stats: Stats::default(),
-        };
-        let live = stage.instantiate()?;
-        stage.inner.lock().expect("not poisoned").live = Some(live);
+        });
+        let live = core.instantiate();
+        let (init_logs, suppressed) = core.take_log();
+        crate::log::emit(&name, &init_logs, suppressed);
+        core.inner.lock().expect("not poisoned").live = Some(live?);
         tracing::info!(
-            stage = %stage.name,
-            path = %stage.path_display,
-            timeout_ms = stage.timeout_ms,
+            stage = %name,
+            path = %cfg.path.display(),
+            timeout_ms = cfg.timeout_ms,
             max_memory_mb = cfg.max_memory_mb,
-            on_error = %stage.on_error,
+            on_error = %cfg.on_error,
+            cache = cache.as_str(),
+            load_ms,
             "WASM stage loaded"
         );
-        Ok(stage)
+        Ok(WasmStage {
+            core,
+            path_display: cfg.path.display().to_string(),
+            on_error: cfg.on_error,
+            disable_after: cfg.disable_after,
+            disabled: AtomicBool::new(false),
+            init_logs,
+            cache,
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> WasmStats {
+        let s = &self.core.stats;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WasmStats {
+            calls: g(&s.calls),
+            kept: g(&s.kept),
+            dropped: g(&s.dropped),
+            replaced: g(&s.replaced),
+            failures: g(&s.failures),
+            timeouts: g(&s.timeouts),
+            memory_limits: g(&s.memory_limits),
+            traps: g(&s.traps),
+            errors: g(&s.errors),
+            instantiations: g(&s.instantiations),
+            skipped_disabled: g(&s.skipped_disabled),
+            disabled: self.disabled.load(Ordering::Relaxed),
+            call_nanos: g(&s.call_nanos),
+            max_call_nanos: g(&s.max_call_nanos),
+        }
+    }
+
+    /// What the plugin logged while it was loaded and initialized.
+    pub fn init_logs(&self) -> &[PluginLogLine] {
+        &self.init_logs
+    }
+
+    /// Whether the compiled component came from the compile cache.
+    pub fn cache_outcome(&self) -> &CacheOutcome {
+        &self.cache
+    }
+
+    /// Applies the call's result and the `on_error` policy to the event.
+    fn conclude(&self, event: &mut Event, view: &wit::Event, out: CallResult) -> Verdict {
+        crate::log::emit(&self.core.name, &out.lines, out.suppressed);
+        let s = &self.core.stats;
+        let verdict = match out.result {
+            Ok(wit::Verdict::Keep) => {
+                s.kept.fetch_add(1, Ordering::Relaxed);
+                Verdict::Pass
+            }
+            Ok(wit::Verdict::Drop(reason)) => {
+                s.dropped.fetch_add(1, Ordering::Relaxed);
+                Verdict::drop(
+                    Outcome::PluginDropped,
+                    format!(
+                        "{}: {}",
+                        self.core.name,
+                        clean_line(&reason, MAX_REASON_LEN)
+                    ),
+                )
+            }
+            Ok(wit::Verdict::Replace(new)) => match apply(event, new, &view.raw_json) {
+                Ok(()) => {
+                    s.replaced.fetch_add(1, Ordering::Relaxed);
+                    Verdict::Modified
+                }
+                Err(e) => {
+                    return self.fail(
+                        event,
+                        FailKind::Error,
+                        format!("invalid replacement event: {e}"),
+                    );
+                }
+            },
+            Err((kind, detail)) => return self.fail(event, kind, detail),
+        };
+        self.core.lock().consecutive_failures = 0;
+        verdict
+    }
+
+    fn fail(&self, event: &Event, kind: FailKind, detail: String) -> Verdict {
+        let s = &self.core.stats;
+        s.failures.fetch_add(1, Ordering::Relaxed);
+        match kind {
+            FailKind::Timeout => &s.timeouts,
+            FailKind::Memory => &s.memory_limits,
+            FailKind::Trap => &s.traps,
+            FailKind::Error => &s.errors,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.core.lock();
+        inner.consecutive_failures += 1;
+        let name = &self.core.name;
+        tracing::warn!(
+            stage = %name,
+            fault_id = event.fault_id_or_dash(),
+            event = %event,
+            on_error = %self.on_error,
+            consecutive = inner.consecutive_failures,
+            "WASM plugin failed: {detail}"
+        );
+        match self.on_error {
+            OnError::Pass => Verdict::Pass,
+            OnError::Drop => Verdict::drop(
+                Outcome::PluginDropped,
+                format!("{name} failed (on_error=drop): {detail}"),
+            ),
+            OnError::Disable => {
+                if inner.consecutive_failures >= self.disable_after
+                    && !self.disabled.swap(true, Ordering::Relaxed)
+                {
+                    inner.live = None;
+                    tracing::error!(
+                        stage = %name,
+                        path = %self.path_display,
+                        failures = inner.consecutive_failures,
+                        "WASM STAGE DISABLED after {} consecutive failures (last: {detail}); it now passes every event until the runner restarts",
+                        inner.consecutive_failures
+                    );
+                }
+                Verdict::Pass
+            }
+        }
+    }
+}
+
+impl Core {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_log(&self) -> (Vec<PluginLogLine>, u32) {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// A fresh store and instance, initialized with the stage's config.
     fn instantiate(&self) -> Result<Live, String> {
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
+        let _ticking = InFlight::enter();
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).begin();
         let mut store = Store::new(
             engine(),
             HostState {
-                stage: Arc::from(self.name.as_str()),
+                log: self.log.clone(),
                 max_memory: self.max_memory,
                 memory_used: 0,
                 last_grant: 0,
                 memory_denied: false,
-                logs_this_call: 0,
-                logs_suppressed: 0,
-                last_error: None,
+                wasi: crate::wasi::context(&self.log),
+                table: ResourceTable::new(),
             },
         );
         store.limiter(|s| s);
@@ -410,146 +596,62 @@ impl WasmStage {
         Ok(Live { store, plugin })
     }
 
-    /// Counters so far.
-    pub fn stats(&self) -> WasmStats {
-        let s = &self.stats;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        WasmStats {
-            calls: g(&s.calls),
-            kept: g(&s.kept),
-            dropped: g(&s.dropped),
-            replaced: g(&s.replaced),
-            failures: g(&s.failures),
-            timeouts: g(&s.timeouts),
-            memory_limits: g(&s.memory_limits),
-            traps: g(&s.traps),
-            errors: g(&s.errors),
-            instantiations: g(&s.instantiations),
-            skipped_disabled: g(&s.skipped_disabled),
-            disabled: self.disabled.load(Ordering::Relaxed),
+    /// One `filter` call; runs on whatever thread calls it (never a
+    /// runtime worker: WASI's blocking functions drive their own futures).
+    fn call(&self, view: &wit::Event) -> CallResult {
+        let started = std::time::Instant::now();
+        let mut inner = self.lock();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.call_locked(&mut inner, view);
+        drop(inner);
+        let nanos = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        self.stats.call_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.stats
+            .max_call_nanos
+            .fetch_max(nanos, Ordering::Relaxed);
+        let (lines, suppressed) = self.take_log();
+        CallResult {
+            result,
+            lines,
+            suppressed,
         }
     }
 
-    fn run(&self, event: &mut Event) -> Verdict {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+    fn call_locked(
+        &self,
+        inner: &mut Inner,
+        view: &wit::Event,
+    ) -> Result<wit::Verdict, (FailKind, String)> {
         if inner.live.is_none() {
             match self.instantiate() {
                 Ok(l) => inner.live = Some(l),
                 Err(e) => {
-                    return self.fail(
-                        &mut inner,
-                        event,
+                    return Err((
                         FailKind::Trap,
                         format!("re-creating the instance failed: {e}"),
-                    );
+                    ));
                 }
             }
         }
         let live = inner.live.as_mut().expect("instantiated above");
-        let raw_sent = serde_json::to_string(&*event.raw).unwrap_or_else(|_| "{}".into());
-        let input = to_wit(event, raw_sent);
-        {
-            let st = live.store.data_mut();
-            st.logs_this_call = 0;
-            st.logs_suppressed = 0;
-            st.last_error = None;
-        }
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).begin();
+        let _ticking = InFlight::enter();
         live.store.set_epoch_deadline(self.deadline_ticks);
         let result = live
             .plugin
             .event_runner_plugin_filter()
-            .call_filter(&mut live.store, &input);
-        let suppressed = live.store.data().logs_suppressed;
-        if suppressed > 0 {
-            tracing::warn!(stage = %self.name, suppressed, "plugin log lines dropped (limit {MAX_LOGS_PER_CALL} per event)");
-        }
+            .call_filter(&mut live.store, view);
         match result {
-            Ok(Ok(verdict)) => {
-                let v = match verdict {
-                    wit::Verdict::Keep => {
-                        self.stats.kept.fetch_add(1, Ordering::Relaxed);
-                        Verdict::Pass
-                    }
-                    wit::Verdict::Drop(reason) => {
-                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        Verdict::drop(
-                            Outcome::PluginDropped,
-                            format!("{}: {}", self.name, clean_line(&reason, MAX_REASON_LEN)),
-                        )
-                    }
-                    wit::Verdict::Replace(new) => match apply(event, new, &input.raw_json) {
-                        Ok(()) => {
-                            self.stats.replaced.fetch_add(1, Ordering::Relaxed);
-                            Verdict::Modified
-                        }
-                        Err(e) => {
-                            return self.fail(
-                                &mut inner,
-                                event,
-                                FailKind::Error,
-                                format!("invalid replacement event: {e}"),
-                            );
-                        }
-                    },
-                };
-                inner.consecutive_failures = 0;
-                v
-            }
-            Ok(Err(msg)) => self.fail(
-                &mut inner,
-                event,
+            Ok(Ok(verdict)) => Ok(verdict),
+            Ok(Err(msg)) => Err((
                 FailKind::Error,
                 format!("returned an error: {}", clean_line(&msg, MAX_REASON_LEN)),
-            ),
+            )),
             Err(e) => {
-                let (kind, detail) = describe_trap(&e, live.store.data(), self.timeout_ms);
+                let failure = describe_trap(&e, live.store.data(), self.timeout_ms);
                 // A trapped instance may hold broken invariants: never reuse it.
                 inner.live = None;
-                self.fail(&mut inner, event, kind, detail)
-            }
-        }
-    }
-
-    fn fail(&self, inner: &mut Inner, event: &Event, kind: FailKind, detail: String) -> Verdict {
-        let s = &self.stats;
-        s.failures.fetch_add(1, Ordering::Relaxed);
-        match kind {
-            FailKind::Timeout => &s.timeouts,
-            FailKind::Memory => &s.memory_limits,
-            FailKind::Trap => &s.traps,
-            FailKind::Error => &s.errors,
-        }
-        .fetch_add(1, Ordering::Relaxed);
-        inner.consecutive_failures += 1;
-        tracing::warn!(
-            stage = %self.name,
-            fault_id = event.fault_id_or_dash(),
-            event = %event,
-            on_error = %self.on_error,
-            consecutive = inner.consecutive_failures,
-            "WASM plugin failed: {detail}"
-        );
-        match self.on_error {
-            OnError::Pass => Verdict::Pass,
-            OnError::Drop => Verdict::drop(
-                Outcome::PluginDropped,
-                format!("{} failed (on_error=drop): {detail}", self.name),
-            ),
-            OnError::Disable => {
-                if inner.consecutive_failures >= self.disable_after
-                    && !self.disabled.swap(true, Ordering::Relaxed)
-                {
-                    inner.live = None;
-                    tracing::error!(
-                        stage = %self.name,
-                        path = %self.path_display,
-                        failures = inner.consecutive_failures,
-                        "WASM STAGE DISABLED after {} consecutive failures (last: {detail}); it now passes every event until the runner restarts",
-                        inner.consecutive_failures
-                    );
-                }
-                Verdict::Pass
+                Err(failure)
             }
         }
     }
@@ -557,117 +659,48 @@ impl WasmStage {
 
 impl Stage for WasmStage {
     fn name(&self) -> &str {
-        &self.name
+        &self.core.name
     }
 
     fn process<'a>(&'a self, event: &'a mut Event) -> StageFuture<'a> {
         if self.disabled.load(Ordering::Relaxed) {
-            self.stats.skipped_disabled.fetch_add(1, Ordering::Relaxed);
+            self.core
+                .stats
+                .skipped_disabled
+                .fetch_add(1, Ordering::Relaxed);
             return StageFuture::Ready(Verdict::Pass);
         }
-        StageFuture::Ready(self.run(event))
+        let view = crate::view::of(event);
+        if tokio::runtime::Handle::try_current().is_err() {
+            // No runtime (validate, benchmarks, synchronous tests): this
+            // thread may block.
+            let out = self.core.call(&view);
+            return StageFuture::Ready(self.conclude(event, &view, out));
+        }
+        // Inside the runtime, the call runs on the blocking pool: the
+        // intake task's worker thread stays free for sources, the router
+        // and the admin server while a plugin runs up to its deadline.
+        let core = self.core.clone();
+        StageFuture::Pending(Box::pin(async move {
+            let v = view.clone();
+            let out = match tokio::task::spawn_blocking(move || core.call(&v)).await {
+                Ok(out) => out,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            self.conclude(event, &view, out)
+        }))
     }
 
     fn health(&self) -> runner_core::stage::StageHealth {
+        let s = self.stats();
         runner_core::stage::StageHealth {
-            errors: self.stats.failures.load(Ordering::Relaxed),
-            disabled: self.disabled.load(Ordering::Relaxed),
+            errors: s.failures,
+            disabled: s.disabled,
+            plugin: true,
+            calls: s.calls,
+            call_nanos: s.call_nanos,
+            max_call_nanos: s.max_call_nanos,
         }
-    }
-}
-
-/// Rust's `HashMap::new()` asks WASI for a hash seed; without one, any
-/// plugin using a `HashMap` would trap. A seed reveals nothing about the
-/// host, so this is the one WASI function we implement (any 0.2.x version).
-fn provide_hash_seed(linker: &mut Linker<HostState>, component: &Component) -> Result<(), String> {
-    let names: Vec<String> = component
-        .component_type()
-        .imports(engine())
-        .map(|(n, _)| n.to_string())
-        .filter(|n| n.starts_with("wasi:random/insecure-seed@0.2."))
-        .collect();
-    for name in names {
-        linker
-            .instance(&name)
-            .and_then(|mut i| {
-                i.func_wrap("insecure-seed", |_, (): ()| {
-                    use std::hash::BuildHasher;
-                    // Keys of a fresh RandomState come from the OS.
-                    let s = std::collections::hash_map::RandomState::new();
-                    Ok(((s.hash_one(1u8), s.hash_one(2u8)),))
-                })
-            })
-            .map_err(|e| format!("a loadable plugin (linking {name} failed: {e:#})"))?;
-    }
-    Ok(())
-}
-
-/// Rust's panic machinery reads `RUST_BACKTRACE` through WASI before the
-/// panic hook runs; if that trapped, a panicking plugin would be reported
-/// as an unknown import instead of by its own message. The guest gets an
-/// empty environment, no arguments and no working directory: nothing of
-/// the host is revealed.
-fn provide_empty_environment(
-    linker: &mut Linker<HostState>,
-    component: &Component,
-) -> Result<(), String> {
-    let names: Vec<String> = component
-        .component_type()
-        .imports(engine())
-        .map(|(n, _)| n.to_string())
-        .filter(|n| n.starts_with("wasi:cli/environment@0.2."))
-        .collect();
-    for name in names {
-        linker
-            .instance(&name)
-            .and_then(|mut i| {
-                i.func_wrap("get-environment", |_, (): ()| {
-                    Ok((Vec::<(String, String)>::new(),))
-                })?;
-                i.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
-                i.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))
-            })
-            .map_err(|e| format!("a loadable plugin (linking {name} failed: {e:#})"))?;
-    }
-    Ok(())
-}
-
-fn severity_to_wit(s: Severity) -> wit::Severity {
-    match s {
-        Severity::Debug => wit::Severity::Debug,
-        Severity::Info => wit::Severity::Info,
-        Severity::Warning => wit::Severity::Warning,
-        Severity::Error => wit::Severity::Error,
-        Severity::Critical => wit::Severity::Critical,
-    }
-}
-
-fn severity_from_wit(s: wit::Severity) -> Severity {
-    match s {
-        wit::Severity::Debug => Severity::Debug,
-        wit::Severity::Info => Severity::Info,
-        wit::Severity::Warning => Severity::Warning,
-        wit::Severity::Error => Severity::Error,
-        wit::Severity::Critical => Severity::Critical,
-    }
-}
-
-fn to_wit(e: &Event, raw_json: String) -> wit::Event {
-    wit::Event {
-        fault_id: e.fault_id.clone(),
-        cluster: e.cluster.clone(),
-        resource: wit::ResourceRef {
-            api_version: e.resource.api_version.clone(),
-            kind: e.resource.kind.clone(),
-            name: e.resource.name.clone(),
-            namespace: e.resource.namespace.clone(),
-            uid: e.resource.uid.clone(),
-        },
-        fault_type: e.fault_type.clone(),
-        severity: severity_to_wit(e.severity),
-        context: e.context.clone(),
-        timestamp: e.timestamp.clone(),
-        raw_json,
     }
 }
 
@@ -695,25 +728,34 @@ fn apply(event: &mut Event, new: wit::Event, raw_sent: &str) -> Result<(), Strin
     // Validated on a candidate so a refused replacement leaves the event as
     // it was (the stage's on_error then decides).
     let mut cand = event.clone();
-    apply_fields(&mut cand, new);
+    apply_fields(&mut cand, &new);
+    let raw_kept = raw.is_none();
     if let Some(raw) = raw {
         cand.raw = raw;
     }
     cand.validate().map_err(|e| e.to_string())?;
     *event = cand;
+    if raw_kept {
+        // The plugin's record is now the event's view: the next WASM stage
+        // need not build (and serialize) it again.
+        crate::view::remember(event, new);
+    }
     Ok(())
 }
 
-fn apply_fields(event: &mut Event, new: wit::Event) {
-    event.fault_id = new.fault_id.filter(|f| !f.is_empty());
-    event.cluster = new.cluster;
-    event.resource.api_version = new.resource.api_version;
-    event.resource.kind = new.resource.kind;
-    event.resource.name = new.resource.name;
-    event.resource.namespace = new.resource.namespace;
-    event.resource.uid = new.resource.uid;
-    event.fault_type = new.fault_type;
+fn apply_fields(event: &mut Event, new: &wit::Event) {
+    event.fault_id = new.fault_id.clone().filter(|f| !f.is_empty());
+    event.cluster.clone_from(&new.cluster);
+    event
+        .resource
+        .api_version
+        .clone_from(&new.resource.api_version);
+    event.resource.kind.clone_from(&new.resource.kind);
+    event.resource.name.clone_from(&new.resource.name);
+    event.resource.namespace.clone_from(&new.resource.namespace);
+    event.resource.uid.clone_from(&new.resource.uid);
+    event.fault_type.clone_from(&new.fault_type);
     event.severity = severity_from_wit(new.severity);
-    event.context = new.context;
-    event.timestamp = new.timestamp;
+    event.context.clone_from(&new.context);
+    event.timestamp.clone_from(&new.timestamp);
 }

@@ -352,9 +352,9 @@ fn init_error_and_init_timeout_fail_build() {
     let e = build_err(&cfg);
     assert_eq!(
         e,
-        "a plugin whose init succeeds (init timed out after 1000 ms (interrupted))"
+        "a plugin whose init succeeds (init timed out after 5000 ms (interrupted))"
     );
-    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(start.elapsed() < Duration::from_secs(8));
 }
 
 #[test]
@@ -402,9 +402,9 @@ fn config_is_read_and_errors_read_like_validate_output() {
     );
 }
 
-/// WASI functions a Rust guest's standard library may call: a hash seed
-/// and the environment (both provided: a seed, an empty environment) and a
-/// clock (not provided: traps).
+/// A few WASI 0.2 functions a guest's standard library calls (a hash seed,
+/// the environment, the clock), an outbound HTTP call (denied) and an
+/// interface no host provides.
 const WASI_SUBSET: &str = "package wasi:random@0.2.6;
 interface insecure-seed { insecure-seed: func() -> tuple<u64, u64>; }
 package wasi:cli@0.2.6 {
@@ -412,12 +412,18 @@ package wasi:cli@0.2.6 {
 }
 package wasi:clocks@0.2.6 {
   interface monotonic-clock { now: func() -> u64; }
+}
+package wasi:http@0.2.10 {
+  interface outgoing-handler { handle: func() -> u32; }
+}
+package wasi:keyvalue@0.2.0-draft {
+  interface store { ping: func() -> u32; }
 }";
 
 fn wasi_world() -> String {
     WIT.replace(
         "world plugin {\n",
-        "world plugin {\n    import wasi:random/insecure-seed@0.2.6;\n    import wasi:cli/environment@0.2.6;\n    import wasi:clocks/monotonic-clock@0.2.6;\n",
+        "world plugin {\n    import wasi:random/insecure-seed@0.2.6;\n    import wasi:cli/environment@0.2.6;\n    import wasi:clocks/monotonic-clock@0.2.6;\n    import wasi:http/outgoing-handler@0.2.10;\n",
     )
 }
 
@@ -427,6 +433,7 @@ fn with_wasi_imports(wat: &str) -> String {
         "(import \"wasi:random/insecure-seed@0.2.6\" \"insecure-seed\" (func $seed (param i32)))
   (import \"wasi:cli/environment@0.2.6\" \"get-environment\" (func $env (param i32)))
   (import \"wasi:clocks/monotonic-clock@0.2.6\" \"now\" (func $now (result i64)))
+  (import \"wasi:http/outgoing-handler@0.2.10\" \"handle\" (func $http (result i32)))
   (memory (export \"memory\") 1)
   (data (i32.const 3072) \"plugin panicked: boom at src/lib.rs:7:5\")",
         1,
@@ -434,16 +441,20 @@ fn with_wasi_imports(wat: &str) -> String {
 }
 
 #[test]
-fn wasi_calls_trap_except_the_hash_seed_and_an_empty_environment() {
-    // Asks for a seed and the environment on every call (a HashMap and the
-    // panic machinery would); a non-empty environment traps; reads the
-    // clock when the event is CRITICAL.
+fn wasi_gives_a_seed_a_clock_and_an_empty_environment_and_denies_http() {
+    // Asks for a seed, the environment and the clock on every call (a
+    // HashMap, the panic machinery and a timestamp would); a non-empty
+    // environment or a clock that does not move traps; on CRITICAL it
+    // tries an outbound HTTP call.
     let body = format!(
-        "(call $seed (i32.const 2048))
+        "(local $t i64)
+    (call $seed (i32.const 2048))
     (call $env (i32.const 2048))
     (if (i32.ne (i32.load (i32.const 2052)) (i32.const 0)) (then unreachable))
+    (local.set $t (call $now))
+    (if (i64.eqz (local.get $t)) (then unreachable))
     (if (i32.eq (i32.load8_u offset={SEVERITY_OFFSET} (local.get $ev)) (i32.const 4))
-      (then (drop (call $now))))
+      (then (drop (call $http))))
     {KEEP}"
     );
     let wat = with_wasi_imports(&plugin_wat("0.1.0", INIT_OK, &body));
@@ -454,8 +465,33 @@ fn wasi_calls_trap_except_the_hash_seed_and_an_empty_environment() {
     let v = verdict(&stage, &mut critical());
     let reason = drop_reason(&v);
     assert!(
-        reason.contains("wasi:clocks/monotonic-clock@0.2.6#now") && reason.contains("trapped"),
+        reason.contains(
+            "wasi:http/outgoing-handler@0.2.10#handle: outbound HTTP is not available to plugins (denied)"
+        ) && reason.contains("trapped"),
         "{reason}"
+    );
+}
+
+#[test]
+fn an_import_the_runner_does_not_provide_fails_validate_naming_it() {
+    let world = WIT.replace(
+        "world plugin {\n",
+        "world plugin {\n    import wasi:keyvalue/store@0.2.0-draft;\n",
+    );
+    let wat = plugin_wat("0.1.0", INIT_OK, KEEP).replacen(
+        "(memory (export \"memory\") 1)",
+        "(import \"wasi:keyvalue/store@0.2.0-draft\" \"ping\" (func $ping (result i32)))
+  (memory (export \"memory\") 1)",
+        1,
+    );
+    let (_d, cfg) = config_for(&componentize_with(&wat, &world, &[WASI_SUBSET]));
+    let e = build_err(&cfg);
+    assert_eq!(
+        e,
+        "a plugin that imports only what the runner provides (event-runner:plugin/host and WASI \
+         0.2); wasm:test-plugin imports wasi:keyvalue/store@0.2.0-draft, which the runner does \
+         not provide; a plugin gets its events and the host's log, WASI 0.2 without files, \
+         network or environment, and nothing else: remove the code or dependency that imports them"
     );
 }
 
@@ -489,30 +525,6 @@ fn a_panic_in_init_reports_the_plugins_own_message() {
         drop_reason(&v).contains("plugin panicked: boom at src/lib.rs:7:5"),
         "{v:?}"
     );
-}
-
-/// Captures what the runner would log while `f` runs.
-fn capture_logs(f: impl FnOnce()) -> String {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let out = buf.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_writer(move || out.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(sub, f);
-    String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
 }
 
 #[test]

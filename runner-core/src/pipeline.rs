@@ -50,6 +50,8 @@ pub struct RunReport {
     pub fatal: Option<SourceError>,
     /// What the sink's agents consumed (tokens, cost, turns).
     pub usage: crate::sink::UsageTotals,
+    /// Each stage's health at the end (plugin calls, failures, latency).
+    pub stage_health: Vec<(String, StageHealth)>,
 }
 
 /// Handle to a running pipeline.
@@ -426,6 +428,7 @@ async fn run(
         shutdown: report_router,
         fatal,
         usage: sink.usage_totals(),
+        stage_health: handle.stage_health(),
     }
 }
 

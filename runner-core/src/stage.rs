@@ -72,4 +72,11 @@ pub struct StageHealth {
     /// Failed calls (timeouts, traps, memory limits, error results).
     pub errors: u64,
     pub disabled: bool,
+    /// Whether this is a plugin stage (the counters below are kept).
+    pub plugin: bool,
+    /// Plugin calls made (failed ones included).
+    pub calls: u64,
+    /// Time spent in plugin calls, summed, and the longest single call.
+    pub call_nanos: u64,
+    pub max_call_nanos: u64,
 }

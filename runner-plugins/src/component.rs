@@ -51,6 +51,8 @@ pub struct BuildContext {
     /// The environment the runner was started with (the agent sink passes
     /// an allow-listed part of it to agents).
     pub environment: Environment,
+    /// `settings.wasm_cache_dir`, resolved (`None`: no compile cache).
+    pub wasm_cache_dir: Option<std::path::PathBuf>,
 }
 
 /// One problem found against a key of a component's table (after reading:

@@ -19,6 +19,9 @@ macro_rules! settings {
     };
 }
 
+/// The value of [`WASM_CACHE_DIR`] that means the user's cache directory.
+pub const WASM_CACHE_DIR_DEFAULT: &str = "default";
+
 settings! {
     K8S_CLUSTER_MCP_ENDPOINT = absent(
         "mcp-endpoint",
@@ -191,6 +194,12 @@ settings! {
         "sink.workspace_root",
         "./incidents",
         "Directory of the incident workspaces."
+    );
+    WASM_CACHE_DIR = value(
+        "wasm-cache-dir",
+        "settings.wasm_cache_dir",
+        "default",
+        "Compiled WASM plugins kept between runs: default ($XDG_CACHE_HOME/event-runner/wasm, else ~/.cache/event-runner/wasm), a directory, or off."
     );
     SHUTDOWN_TIMEOUT_SECONDS = value(
         "shutdown-timeout",

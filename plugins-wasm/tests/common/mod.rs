@@ -184,3 +184,40 @@ pub fn example(name: &str) -> PathBuf {
     assert!(path.is_file(), "{} missing after build", path.display());
     path
 }
+
+/// Captures what the runner would log on this thread while `f` runs. One
+/// global subscriber for the whole test binary (scoped subscribers race
+/// with other tests over tracing's callsite cache); it writes into the
+/// buffer of the thread that logs, if that thread is capturing.
+pub fn capture_logs(f: impl FnOnce()) -> String {
+    use std::cell::RefCell;
+    thread_local! {
+        static BUF: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    }
+    struct ThreadBuf;
+    impl std::io::Write for ThreadBuf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            BUF.with(|buf| {
+                if let Some(v) = buf.borrow_mut().as_mut() {
+                    v.extend_from_slice(b);
+                }
+            });
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_writer(|| ThreadBuf)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .init();
+    });
+    BUF.with(|b| *b.borrow_mut() = Some(Vec::new()));
+    f();
+    let out = BUF.with(|b| b.borrow_mut().take()).unwrap_or_default();
+    String::from_utf8(out).unwrap()
+}

@@ -66,6 +66,12 @@ pub fn command() -> Command {
             Command::new("replay")
                 .about("Run recorded payloads (JSON lines) through the configured stages without launching agents")
                 .arg(Arg::new("file").required(true).value_name("FILE.jsonl"))
+                .arg(
+                    Arg::new("show-changes")
+                        .long("show-changes")
+                        .action(ArgAction::SetTrue)
+                        .help("After each line, print what each stage changed in the event (field by field)"),
+                )
                 .arg(config_arg()),
         ))
         .subcommand(with_setting_flags(

@@ -34,6 +34,8 @@ pub struct GlobalSettings {
     pub intake_queue_size: usize,
     pub max_payload_bytes: usize,
     pub payload_budget_bytes: usize,
+    /// Where WASM stages keep compiled components; `None`: off.
+    pub wasm_cache_dir: Option<PathBuf>,
 }
 
 /// Options that are not configuration but context for compiling.
@@ -167,6 +169,24 @@ fn kind_of(
 }
 
 /// Compiles a pipeline from TOML text. Reports every error found.
+/// `settings.wasm_cache_dir`: `off`, `default` (the user's cache
+/// directory: `$XDG_CACHE_HOME/event-runner/wasm`, else
+/// `$HOME/.cache/event-runner/wasm`; off when neither is set) or a path
+/// (relative to the config file's directory).
+fn wasm_cache_dir(value: &str, overrides: &Overrides, base_dir: &Path) -> Option<PathBuf> {
+    match value {
+        "off" => None,
+        "default" => {
+            let env = overrides.environment();
+            let nonempty = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+            nonempty("XDG_CACHE_HOME")
+                .or_else(|| nonempty("HOME").map(|h| h.join(".cache")))
+                .map(|d| d.join("event-runner").join("wasm"))
+        }
+        path => Some(base_dir.join(path)),
+    }
+}
+
 pub fn compile(
     text: &str,
     overrides: &Overrides,
@@ -244,6 +264,8 @@ pub fn compile(
         }
         // Before any stage is built: WASM replacements obey the same limit.
         runner_core::event::set_max_payload_bytes(max_payload);
+        let cache: String = r.setting(&env::WASM_CACHE_DIR);
+        let wasm_cache_dir = wasm_cache_dir(&cache, overrides, &opts.base_dir);
         r.finish();
         GlobalSettings {
             log_level: log_level.to_ascii_lowercase(),
@@ -252,11 +274,13 @@ pub fn compile(
             intake_queue_size: intake,
             max_payload_bytes: max_payload,
             payload_budget_bytes: budget,
+            wasm_cache_dir,
         }
     };
 
     let cx_build = BuildContext {
         environment: overrides.environment().clone(),
+        wasm_cache_dir: settings.wasm_cache_dir.clone(),
         ..BuildContext::default()
     };
 

@@ -3,6 +3,7 @@
 //! `sinks`, `cluster`) never import from here.
 
 pub mod admin;
+mod changes;
 pub mod cli;
 pub mod compile;
 pub mod demo;
@@ -55,7 +56,13 @@ pub fn main() -> ExitCode {
         "replay" => {
             let file = sub.get_one::<String>("file").expect("required");
             let rt = runtime();
-            rt.block_on(replay(Path::new(file), &cli::config_path(sub), &ov))
+            let show_changes = sub.get_flag("show-changes");
+            rt.block_on(replay(
+                Path::new(file),
+                &cli::config_path(sub),
+                &ov,
+                show_changes,
+            ))
         }
         "demo" => {
             let dir = sub
@@ -253,6 +260,17 @@ pub fn log_final(report: &RunReport) {
     for st in &report.stages {
         tracing::info!(stage = %st.name, passed = st.passed, modified = st.modified, dropped = st.dropped, "stage statistics");
     }
+    for (name, h) in report.stage_health.iter().filter(|(_, h)| h.plugin) {
+        tracing::info!(
+            stage = %name,
+            calls = h.calls,
+            failures = h.errors,
+            disabled = h.disabled,
+            mean_call_us = (h.call_nanos / h.calls.max(1)) / 1000,
+            max_call_us = h.max_call_nanos / 1000,
+            "plugin statistics"
+        );
+    }
 }
 
 pub fn exit_code(report: &RunReport) -> ExitCode {
@@ -446,7 +464,14 @@ async fn status(m: &clap::ArgMatches, environment: &Environment) -> ExitCode {
 }
 
 /// `runner replay`: recorded payloads through the configured stages, no agents.
-async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
+async fn replay(file: &Path, config: &Path, ov: &Overrides, show_changes: bool) -> ExitCode {
+    // Before compiling: what a plugin logs from `init` (it runs while the
+    // stage is built) is shown, as is everything it logs per event.
+    let format = ov
+        .get(crate::settings::LOG_FORMAT.env)
+        .map_or("text", |(v, _)| v)
+        .to_string();
+    init_logging("warn,plugin=debug", &format, ov.environment());
     let c = match compile::compile_file(config, ov, true) {
         Ok(c) => c,
         Err(errs) => {
@@ -454,7 +479,6 @@ async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging("warn", &c.settings.log_format, ov.environment());
     let f = match std::fs::File::open(file) {
         Ok(f) => f,
         Err(e) => {
@@ -462,7 +486,12 @@ async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let stages: Arc<[Box<dyn Stage>]> = c.stages.into();
+    let changes = changes::ChangeLog::default();
+    let stages: Arc<[Box<dyn Stage>]> = if show_changes {
+        changes::ShowChanges::wrap(c.stages, &changes).into()
+    } else {
+        c.stages.into()
+    };
     let recorder = Arc::new(Recorder::new(stages));
     let chain = StageChain::new(recorder.clone());
     let source: Arc<str> = Arc::from("replay");
@@ -529,6 +558,9 @@ async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
             ChainResult::Stopped(o, reason) => (o.as_str().to_string(), format!("({reason})")),
         };
         let _ = writeln!(out, "line {:>5}: {:<16} {}", n + 1, verdict, ident);
+        for c in changes.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = writeln!(out, "            {c}");
+        }
     }
     let s: StatsSnapshot = recorder.snapshot();
     let _ = writeln!(
@@ -544,12 +576,33 @@ async fn replay(file: &Path, config: &Path, ov: &Overrides) -> ExitCode {
     ] {
         let _ = writeln!(out, "  {:<15} {}", o.as_str(), s.get(o));
     }
-    for st in recorder.stage_stats() {
-        let _ = writeln!(
-            out,
+    let health = recorder.stages().iter().map(|s| s.health());
+    let mut plugin_failures = 0;
+    for (st, h) in recorder.stage_stats().iter().zip(health) {
+        let mut line = format!(
             "  stage {:<20} passed {} modified {} dropped {}",
             st.name, st.passed, st.modified, st.dropped
         );
+        if h.plugin {
+            plugin_failures += h.errors;
+            line += &format!(
+                " | plugin calls {} failed {}{}",
+                h.calls,
+                h.errors,
+                if h.disabled { " (disabled)" } else { "" }
+            );
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if plugin_failures > 0 {
+        // A replay is a plugin author's test: calls that trapped, timed out
+        // or returned an error must not look like a clean run.
+        let _ = writeln!(out, "  plugin failures {plugin_failures}");
+        drop(out);
+        eprintln!(
+            "error: {plugin_failures} plugin call(s) failed (the warnings above say how); each event still got its on_error outcome"
+        );
+        return ExitCode::from(EXIT_FATAL);
     }
     ExitCode::from(EXIT_OK)
 }

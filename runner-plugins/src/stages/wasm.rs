@@ -18,8 +18,10 @@ impl ComponentConfig for WasmStageConfig {
 
     /// Loading the module (compile, instantiate, `init`) happens here, so a
     /// broken plugin is a config error against its `path`.
-    fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Stage>, KeyError> {
-        WasmStageConfig::build(self)
+    fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, KeyError> {
+        let mut cfg = self.clone();
+        cfg.cache_dir.clone_from(&cx.wasm_cache_dir);
+        WasmStageConfig::build(&cfg)
             .map_err(|e| KeyError::new("path", format!("{:?}", self.path.display().to_string()), e))
     }
 }

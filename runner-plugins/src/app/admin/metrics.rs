@@ -263,6 +263,26 @@ impl Collector for PipelineCollector {
             }),
         )?;
         let health = h.stage_health();
+        let plugins = || health.iter().filter(|(_, s)| s.plugin);
+        family(
+            &mut enc,
+            "runner_plugin_calls",
+            "Plugin calls per WASM stage (failed ones included).",
+            None,
+            plugins().map(|(n, s)| (vec![("stage", n.as_str())], Value::Counter(s.calls))),
+        )?;
+        family(
+            &mut enc,
+            "runner_plugin_call_seconds",
+            "Time spent in plugin calls per WASM stage, summed (divide by runner_plugin_calls_total for the mean).",
+            None,
+            plugins().map(|(n, s)| {
+                (
+                    vec![("stage", n.as_str())],
+                    Value::CounterF(s.call_nanos as f64 / 1e9),
+                )
+            }),
+        )?;
         family(
             &mut enc,
             "runner_plugin_errors",

@@ -116,6 +116,7 @@ impl AgentSink {
             &BuildContext {
                 notices,
                 environment: Environment::capture(),
+                ..BuildContext::default()
             },
         )
     }
