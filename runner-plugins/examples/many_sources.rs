@@ -4,8 +4,9 @@
 //! cargo run --release -p runner-plugins --example many_sources -- [SOURCES] [IDLE_S] [LOAD_S] [RATE]
 //!
 //! Defaults: 500 sources, 20 s idle, 20 s load, 10 events/s per source.
-//! The test MCP server runs in a child process (this binary re-executed), so
-//! the numbers are the sources' own: SOURCES real `McpSource`s, each with its
+//! The test MCP servers run in child processes (this binary re-executed, one
+//! per 100 sources: a server accepts 100 subscriptions), so the numbers are
+//! the sources' own: SOURCES real `McpSource`s, each with its
 //! own session and subscription, hand their payloads to one intake drained
 //! by a consumer that checks, per source, that the fault ids arrive as
 //! 0, 1, 2, … with no gap and no reordering. Every event must be delivered:
@@ -29,6 +30,8 @@ use runner_plugins::testserver::{Scenario, TestServer};
 use serde_json::json;
 
 const SERVER_ENV: &str = "MANY_SOURCES_SERVER";
+/// Subscriptions one server accepts.
+const SOURCES_PER_SERVER: usize = 100;
 
 /// The child: a test server driven by lines on stdin (`load COUNT RATE`,
 /// `quit`), printing its URL first and `done` after each load.
@@ -146,27 +149,33 @@ fn main() {
 
 async fn run(sources: usize, idle_s: u64, load_s: u64, rate: u64) -> bool {
     let (rss0, _, threads0) = mem();
-    let mut child = std::process::Command::new(std::env::current_exe().expect("self"))
-        .env(SERVER_ENV, "1")
-        .env("RUST_LOG", "error")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the server process");
-    let mut child_in = child.stdin.take().expect("stdin");
-    let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
-    let out = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if line_tx.send(line).is_err() {
-                break;
+    // A server accepts at most 100 subscriptions (like the real one): one
+    // server process per 100 sources, as with one server per cluster.
+    let mut servers = Vec::new();
+    for _ in 0..sources.div_ceil(SOURCES_PER_SERVER) {
+        let mut child = std::process::Command::new(std::env::current_exe().expect("self"))
+            .env(SERVER_ENV, "1")
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start a server process");
+        let child_in = child.stdin.take().expect("stdin");
+        let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if line_tx.send(line).is_err() {
+                    break;
+                }
             }
-        }
-    });
-    let url = line_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server URL");
+        });
+        let url = line_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server URL");
+        servers.push((child, child_in, line_rx, url));
+    }
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(1 << 20);
     let recorder = Arc::new(Recorder::new(Arc::from(Vec::new())));
@@ -179,6 +188,7 @@ async fn run(sources: usize, idle_s: u64, load_s: u64, rate: u64) -> bool {
         let mut errs = ConfigErrors::default();
         let mut eff = Vec::new();
         let ov = Overrides::new();
+        let url = &servers[i % servers.len()].3;
         let table: toml::Table = format!("name = \"s{i}\"\nendpoint = {url:?}")
             .parse()
             .unwrap();
@@ -226,6 +236,7 @@ async fn run(sources: usize, idle_s: u64, load_s: u64, rate: u64) -> bool {
     });
 
     let deadline = Instant::now() + Duration::from_secs(300);
+    let mut next_note = 10;
     loop {
         let up = statuses
             .iter()
@@ -237,6 +248,18 @@ async fn run(sources: usize, idle_s: u64, load_s: u64, rate: u64) -> bool {
         if Instant::now() > deadline {
             eprintln!("only {up} of {sources} sources subscribed after 300 s");
             return false;
+        }
+        if started.elapsed().as_secs() >= next_note {
+            next_note += 10;
+            let errors: Vec<String> = statuses
+                .iter()
+                .filter_map(|s| s.snapshot().last_error)
+                .take(3)
+                .collect();
+            eprintln!(
+                "{:.0} s: {up} of {sources} subscribed; errors e.g. {errors:?}",
+                started.elapsed().as_secs_f64()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -251,16 +274,25 @@ async fn run(sources: usize, idle_s: u64, load_s: u64, rate: u64) -> bool {
     let b = usage();
     report("idle", a, b);
 
-    writeln!(child_in, "load {} {rate}", load_s * rate).expect("command the server");
+    for (_, child_in, _, _) in &mut servers {
+        writeln!(child_in, "load {} {rate}", load_s * rate).expect("command a server");
+    }
     let a = usage();
-    let done = tokio::task::spawn_blocking(move || {
-        line_rx.recv_timeout(Duration::from_secs(load_s * 10 + 120))
-    })
-    .await
-    .expect("join");
-    if done.as_deref() != Ok("done") {
-        eprintln!("the server did not finish the load: {done:?}");
-        return false;
+    let mut waits = Vec::new();
+    for (child, child_in, line_rx, _) in servers {
+        waits.push(tokio::task::spawn_blocking(move || {
+            let done = line_rx.recv_timeout(Duration::from_secs(load_s * 10 + 120));
+            (child, child_in, done)
+        }));
+    }
+    let mut children = Vec::new();
+    for w in waits {
+        let (child, child_in, done) = w.await.expect("join");
+        if done.as_deref() != Ok("done") {
+            eprintln!("a server did not finish the load: {done:?}");
+            return false;
+        }
+        children.push((child, child_in));
     }
     // Delivered to the intake: the sources' status counts every payload.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -277,7 +309,9 @@ async fn run(sources: usize, idle_s: u64, load_s: u64, rate: u64) -> bool {
     }
     let b = usage();
     report("load", a, b);
-    let _ = writeln!(child_in, "quit");
+    for (_, child_in) in &mut children {
+        let _ = writeln!(child_in, "quit");
+    }
 
     shutdown.cancel();
     for t in tasks {
@@ -288,7 +322,9 @@ async fn run(sources: usize, idle_s: u64, load_s: u64, rate: u64) -> bool {
     let (got, out_of_order, next) = consumer.await.expect("consumer");
     let short = next.values().filter(|&&n| n != load_s * rate).count()
         + (sources - next.len());
-    let _ = child.wait();
+    for (mut child, _) in children {
+        let _ = child.wait();
+    }
     println!(
         "delivered {got} of {expect_total} events ({} per source), {out_of_order} out of order, {short} sources short",
         load_s * rate
