@@ -22,11 +22,11 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mcp_testserver::{Scenario, TestServer};
 use runner_core::config::{ConfigErrors, Overrides, TableReader};
 use runner_core::status::{SourcePhase, SourceStatus};
 use runner_core::{CancellationToken, Intake, IntakeItem, Queued, Recorder, SourceContext};
 use runner_plugins::sources::mcp::McpSourceConfig;
-use runner_plugins::testserver::{Scenario, TestServer};
 use serde_json::json;
 
 const SERVER_ENV: &str = "MANY_SOURCES_SERVER";
@@ -192,7 +192,7 @@ async fn run(sources: usize, idle_s: u64, load_s: u64, rate: u64) -> bool {
         let table: toml::Table = format!("name = \"s{i}\"\nendpoint = {url:?}")
             .parse()
             .unwrap();
-        let mut r = TableReader::new(&format!("source[{i}]"), table, &ov, &mut errs, &mut eff);
+        let mut r = TableReader::new(format!("source[{i}]"), table, &ov, &mut errs, &mut eff);
         let cfg = McpSourceConfig::read(&mut r, i).expect("config");
         r.finish();
         let status = SourceStatus::new(&format!("s{i}"));
@@ -320,8 +320,7 @@ async fn run(sources: usize, idle_s: u64, load_s: u64, rate: u64) -> bool {
         }
     }
     let (got, out_of_order, next) = consumer.await.expect("consumer");
-    let short = next.values().filter(|&&n| n != load_s * rate).count()
-        + (sources - next.len());
+    let short = next.values().filter(|&&n| n != load_s * rate).count() + (sources - next.len());
     for (mut child, _) in children {
         let _ = child.wait();
     }
