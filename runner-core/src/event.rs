@@ -43,8 +43,51 @@ pub fn set_max_payload_bytes(n: usize) {
     MAX_PAYLOAD_BYTES.store(n, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Size of `v` as compact JSON, counted without building the text.
+/// Size of `v` as compact JSON (what `serde_json::to_string` would
+/// produce), counted by walking the tree: no text is built and strings are
+/// scanned once, a table lookup per byte. Runs for every payload on the
+/// source's thread, so it is kept cheap.
 pub fn json_size(v: &Value) -> usize {
+    match v {
+        Value::Null => 4,
+        Value::Bool(true) => 4,
+        Value::Bool(false) => 5,
+        Value::Number(n) => number_len(n),
+        Value::String(s) => string_len(s),
+        Value::Array(a) => 2 + a.len().saturating_sub(1) + a.iter().map(json_size).sum::<usize>(),
+        Value::Object(m) => {
+            2 + m.len().saturating_sub(1)
+                + m.iter()
+                    .map(|(k, v)| string_len(k) + 1 + json_size(v))
+                    .sum::<usize>()
+        }
+    }
+}
+
+/// Bytes of `s` as a JSON string literal, quotes included, escaped the way
+/// serde_json escapes (`\"`, `\\`, `\b\f\n\r\t`, other controls as `\u00XX`).
+fn string_len(s: &str) -> usize {
+    // Extra bytes each byte costs when escaped (0: written as is).
+    const EXTRA: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut i = 0;
+        while i < 0x20 {
+            t[i] = 5; // \u00XX
+            i += 1;
+        }
+        t[0x08] = 1;
+        t[0x09] = 1;
+        t[0x0a] = 1;
+        t[0x0c] = 1;
+        t[0x0d] = 1;
+        t[b'"' as usize] = 1;
+        t[b'\\' as usize] = 1;
+        t
+    };
+    2 + s.len() + s.bytes().map(|b| EXTRA[b as usize] as usize).sum::<usize>()
+}
+
+fn number_len(n: &serde_json::Number) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -56,8 +99,8 @@ pub fn json_size(v: &Value) -> usize {
         }
     }
     let mut c = Count(0);
-    // Writing a `Value` into an infallible sink cannot fail.
-    let _ = serde_json::to_writer(&mut c, v);
+    // Writing a number into an infallible sink cannot fail.
+    let _ = serde_json::to_writer(&mut c, n);
     c.0
 }
 
@@ -224,11 +267,20 @@ fn truncate_utf8(s: &mut String, max: usize) {
     }
 }
 
+/// `s.chars().any(char::is_control)`, with a fast path for the common case:
+/// printable ASCII only, checked without branching per byte (vectorized).
+fn has_control(s: &str) -> bool {
+    let outside = s
+        .bytes()
+        .fold(0u8, |acc, c| acc | (c.wrapping_sub(0x20) > 0x5e) as u8);
+    outside != 0 && s.chars().any(char::is_control)
+}
+
 fn check_len(field: &'static str, v: &str) -> Result<(), InvalidEvent> {
     // Identity fields end up in log lines and reports: a control character
     // (newline, escape) there is never from a real cluster and could forge
     // log lines, so the event is invalid.
-    if v.chars().any(char::is_control) {
+    if has_control(v) {
         return Err(InvalidEvent::ControlChar(field));
     }
     if v.len() > MAX_NAME_LEN {
@@ -556,6 +608,61 @@ mod tests {
         let e = Event::from_json(v, None).unwrap();
         assert_eq!(e.resource.name, "pød-名");
         assert_eq!(e.context, "ⓘ ünïcödé");
+    }
+
+    #[test]
+    fn control_characters_found_like_char_is_control() {
+        let mut samples: Vec<String> = (0u32..0x300)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .collect();
+        samples.extend(
+            [
+                "",
+                "plain",
+                "ünï",
+                "\u{85}",
+                "x\u{9f}",
+                "\u{a0}",
+                "名\u{7f}",
+                "\u{2028}",
+            ]
+            .map(String::from),
+        );
+        for s in samples {
+            assert_eq!(has_control(&s), s.chars().any(char::is_control), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn json_size_is_the_compact_text_length() {
+        let samples = [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(-12),
+            json!(u64::MAX),
+            json!(1.5e300),
+            json!(0.1),
+            json!(""),
+            json!(
+                "quote \" backslash \\ nl \n tab \t cr \r bs \u{8} ff \u{c} nul \u{0} esc \u{1b} del \u{7f} c1 \u{85} ü 名 \u{2028}"
+            ),
+            json!([]),
+            json!({}),
+            json!([1, "a", [null, {}], {"k\n": [true]}]),
+            json!({"cluster":"c","resource":{"name":"n","uid":"\u{1}"},"logs":[{"a":1.25,"b":[]}]}),
+            serde_json::from_str::<Value>(FLAT).unwrap(),
+            serde_json::from_str::<Value>(NESTED).unwrap(),
+        ];
+        for v in samples {
+            assert_eq!(
+                json_size(&v),
+                serde_json::to_string(&v).unwrap().len(),
+                "{v}"
+            );
+        }
     }
 
     #[test]

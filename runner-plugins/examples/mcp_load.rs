@@ -204,10 +204,10 @@ async fn source(events: u64, parse: bool, lazy: bool) -> (f64, f64) {
             .wait_for_subscriber(1, Duration::from_secs(30))
             .await
     );
-    let cpu0 = thread_cpu("mcp-bench");
+    let cpu0 = thread_cpu("mcp-sources");
     server.control().storm(events, 0).await;
     counting.wait(events).await;
-    let cpu = thread_cpu("mcp-bench") - cpu0;
+    let cpu = thread_cpu("mcp-sources") - cpu0;
     shutdown.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(drain.await.unwrap(), 0, "every generated fault parses");

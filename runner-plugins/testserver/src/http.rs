@@ -130,6 +130,10 @@ impl axum::serve::Listener for ResetListener {
 
     async fn accept(&mut self) -> (ResetIo, std::net::SocketAddr) {
         let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        // Like the Go server (Go sets TCP_NODELAY on every connection): without
+        // it, Nagle's algorithm holds the small response frames back until
+        // the client's delayed ACK (~40 ms per subscribe on loopback).
+        let _ = io.set_nodelay(true);
         let io = ResetIo {
             io,
             reset: Arc::new(AtomicBool::new(false)),

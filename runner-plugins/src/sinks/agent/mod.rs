@@ -5,6 +5,7 @@
 
 pub mod book;
 mod breaker;
+mod cmdline;
 pub mod config;
 pub mod contain;
 pub mod presets;
@@ -340,6 +341,13 @@ impl AgentSink {
             env.retain(|(k, _)| k != "RES_OPTIONS");
             env.push(("RES_OPTIONS".into(), "use-vc".into()));
         }
+        let argv = match &self.cfg.command {
+            AgentCommand::Shell(line) => {
+                let path = env.iter().rev().find(|(k, _)| k == "PATH");
+                cmdline::direct_argv(line, path.map_or("", |(_, v)| v.as_str())).unwrap_or(argv)
+            }
+            _ => argv,
+        };
         Ok(Launch {
             argv,
             cwd: ws.dir.clone(),
@@ -785,22 +793,31 @@ impl Sink for AgentSink {
             Access::Disabled(why) => format!("disabled: {why}"),
         });
         let prompt = prompt::render(&self.cfg.prompt, &doc, &ws, &access_note);
+        // The agent's inputs are written without fsync and synced once it
+        // runs (a crash before that leaves an incident that never started).
         let prepared = blocking(|| {
-            ws.write_event(&ev.raw)
-                .and_then(|_| ws.write_atomic("prompt.md", prompt.as_bytes()))
-                .and_then(|_| ws.write_atomic(KUBECONFIG_FILE, kubeconfig.as_bytes()))
-                .and_then(|_| ws.write_incident(&doc))
+            let event = serde_json::to_vec_pretty(&*ev.raw).map_err(std::io::Error::other)?;
+            let incident = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;
+            ws.write_inputs_unsynced(&[
+                ("event.json", &event),
+                ("prompt.md", prompt.as_bytes()),
+                (KUBECONFIG_FILE, kubeconfig.as_bytes()),
+                ("incident.json", &incident),
+            ])
         });
         self.book.update(&doc, envelope.seq, &ws.dir);
-        if let Err(e) = prepared {
-            return self.not_started(
-                envelope.seq,
-                &ws,
-                &mut doc,
-                Status::Failed,
-                SinkResult::failed(format!("cannot prepare workspace: {e}")),
-            );
-        }
+        let unsynced = match prepared {
+            Ok(paths) => paths,
+            Err(e) => {
+                return self.not_started(
+                    envelope.seq,
+                    &ws,
+                    &mut doc,
+                    Status::Failed,
+                    SinkResult::failed(format!("cannot prepare workspace: {e}")),
+                );
+            }
+        };
         if let Access::Disabled(why) = &access {
             return self.not_started(
                 envelope.seq,
@@ -896,6 +913,10 @@ impl Sink for AgentSink {
                 );
             }
         };
+        // incident.json (the last input) is replaced, with fsync, just below.
+        if let Err(e) = blocking(|| workspace::sync_files(&unsynced[..unsynced.len() - 1])) {
+            tracing::error!(incident = %doc.id, error = %e, "cannot sync the agent's input files");
+        }
         if let Err(e) = blocking(|| ws.write_incident(&doc)) {
             tracing::error!(incident = %doc.id, error = %e, "cannot write incident.json");
         }

@@ -232,6 +232,18 @@ impl Workspace {
         write_atomic(&self.dir.join(name), bytes)
     }
 
+    /// The files an agent reads at start, written without fsync (see
+    /// [`write_unsynced`]); returns their paths for [`sync_files`].
+    pub fn write_inputs_unsynced(&self, files: &[(&str, &[u8])]) -> std::io::Result<Vec<PathBuf>> {
+        let mut written = Vec::with_capacity(files.len());
+        for (name, bytes) in files {
+            let path = self.dir.join(name);
+            write_unsynced(&path, bytes)?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
     pub fn write_event(&self, raw: &Value) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(raw).map_err(std::io::Error::other)?;
         self.write_atomic("event.json", &bytes)
@@ -246,6 +258,26 @@ impl Workspace {
 
 /// Temp file in the same directory, fsync, rename over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace(path, bytes, true)
+}
+
+/// Like [`write_atomic`] (readers see the old or the new file, never half)
+/// but without the fsync: for files the agent must see before it starts,
+/// made durable by [`sync_files`] once it runs, so the fsyncs stay off the
+/// spawn path.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace(path, bytes, false)
+}
+
+/// Flushes files written by [`write_unsynced`] to disk.
+pub fn sync_files(paths: &[PathBuf]) -> std::io::Result<()> {
+    for p in paths {
+        fs::File::open(p)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn replace(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{:08x}", rand::random::<u32>()));
@@ -256,7 +288,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if res.is_err() {

@@ -13,12 +13,16 @@
 //! mode or filters the server rejects, a server that needs another
 //! transport (listed in docs/ARCHITECTURE.md).
 //!
-//! Runtime choice: each source runs on its own current-thread runtime in a
-//! dedicated OS thread. rmcp spawns one task per notification; on the
-//! multi-thread runtime a few percent were handled out of order, on a
-//! current-thread runtime none are, so payloads reach
-//! the intake in the order the server sent them. The hand-off into the
-//! intake is a non-blocking `try_send`, which works across runtimes.
+//! Runtime choice: sources run on a small pool of current-thread runtimes,
+//! one OS thread each (as many as cores, at most [`MAX_SOURCE_THREADS`]),
+//! shared by every MCP source of the process; a source stays on the runtime
+//! it was given. rmcp spawns one task per notification; on the multi-thread
+//! runtime a few percent were handled out of order, on a current-thread
+//! runtime none are (its tasks run in the order they were spawned), so
+//! payloads reach the intake in the order the server sent them. Sharing the
+//! runtimes keeps 500 sources from costing 500 threads and runtimes (see
+//! docs/performance.md). The hand-off into the intake is a non-blocking
+//! `try_send`, which works across runtimes.
 
 pub mod config;
 pub mod handler;
@@ -60,39 +64,77 @@ impl Source for McpSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let cfg = self.cfg;
         let name = cfg.name.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let spawned = std::thread::Builder::new()
-            .name(format!("mcp-{name}"))
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(SourceError {
-                            source_name: cfg.name.clone(),
-                            message: format!("cannot start the source runtime: {e}"),
-                        }));
-                        return;
-                    }
-                };
-                let r = rt.block_on(supervise(cfg, ctx));
-                let _ = tx.send(r);
-            });
-        if let Err(e) = spawned {
-            return Err(SourceError {
+        let handle = match source_runtime() {
+            Ok(h) => h,
+            Err(message) => {
+                return Err(SourceError {
+                    source_name: name,
+                    message,
+                });
+            }
+        };
+        // Aborted if this future is dropped, so the session never outlives
+        // the pipeline that started it.
+        let mut task = AbortOnDrop(handle.spawn(supervise(cfg, ctx)));
+        match (&mut task.0).await {
+            Ok(r) => r,
+            Err(e) => Err(SourceError {
                 source_name: name,
-                message: format!("cannot start the source thread: {e}"),
-            });
+                message: if e.is_panic() {
+                    let p = e.into_panic();
+                    let text = p
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("(non-string panic payload)");
+                    format!("the source task panicked: {text}")
+                } else {
+                    "the source task was cancelled".into()
+                },
+            }),
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(SourceError {
-                source_name: name,
-                message: "the source thread panicked".into(),
-            })
-        })
     }
+}
+
+/// Most threads the MCP sources of one process run on.
+pub const MAX_SOURCE_THREADS: usize = 4;
+
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), SourceError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The next runtime of the shared pool (round robin), started on first use.
+fn source_runtime() -> Result<tokio::runtime::Handle, String> {
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicUsize;
+    static POOL: OnceLock<Result<Vec<tokio::runtime::Handle>, String>> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let pool = POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_SOURCE_THREADS);
+        (0..n).map(start_source_thread).collect()
+    });
+    let pool = pool.as_ref().map_err(Clone::clone)?;
+    Ok(pool[NEXT.fetch_add(1, Ordering::Relaxed) % pool.len()].clone())
+}
+
+/// One thread driving a current-thread runtime for the life of the process.
+fn start_source_thread(i: usize) -> Result<tokio::runtime::Handle, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the source runtime: {e}"))?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name(format!("mcp-sources-{i}"))
+        .spawn(move || rt.block_on(std::future::pending::<()>()))
+        .map_err(|e| format!("cannot start the source thread: {e}"))?;
+    Ok(handle)
 }
 
 /// The reconnect loop: one fresh session per attempt, forever.
