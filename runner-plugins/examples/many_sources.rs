@@ -26,6 +26,7 @@ use mcp_testserver::{Scenario, TestServer};
 use runner_core::config::{ConfigErrors, Overrides, TableReader};
 use runner_core::status::{SourcePhase, SourceStatus};
 use runner_core::{CancellationToken, Intake, IntakeItem, Queued, Recorder, SourceContext};
+use runner_plugins::component::{BuildContext, ComponentConfig, ReadContext};
 use runner_plugins::sources::mcp::McpSourceConfig;
 use serde_json::json;
 
@@ -193,7 +194,14 @@ async fn run(sources: usize, idle_s: u64, load_s: u64, rate: u64) -> bool {
             .parse()
             .unwrap();
         let mut r = TableReader::new(format!("source[{i}]"), table, &ov, &mut errs, &mut eff);
-        let cfg = McpSourceConfig::read(&mut r, i).expect("config");
+        let dir = std::path::PathBuf::new();
+        let cx = ReadContext {
+            base_dir: &dir,
+            index: i,
+            count: sources,
+            overrides: &ov,
+        };
+        let cfg = McpSourceConfig::read(&mut r, &cx).expect("config");
         r.finish();
         let status = SourceStatus::new(&format!("s{i}"));
         statuses.push(status.clone());
@@ -202,7 +210,8 @@ async fn run(sources: usize, idle_s: u64, load_s: u64, rate: u64) -> bool {
             shutdown: shutdown.clone(),
             status,
         };
-        tasks.push(tokio::spawn(cfg.build().run(ctx)));
+        let source = cfg.build(&BuildContext::default()).expect("source");
+        tasks.push(tokio::spawn(source.run(ctx)));
     }
     drop(intake);
 
