@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 
 use super::{EXIT_CONFIG, EXIT_FATAL, EXIT_OK, print_stdout};
 use crate::settings::{STATE_DIR, WORKSPACE_ROOT};
-use crate::sinks::agent::workspace::{clean_line, rfc3339};
 use crate::state::StateSettings;
 use crate::state::sqlite::query::{self, Filter, IncidentRow};
+use runner_core::date::rfc3339_millis as rfc3339;
+use runner_core::text::clean_line;
 
 /// The state directory: `--state-dir`/`STATE_DIR`, else what the config
 /// file says (`[settings] state_dir`, the sink's `workspace_root`), else

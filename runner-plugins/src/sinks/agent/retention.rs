@@ -228,7 +228,7 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(100 * day);
         let id = |d: u64, n: u32| {
             let t = UNIX_EPOCH + Duration::from_secs(d * day);
-            let s = crate::sinks::agent::workspace::rfc3339(t);
+            let s = runner_core::date::rfc3339_millis(t);
             // 1970-04-10T00:00:00.000Z → 19700410T000000Z
             format!(
                 "{}{}{}T{}{}{}Z-{n:06}-00000000",
