@@ -22,6 +22,7 @@ use runner_core::state::{JOURNAL_CAPACITY, Journal, StateScope, StateStore, Writ
 use runner_core::{
     CancellationToken, Envelope, RawPayload, Recorder, Severity, Sink, SinkResult, Stage,
 };
+use runner_plugins::component::{BuildContext, ComponentConfig};
 use runner_plugins::stages::dedup::DedupConfig;
 use runner_plugins::stages::severity::SeverityConfig;
 use runner_plugins::state::sqlite::SqliteStore;
@@ -86,7 +87,8 @@ fn stages() -> Arc<[Box<dyn Stage>]> {
         window_seconds: 300,
         ..DedupConfig::default()
     };
-    vec![sev.build(), dedup.build()].into()
+    let cx = BuildContext::default();
+    vec![sev.build(&cx).unwrap(), dedup.build(&cx).unwrap()].into()
 }
 
 /// One pipeline, with or without a store.
