@@ -16,6 +16,7 @@ pub mod severity;
 pub mod sink;
 pub mod source;
 pub mod stage;
+pub mod state;
 pub mod status;
 pub mod text;
 

@@ -87,6 +87,8 @@ impl fmt::Display for Outcome {
 pub struct Counters {
     received: AtomicU64,
     outcomes: [AtomicU64; Outcome::ALL.len()],
+    recovered: AtomicU64,
+    deferred: AtomicU64,
 }
 
 impl Counters {
@@ -102,6 +104,16 @@ impl Counters {
         self.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An event a previous run left in the state store entered this run.
+    pub fn recovered(&self) {
+        self.recovered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An event left in the state store for the next run (no outcome here).
+    pub fn deferred(&self) {
+        self.deferred.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let mut outcomes = [0u64; Outcome::ALL.len()];
         for (i, c) in self.outcomes.iter().enumerate() {
@@ -110,6 +122,8 @@ impl Counters {
         StatsSnapshot {
             received: self.received.load(Ordering::Relaxed),
             outcomes,
+            recovered: self.recovered.load(Ordering::Relaxed),
+            deferred: self.deferred.load(Ordering::Relaxed),
         }
     }
 }
@@ -119,6 +133,13 @@ impl Counters {
 pub struct StatsSnapshot {
     pub received: u64,
     pub outcomes: [u64; Outcome::ALL.len()],
+    /// Events a previous run left in the state store (queued, or whose agent
+    /// was interrupted) that entered this run; they were counted `received`
+    /// by the run that received them.
+    pub recovered: u64,
+    /// Events this run left in the state store for the next run (queued at
+    /// shutdown, or agents killed at shutdown): no outcome yet.
+    pub deferred: u64,
 }
 
 impl StatsSnapshot {
@@ -130,14 +151,16 @@ impl StatsSnapshot {
         self.outcomes.iter().sum()
     }
 
-    /// Events received but not yet in a terminal outcome.
+    /// Events received (or recovered) but not yet in a terminal outcome
+    /// nor deferred to the next run.
     pub fn in_flight(&self) -> u64 {
-        self.received.saturating_sub(self.terminal())
+        (self.received + self.recovered).saturating_sub(self.terminal() + self.deferred)
     }
 
-    /// True when every received event has exactly one outcome.
+    /// True when every event this run received or recovered has exactly
+    /// one outcome, or was deferred to the next run (state store).
     pub fn adds_up(&self) -> bool {
-        self.received == self.terminal()
+        self.received + self.recovered == self.terminal() + self.deferred
     }
 
     /// `(name, value)` pairs in a stable order, `received` first.

@@ -19,6 +19,9 @@ use crate::router::{Router, RouterLimits, RouterSnapshot, ShutdownReport};
 use crate::sink::Sink;
 use crate::source::{Intake, IntakeItem, RawPayload, Source, SourceContext, SourceError};
 use crate::stage::{Stage, StageHealth, Verdict};
+use crate::state::{
+    Journal, PendingState, Recovered, StateScope, StateStore, StoredCounters, Writer,
+};
 use crate::status::{IncidentLog, Readiness, SourceHealth, SourceStatus};
 
 const INTAKE_BATCH: usize = 64;
@@ -38,6 +41,32 @@ pub struct PipelineParts {
     pub payload_budget: usize,
     /// Clusters that get their own label value in the outcome breakdown.
     pub cluster_labels: usize,
+    /// The durable state store, when the runner keeps one.
+    pub state: Option<DurableState>,
+}
+
+/// A state store opened (and read) before the pipeline starts.
+pub struct DurableState {
+    pub store: Box<dyn StateStore>,
+    pub recovered: Recovered,
+    /// How often an event whose agent was interrupted (crash, or killed at
+    /// shutdown) is run again; after that it ends `abandoned`.
+    pub rerun_interrupted: u32,
+    /// Where the runtime appends its changes ([`Journal::new`]); shared with
+    /// whoever else records into the store (workspace retention).
+    pub journal: Arc<Journal>,
+}
+
+/// What the state store held when this run started (for the final statistics).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CarriedOver {
+    pub counters: StoredCounters,
+    /// Pending events found (queued, running or interrupted).
+    pub pending: u64,
+    /// Of those, re-runs of interrupted agents, and the ones that were
+    /// interrupted too often and ended `abandoned`.
+    pub reruns: u64,
+    pub gave_up: u64,
 }
 
 /// Result of a whole run.
@@ -52,6 +81,8 @@ pub struct RunReport {
     pub usage: crate::sink::UsageTotals,
     /// Each stage's health at the end (plugin calls, failures, latency).
     pub stage_health: Vec<(String, StageHealth)>,
+    /// With a state store: what previous runs left.
+    pub carried: Option<CarriedOver>,
 }
 
 /// Handle to a running pipeline.
@@ -160,9 +191,15 @@ pub enum ChainResult {
 
 impl StageChain {
     pub fn new(recorder: Arc<Recorder>) -> Self {
+        Self::starting_at(recorder, 0)
+    }
+
+    /// Numbers events from `first_seq` on (above every seq a previous run
+    /// left in the state store, so seqs stay unique across restarts).
+    pub fn starting_at(recorder: Arc<Recorder>, first_seq: u64) -> Self {
         StageChain {
             recorder,
-            seq: AtomicU64::new(0),
+            seq: AtomicU64::new(first_seq),
         }
     }
 
@@ -272,8 +309,18 @@ impl Pipeline {
     /// Starts sources, intake and router. Returns the handle and the task
     /// that completes with the final report after shutdown.
     pub fn start(self) -> (PipelineHandle, tokio::task::JoinHandle<RunReport>) {
-        let Pipeline { parts, recorder } = self;
+        let Pipeline {
+            mut parts,
+            recorder,
+        } = self;
         let router = Router::new(parts.limits, parts.sink.clone(), recorder.clone());
+        let (writer, first_seq, carried) = match parts.state.take() {
+            Some(ds) => {
+                let (w, first, c) = recover(ds, &recorder, &router, parts.sink.as_ref());
+                (Some(w), first, Some(c))
+            }
+            None => (None, 0, None),
+        };
         let capacity = parts.intake_capacity.max(1);
         let (tx, rx) = mpsc::channel::<IntakeItem>(capacity);
         let intake = Intake::new(tx, recorder.clone());
@@ -305,6 +352,7 @@ impl Pipeline {
             recorder,
             router,
             h,
+            (first_seq, writer, carried),
         ));
         (handle, join)
     }
@@ -326,6 +374,8 @@ async fn intake_one(chain: &StageChain, router: &Router, item: IntakeItem) {
     }
 }
 
+// The pipeline's parts, moved in once; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     sources: Vec<(Box<dyn Source>, Arc<SourceStatus>)>,
     (intake, mut rx): (Intake, mpsc::Receiver<IntakeItem>),
@@ -334,6 +384,7 @@ async fn run(
     recorder: Arc<Recorder>,
     router: Router,
     handle: PipelineHandle,
+    (first_seq, writer, carried): (u64, Option<Writer>, Option<CarriedOver>),
 ) -> RunReport {
     let depth = intake.depth();
     let stop_sources = CancellationToken::new();
@@ -355,7 +406,7 @@ async fn run(
     // Sources hold the only senders: when all have returned, intake ends.
     drop(intake);
 
-    let chain = StageChain::new(recorder.clone());
+    let chain = StageChain::starting_at(recorder.clone(), first_seq);
     let mut fatal: Option<SourceError> = None;
     let mut sources_done = source_tasks.is_empty();
     let mut intake_open = true;
@@ -421,6 +472,10 @@ async fn run(
     }
     let report_router = router.shutdown(grace, handle.force.clone()).await;
     sink.close().await;
+    if let Some(w) = writer {
+        // Every outcome and deferral is recorded by now: commit the rest.
+        let _ = tokio::task::spawn_blocking(move || w.close()).await;
+    }
     let stats = recorder.snapshot();
     RunReport {
         stats,
@@ -429,7 +484,99 @@ async fn run(
         fatal,
         usage: sink.usage_totals(),
         stage_health: handle.stage_health(),
+        carried,
     }
+}
+
+/// Hands stages and sink their stored state, starts the writer, and puts
+/// back in the router what the previous run left: queued events in their
+/// order, interrupted ones once more (up to `rerun_interrupted` times).
+/// Before any source runs, so recovered events queue first.
+fn recover(
+    ds: DurableState,
+    recorder: &Arc<Recorder>,
+    router: &Router,
+    sink: &dyn Sink,
+) -> (Writer, u64, CarriedOver) {
+    let DurableState {
+        store,
+        recovered,
+        rerun_interrupted,
+        journal,
+    } = ds;
+    let Recovered {
+        next_seq,
+        pending,
+        counters,
+        mut kv,
+    } = recovered;
+    recorder.set_journal(journal.clone());
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for stage in recorder.stages().iter() {
+        let n = seen.entry(stage.name().to_string()).or_insert(0);
+        let scope = if *n == 0 {
+            format!("stage.{}", stage.name())
+        } else {
+            format!("stage.{}#{n}", stage.name())
+        };
+        *n += 1;
+        let entries = kv.remove(&scope).unwrap_or_default();
+        stage.attach_state(StateScope::new(&scope, journal.clone()), entries);
+    }
+    let scope = format!("sink.{}", sink.name());
+    let entries = kv.remove(&scope).unwrap_or_default();
+    sink.attach_state(StateScope::new(&scope, journal.clone()), entries);
+    let writer = Writer::spawn(journal.clone(), store);
+    let mut carried = CarriedOver {
+        counters,
+        pending: pending.len() as u64,
+        ..CarriedOver::default()
+    };
+    let all_stages = recorder.stages().len();
+    for p in pending {
+        recorder.recovered();
+        let Some(event) = p.event.to_event() else {
+            recorder.finish_stored(
+                p.seq,
+                &p.source,
+                Outcome::Invalid,
+                "stored event no longer parses",
+            );
+            continue;
+        };
+        let env = Envelope {
+            seq: p.seq,
+            event,
+            source: Arc::from(p.source.as_str()),
+            received_at: tokio::time::Instant::now(),
+            passed_stages: all_stages,
+            bytes: 0,
+        };
+        for s in recorder.stages().iter() {
+            s.readmitted(&env.event);
+        }
+        match p.state {
+            PendingState::Queued => {
+                tracing::info!(target: "audit", seq = p.seq, cluster = %env.event.cluster, "event recovered from the state store: queued again");
+                router.admit_recovered(env);
+            }
+            PendingState::Running | PendingState::Interrupted if p.reruns < rerun_interrupted => {
+                carried.reruns += 1;
+                journal.requeue(p.seq, p.reruns + 1);
+                tracing::warn!(target: "audit", seq = p.seq, cluster = %env.event.cluster, state = p.state.as_str(), rerun = p.reruns + 1, "incident interrupted by the previous run's end: running it again");
+                router.admit_recovered(env);
+            }
+            PendingState::Running | PendingState::Interrupted => {
+                carried.gave_up += 1;
+                let reason = format!(
+                    "agent interrupted {} time(s); not run again (rerun_interrupted = {rerun_interrupted})",
+                    p.reruns + 1
+                );
+                recorder.finish(&env, Outcome::Abandoned, "state", &reason);
+            }
+        }
+    }
+    (writer, next_seq, carried)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::envelope::Envelope;
 use crate::outcome::{Counters, Outcome, StatsSnapshot};
 use crate::stage::Stage;
+use crate::state::Journal;
 use crate::status::{DEFAULT_CLUSTER_LABELS, OutcomeBreakdown};
 
 /// Per-stage counters.
@@ -35,6 +36,8 @@ pub struct Recorder {
     bytes_used: AtomicUsize,
     bytes_budget: AtomicUsize,
     breakdown: OutcomeBreakdown,
+    /// The state store's journal, when the runner keeps durable state.
+    journal: std::sync::OnceLock<Arc<Journal>>,
 }
 
 impl Recorder {
@@ -53,7 +56,49 @@ impl Recorder {
             breakdown: OutcomeBreakdown::new(cluster_labels),
             bytes_used: AtomicUsize::new(0),
             bytes_budget: AtomicUsize::new(usize::MAX),
+            journal: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes outcomes durable: every one from now on is appended to the
+    /// state store's journal. Set once, before the pipeline starts.
+    pub fn set_journal(&self, journal: Arc<Journal>) {
+        let _ = self.journal.set(journal);
+    }
+
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.get()
+    }
+
+    /// True for an event that passed every stage, i.e. was admitted to the
+    /// router (the chain stops an event at the stage that drops it).
+    pub fn is_admitted(&self, env: &Envelope) -> bool {
+        env.passed_stages == self.stages.len()
+    }
+
+    /// An event from a previous run (state store) entered this run.
+    pub fn recovered(&self) {
+        self.counters.recovered();
+    }
+
+    /// Leaves an admitted event in the state store for the next run: no
+    /// outcome, no `Stage::finished` (its dedup key stays in flight until
+    /// the process ends, and the next run restores it).
+    pub fn defer(&self, env: &Envelope, interrupted: bool) {
+        self.counters.deferred();
+        self.release(env.bytes);
+        if let Some(j) = self.journal.get() {
+            j.defer(env.seq, interrupted);
+        }
+        let e = &env.event;
+        tracing::info!(
+            target: "audit",
+            seq = env.seq,
+            fault_id = e.fault_id_or_dash(),
+            cluster = %e.cluster,
+            interrupted,
+            "event kept in the state store for the next run"
+        );
     }
 
     /// Bounds the payload bytes held by events in flight (`PAYLOAD_BUDGET_BYTES`).
@@ -131,6 +176,9 @@ impl Recorder {
         reason: &str,
     ) {
         self.counters.record(outcome);
+        if let Some(j) = self.journal.get() {
+            j.outcome_only(outcome);
+        }
         self.breakdown.record(outcome, "", source, stage);
         tracing::warn!(
             target: "audit",
@@ -144,10 +192,28 @@ impl Recorder {
         );
     }
 
+    /// Terminal outcome of a stored event that cannot be rebuilt (counted;
+    /// its pending row goes).
+    pub fn finish_stored(&self, seq: u64, source: &str, outcome: Outcome, reason: &str) {
+        self.counters.record(outcome);
+        if let Some(j) = self.journal.get() {
+            j.finish(seq, outcome, reason);
+        }
+        self.breakdown.record(outcome, "", source, "state");
+        tracing::warn!(target: "audit", seq, source, outcome = outcome.as_str(), reason, "event {}", outcome.as_str());
+    }
+
     /// Terminal outcome for an event: counts it, writes the audit line and
     /// tells every stage the event passed.
     pub fn finish(&self, env: &Envelope, outcome: Outcome, stage: &str, reason: &str) {
         self.counters.record(outcome);
+        if let Some(j) = self.journal.get() {
+            if self.is_admitted(env) {
+                j.finish(env.seq, outcome, reason);
+            } else {
+                j.outcome_only(outcome);
+            }
+        }
         self.release(env.bytes);
         let e = &env.event;
         self.breakdown

@@ -117,6 +117,12 @@ pub struct RouterSnapshot {
 pub struct ShutdownReport {
     /// Queued events that never started.
     pub abandoned_queued: usize,
+    /// Queued events left in the state store for the next run (instead of
+    /// `abandoned`, when the runner keeps durable state).
+    pub deferred_queued: usize,
+    /// Running sink calls killed at shutdown whose events were kept in the
+    /// state store as `interrupted` (also counted in `killed`).
+    pub interrupted: usize,
     /// Running sink calls killed after the grace period.
     pub killed: usize,
 }
@@ -181,6 +187,8 @@ struct Inner {
     kill: CancellationToken,
     /// Sink calls that ended `abandoned` because of the kill signal.
     killed: std::sync::atomic::AtomicUsize,
+    /// Of those, the ones kept in the state store to be re-run.
+    interrupted: std::sync::atomic::AtomicUsize,
     workers: Mutex<JoinSet<()>>,
     idle: Notify,
     durations: DurationHistogram,
@@ -214,6 +222,7 @@ impl Router {
                 }),
                 kill: CancellationToken::new(),
                 killed: std::sync::atomic::AtomicUsize::new(0),
+                interrupted: std::sync::atomic::AtomicUsize::new(0),
                 workers: Mutex::new(JoinSet::new()),
                 idle: Notify::new(),
                 durations: DurationHistogram::default(),
@@ -279,8 +288,24 @@ impl Router {
     }
 
     /// Queues an event for its cluster. Never waits. Overflow is resolved by
-    /// the policy and recorded; after `shutdown` began, events are abandoned.
+    /// the policy and recorded; after `shutdown` began, events are abandoned
+    /// (or, with a state store, kept for the next run).
     pub fn admit(&self, env: Envelope) {
+        if let Some(j) = self.inner.recorder.journal() {
+            // First durable trace of the event: counted `received` in the
+            // store here, whatever the queue decides next.
+            j.admit(env.seq, &env.source, &env.event, env.bytes);
+        }
+        self.admit_inner(env)
+    }
+
+    /// Queues an event a previous run left in the state store (it is
+    /// already there: no new admission is written).
+    pub fn admit_recovered(&self, env: Envelope) {
+        self.admit_inner(env)
+    }
+
+    fn admit_inner(&self, env: Envelope) {
         let inner = &self.inner;
         let lim = inner.limits;
         let mut evicted: Option<(Envelope, &'static str, usize)> = None;
@@ -290,9 +315,13 @@ impl Router {
             let st = &mut *guard;
             if st.closed {
                 drop(guard);
-                inner
-                    .recorder
-                    .finish(&env, Outcome::Abandoned, "router", "shutting down");
+                if inner.recorder.journal().is_some() {
+                    inner.recorder.defer(&env, false);
+                } else {
+                    inner
+                        .recorder
+                        .finish(&env, Outcome::Abandoned, "router", "shutting down");
+                }
                 return;
             }
             let cluster = env.event.cluster.as_str();
@@ -472,12 +501,21 @@ impl Router {
             }
             v
         };
+        let durable = inner.recorder.journal().is_some();
         for env in &abandoned {
-            inner
-                .recorder
-                .finish(env, Outcome::Abandoned, "router", "queued at shutdown");
+            if durable {
+                inner.recorder.defer(env, false);
+            } else {
+                inner
+                    .recorder
+                    .finish(env, Outcome::Abandoned, "router", "queued at shutdown");
+            }
         }
-        report.abandoned_queued = abandoned.len();
+        if durable {
+            report.deferred_queued = abandoned.len();
+        } else {
+            report.abandoned_queued = abandoned.len();
+        }
         let running = inner.state.lock().unwrap().running;
         if running > 0 {
             tracing::info!(
@@ -504,6 +542,7 @@ impl Router {
         // Counted from the outcomes, not from `running` at the deadline: a
         // call that finished in the same instant as the kill was not killed.
         report.killed = inner.killed.load(std::sync::atomic::Ordering::Relaxed);
+        report.interrupted = inner.interrupted.load(std::sync::atomic::Ordering::Relaxed);
         report
     }
 
@@ -602,6 +641,11 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
                         notes: Vec::new(),
                     });
                     debug_assert!(st.running <= inner.limits.max_concurrent);
+                    if let Some(j) = inner.recorder.journal() {
+                        // Under the lock: a crash after this line finds the
+                        // event `running`, hence interrupted.
+                        j.start(env.seq);
+                    }
                     env
                 }
                 None => {
@@ -648,10 +692,15 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
         if let Some(t) = started {
             inner.durations.observe(res.outcome, t.elapsed());
         }
-        if res.outcome == Outcome::Abandoned && inner.kill.is_cancelled() {
+        let killed = res.outcome == Outcome::Abandoned && inner.kill.is_cancelled();
+        if killed {
             inner
                 .killed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let journal = inner.recorder.journal();
+        if let (Some(j), Some(meta)) = (journal, &res.incident) {
+            j.incident(env.seq, meta.clone());
         }
         let notes = {
             let mut st = inner.state.lock().unwrap();
@@ -667,10 +716,18 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
                 notes.join("; ")
             )),
         };
-        // A panicking `Stage::finished` hook must not take the worker down:
-        // the slot and the cluster would stay taken for good. The outcome is
-        // counted before the hooks run.
-        if let Err(panic) = catch(|| {
+        // With a state store, an agent killed by the shutdown is not the end
+        // of its incident: it is kept `interrupted` and re-run after the
+        // restart (as many times as the store's recovery allows).
+        // Otherwise: a panicking `Stage::finished` hook must not take the
+        // worker down: the slot and the cluster would stay taken for good.
+        // The outcome is counted before the hooks run.
+        if killed && journal.is_some() {
+            inner
+                .interrupted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            inner.recorder.defer(&env, true);
+        } else if let Err(panic) = catch(|| {
             inner
                 .recorder
                 .finish(&env, res.outcome, inner.sink.name(), &reason)

@@ -14,6 +14,9 @@ pub struct SinkResult {
     pub outcome: Outcome,
     /// Why, for anything but `Completed`.
     pub reason: Option<String>,
+    /// What the sink knows about the incident (workspace, usage), kept by
+    /// the state store.
+    pub incident: Option<crate::state::IncidentMeta>,
 }
 
 impl SinkResult {
@@ -21,30 +24,40 @@ impl SinkResult {
         SinkResult {
             outcome: Outcome::Completed,
             reason: None,
+            incident: None,
         }
     }
     pub fn failed(reason: impl Into<String>) -> Self {
         SinkResult {
             outcome: Outcome::Failed,
             reason: Some(reason.into()),
+            incident: None,
         }
     }
     pub fn timed_out(reason: impl Into<String>) -> Self {
         SinkResult {
             outcome: Outcome::TimedOut,
             reason: Some(reason.into()),
+            incident: None,
         }
     }
     pub fn over_budget(reason: impl Into<String>) -> Self {
         SinkResult {
             outcome: Outcome::OverBudget,
             reason: Some(reason.into()),
+            incident: None,
         }
+    }
+    /// The same result, with what the sink knows about the incident.
+    pub fn with_incident(mut self, meta: crate::state::IncidentMeta) -> Self {
+        self.incident = Some(meta);
+        self
     }
     pub fn abandoned(reason: impl Into<String>) -> Self {
         SinkResult {
             outcome: Outcome::Abandoned,
             reason: Some(reason.into()),
+            incident: None,
         }
     }
 }
@@ -66,6 +79,12 @@ pub trait Sink: Send + Sync {
     fn note(&self, seq: u64, note: &str) {
         let _ = (seq, note);
     }
+
+    /// The runner keeps durable state: `scope` is this sink's share of the
+    /// store and `entries` what it held when the previous run ended (the
+    /// agent sink keeps its daily budgets there). Called once before the
+    /// first `handle`.
+    fn attach_state(&self, _scope: crate::state::StateScope, _entries: Vec<(Vec<u8>, Vec<u8>)>) {}
 
     /// Called once after the last `handle` returned (flush notifications).
     async fn close(&self) {}

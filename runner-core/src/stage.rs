@@ -59,6 +59,17 @@ pub trait Stage: Send + Sync {
     /// its terminal outcome (e.g. dedup releases "in flight" keys here).
     fn finished(&self, _event: &Event, _outcome: Outcome) {}
 
+    /// The runner keeps durable state: `scope` is this stage's share of the
+    /// store and `entries` what it held when the previous run ended. Called
+    /// once before the first event; stages without state ignore it.
+    fn attach_state(&self, _scope: crate::state::StateScope, _entries: Vec<(Vec<u8>, Vec<u8>)>) {}
+
+    /// An event this stage passed in a previous run is in flight again
+    /// (recovered from the state store, queued or re-run). It gets
+    /// [`finished`](Self::finished) like any other (dedup marks its key in
+    /// flight here).
+    fn readmitted(&self, _event: &Event) {}
+
     /// Plugin health for operators (metrics, status): errors so far and
     /// whether the stage disabled itself. Built-in stages have none.
     fn health(&self) -> StageHealth {

@@ -201,6 +201,24 @@ async fn flood(events: u64, clusters: u64, max_keys: usize) -> bool {
         cluster_violation: AtomicBool::new(false),
     });
     let router = Router::new(limits, sink.clone(), recorder.clone());
+    // FLOOD_STATE_DIR=<dir>: with the durable state store on (SQLite in
+    // <dir>, writer thread, journal), as `runner run` has it by default.
+    let state_dir = std::env::var_os("FLOOD_STATE_DIR").map(std::path::PathBuf::from);
+    let writer = state_dir.as_ref().map(|dir| {
+        use runner_core::state::{JOURNAL_CAPACITY, Journal, StateScope, StateStore, Writer};
+        let mut store =
+            runner_plugins::state::sqlite::SqliteStore::open(dir, Duration::from_secs(90 * 86_400))
+                .expect("open the state store");
+        let _ = store.recover().expect("read the state store");
+        let journal = Journal::new(JOURNAL_CAPACITY);
+        recorder.set_journal(journal.clone());
+        Stage::attach_state(
+            &*dedup,
+            StateScope::new("stage.dedup", journal.clone()),
+            Vec::new(),
+        );
+        Writer::spawn(journal, Box::new(store))
+    });
     let src: Arc<str> = Arc::from("flood");
     let (rss0, _) = proc_status();
     println!(
@@ -261,6 +279,18 @@ async fn flood(events: u64, clusters: u64, max_keys: usize) -> bool {
     let report = router
         .shutdown(Duration::from_secs(60), CancellationToken::new())
         .await;
+    if let (Some(w), Some(dir)) = (writer, &state_dir) {
+        let j = w.journal().clone();
+        w.close();
+        let size = |f: &str| std::fs::metadata(dir.join(f)).map_or(0, |m| m.len());
+        println!(
+            "state store: {} commits, {} failed; state.db {} kB, state.db-wal {} kB",
+            j.commits().0,
+            j.commits().1,
+            size("state.db") / 1024,
+            size("state.db-wal") / 1024
+        );
+    }
     let (rss, hwm) = proc_status();
     let s = recorder.snapshot();
     println!(

@@ -14,6 +14,7 @@ pub mod settings;
 pub mod sinks;
 pub mod sources;
 pub mod stages;
+pub mod state;
 
 /// `docs/components.md`: its example stage is compiled and run as a doctest.
 #[cfg(doctest)]

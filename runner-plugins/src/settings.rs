@@ -207,6 +207,42 @@ settings! {
         "30",
         "Grace period for running agents after SIGTERM/SIGINT."
     );
+    WORKSPACE_RETENTION_DAYS = value(
+        "workspace-retention-days",
+        "sink.retention_days",
+        "30",
+        "Incident workspaces older than this are deleted (checked at startup and every 10 minutes; recorded in the log and the state store); 0 keeps them forever."
+    );
+    WORKSPACE_MAX_BYTES = value(
+        "workspace-max-bytes",
+        "sink.retention_max_bytes",
+        "10737418240",
+        "Bound of the total size of the incident workspaces: the oldest finished ones are deleted beyond it; 0 means no bound."
+    );
+    AGENT_LOG_MAX_BYTES = value(
+        "agent-log-max-bytes",
+        "sink.log_max_bytes",
+        "10485760",
+        "Cap of each agent's stdout and stderr log; output beyond it is discarded (the log says so). 4096 to 1073741824."
+    );
+    STATE_DIR = value(
+        "state-dir",
+        "settings.state_dir",
+        "<WORKSPACE_ROOT>/../state",
+        "Directory of the durable state (SQLite: incidents, dedup keys, the queue, daily budgets, counters), so a restart neither forgets nor repeats. Default: `state` next to the workspace root. `off` runs without it (queued events are then abandoned at shutdown)."
+    );
+    STATE_RERUN_INTERRUPTED = value(
+        "state-rerun-interrupted",
+        "settings.rerun_interrupted",
+        "1",
+        "How often an incident whose agent was interrupted (runner killed, or agent killed at shutdown) is run again after the restart (0 to 10); after that it ends `abandoned`."
+    );
+    STATE_HISTORY_DAYS = value(
+        "state-history-days",
+        "settings.state_history_days",
+        "90",
+        "Incidents older than this are deleted from the state store (1 to 3650)."
+    );
     SLACK_WEBHOOK_URL = secret(
         "sink.slack_webhook_env",
         "Slack incoming webhook; unset disables Slack (masked in logs, never passed to agents)."

@@ -203,6 +203,9 @@ async fn stuck_run(second_signal: bool) {
         log_dir.path(),
     ))
     .env("E2E_LOG", log.display().to_string())
+    // Without a state store killed and queued events end `abandoned`; with
+    // one they are kept for the next run (tests/state_restart.rs).
+    .env("STATE_DIR", "off")
     .spawn();
     // Two clusters: two agents run, the second alpha event waits in its queue.
     let deadline = std::time::Instant::now() + T;

@@ -16,6 +16,7 @@ Examples:
   runner run --severity-threshold WARNING --max-concurrent-agents 2
   runner replay recorded.jsonl --config pipeline.toml
   runner status                                # a running instance's state (admin server)
+  runner incidents --since 1d --status failed  # incident history (state store)
 ";
 
 fn config_arg() -> Arg {
@@ -89,6 +90,24 @@ pub fn command() -> Command {
                         .help("Admin server base URL [default: http://<ADMIN_LISTEN>, else http://127.0.0.1:9469]; the token comes from ADMIN_TOKEN or ADMIN_TOKEN_FILE"),
                 )
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print the raw JSON documents")),
+        )
+        .subcommand(
+            Command::new("incidents")
+                .about("List incidents from the state store (STATE_DIR), newest first; `incidents show ID` prints one with its events and report path")
+                .arg(config_arg())
+                .arg(Arg::new("STATE_DIR").long("state-dir").value_name("DIR").help("State directory [env: STATE_DIR] [default: from the config file, else <WORKSPACE_ROOT>/../state]"))
+                .arg(Arg::new("WORKSPACE_ROOT").long("workspace-root").value_name("DIR").help("Workspace root, to find the default state directory [env: WORKSPACE_ROOT]"))
+                .arg(Arg::new("cluster").long("cluster").value_name("NAME").help("Only this cluster"))
+                .arg(Arg::new("status").long("status").value_name("STATUS").help("Only this status: running, interrupted, completed, failed, timed_out, abandoned, over_budget"))
+                .arg(Arg::new("since").long("since").value_name("WHEN").help("Only incidents started since: a duration (90s, 30m, 12h, 7d) or a date (2026-11-29, UTC)"))
+                .arg(Arg::new("limit").long("limit").value_name("N").value_parser(clap::value_parser!(usize)).default_value("50").help("At most N incidents"))
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON"))
+                .subcommand(
+                    Command::new("show")
+                        .about("One incident: its fields, events and report path")
+                        .arg(Arg::new("id").required(true).value_name("ID").help("The incident id (workspace name) or its number"))
+                        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
+                ),
         )
         .subcommand(Command::new("config-reference").about("Print the configuration reference table (docs/configuration.md)"))
 }

@@ -36,6 +36,10 @@ pub struct GlobalSettings {
     pub payload_budget_bytes: usize,
     /// Where WASM stages keep compiled components; `None`: off.
     pub wasm_cache_dir: Option<PathBuf>,
+    /// The durable state store's settings.
+    pub state: crate::state::StateSettings,
+    /// Where the state lives (`state.dir` resolved), `None` when off.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Options that are not configuration but context for compiling.
@@ -66,10 +70,13 @@ pub struct Compiled {
     /// The `[[cluster]]` credentials (shared with the agent sink), for the
     /// startup check.
     pub clusters: Option<Arc<ClusterGuard>>,
+    /// The opened state store (`runner run` opens it after compiling).
+    pub state: Option<runner_core::pipeline::DurableState>,
 }
 
 impl Compiled {
-    pub fn into_parts(self) -> (GlobalSettings, PipelineParts) {
+    pub fn into_parts(mut self) -> (GlobalSettings, PipelineParts) {
+        let state = self.state.take();
         let parts = PipelineParts {
             sources: self.sources,
             stages: self.stages,
@@ -79,6 +86,7 @@ impl Compiled {
             shutdown_grace: self.settings.shutdown_timeout,
             payload_budget: self.settings.payload_budget_bytes,
             cluster_labels: self.server.metrics_cluster_labels,
+            state,
         };
         (self.settings, parts)
     }
@@ -266,6 +274,7 @@ pub fn compile(
         runner_core::event::set_max_payload_bytes(max_payload);
         let cache: String = r.setting(&env::WASM_CACHE_DIR);
         let wasm_cache_dir = wasm_cache_dir(&cache, overrides, &opts.base_dir);
+        let state = crate::state::StateSettings::read(&mut r);
         r.finish();
         GlobalSettings {
             log_level: log_level.to_ascii_lowercase(),
@@ -275,6 +284,8 @@ pub fn compile(
             max_payload_bytes: max_payload,
             payload_budget_bytes: budget,
             wasm_cache_dir,
+            state,
+            state_dir: None,
         }
     };
 
@@ -452,7 +463,12 @@ pub fn compile(
         return Err(errors);
     }
     let built = built.expect("sinks are assembled when no error was found");
+    let mut settings = settings;
+    settings.state_dir = settings
+        .state
+        .resolve(agent.as_ref().map(|a| a.workspace_root.as_path()));
     Ok(Compiled {
+        state: None,
         settings,
         sources,
         stages,

@@ -7,6 +7,7 @@ mod changes;
 pub mod cli;
 pub mod compile;
 pub mod demo;
+pub mod incidents;
 pub mod logfmt;
 
 use std::io::{BufRead, Write};
@@ -45,6 +46,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "validate" => validate(&cli::config_path(sub), &ov),
+        "incidents" => incidents::run(sub, &cli::config_path(sub), &ov),
         "status" => {
             let rt = runtime();
             rt.block_on(status(sub, &environment))
@@ -255,8 +257,47 @@ pub fn log_final(report: &RunReport) {
         agent_cost_usd = report.usage.cost_usd,
         agent_turns = report.usage.turns,
         killed = report.shutdown.killed,
+        recovered = s.recovered,
+        deferred = s.deferred,
+        interrupted = report.shutdown.interrupted,
         "final statistics"
     );
+    if let Some(c) = &report.carried {
+        // This run's counts are above; here what earlier runs left, and
+        // the totals over every run that used this state directory.
+        let carried_pending = c.counters.received - c.counters.terminal().min(c.counters.received);
+        let total_received = c.counters.received + s.received;
+        let total_terminal = c.counters.terminal() + s.terminal();
+        let mut totals = c.counters.outcomes;
+        for (t, n) in totals.iter_mut().zip(s.outcomes) {
+            *t += n;
+        }
+        let g = |o: Outcome| totals[o as usize];
+        tracing::info!(
+            carried_over_received = c.counters.received,
+            carried_over_terminal = c.counters.terminal(),
+            carried_over_pending = carried_pending,
+            reruns = c.reruns,
+            gave_up = c.gave_up,
+            total_received,
+            total_invalid = g(Outcome::Invalid),
+            total_filtered = g(Outcome::Filtered),
+            total_duplicate = g(Outcome::Duplicate),
+            total_dropped = g(Outcome::Dropped),
+            total_rejected = g(Outcome::Rejected),
+            total_plugin_dropped = g(Outcome::PluginDropped),
+            total_completed = g(Outcome::Completed),
+            total_failed = g(Outcome::Failed),
+            total_timed_out = g(Outcome::TimedOut),
+            total_abandoned = g(Outcome::Abandoned),
+            total_over_budget = g(Outcome::OverBudget),
+            total_cancelled = g(Outcome::Cancelled),
+            total_terminal,
+            total_pending = s.deferred,
+            total_adds_up = total_received == total_terminal + s.deferred,
+            "cumulative statistics"
+        );
+    }
     for st in &report.stages {
         tracing::info!(stage = %st.name, passed = st.passed, modified = st.modified, dropped = st.dropped, "stage statistics");
     }
@@ -378,6 +419,35 @@ async fn run(path: &Path, ov: &Overrides, harden_errors: &[String]) -> ExitCode 
         for m in &pre.missing {
             tracing::error!(problem = %m, "agent preset cannot run on this host: its incidents will fail (run `runner validate`)");
         }
+    }
+    // After the leftovers of a killed previous run were reaped (above): its
+    // interrupted incidents are run again, never next to their old agent.
+    let mut c = c;
+    match &c.settings.state_dir {
+        Some(dir) => match crate::state::open(dir, &c.settings.state) {
+            Ok(ds) => {
+                let r = &ds.recovered;
+                tracing::info!(
+                    state_dir = %dir.display(),
+                    pending = r.pending.len(),
+                    carried_over_received = r.counters.received,
+                    carried_over_terminal = r.counters.terminal(),
+                    "state store opened"
+                );
+                c.state = Some(ds);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the state store");
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => tracing::warn!(
+            "state store off (STATE_DIR=off): a restart forgets dedup keys, queued events and incident history"
+        ),
+    }
+    if let Some(a) = &agent {
+        crate::sinks::agent::retention::spawn(a, c.state.as_ref().map(crate::state::journal));
     }
     if let Some(g) = &c.clusters {
         let mut refused = Vec::new();

@@ -33,6 +33,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use runner_core::config::TableReader;
+use runner_core::state::StateScope;
 use runner_core::{Event, Outcome, Stage, StageFuture, Verdict};
 use tokio::time::Instant;
 
@@ -224,6 +225,37 @@ pub struct DedupStage {
     /// The first live-key eviction is logged at warn, later ones at debug.
     warned: AtomicBool,
     evictions: AtomicU64,
+    /// Set when the runner keeps durable state: admissions are written
+    /// there, so a restart keeps every window.
+    durable: std::sync::OnceLock<Durable>,
+}
+
+/// The stage's share of the state store and the clock mapping: the table
+/// counts in `tokio::time::Instant`, the store in wall-clock milliseconds.
+struct Durable {
+    scope: StateScope,
+    base: Instant,
+    base_ms: i64,
+}
+
+impl Durable {
+    fn ms(&self, t: Instant) -> i64 {
+        self.base_ms + t.saturating_duration_since(self.base).as_millis() as i64
+            - self.base.saturating_duration_since(t).as_millis() as i64
+    }
+    fn instant(&self, ms: i64, now: Instant) -> Instant {
+        let now_ms = self.ms(now);
+        let age = Duration::from_millis(now_ms.saturating_sub(ms).max(0) as u64);
+        now.checked_sub(age).unwrap_or(now)
+    }
+}
+
+/// Stored value of a key: admission and previous admission (ms), LE.
+fn encode_slot(d: &Durable, slot: &Slot) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&d.ms(slot.admitted).to_le_bytes());
+    v.extend_from_slice(&slot.before.map_or(i64::MIN, |b| d.ms(b)).to_le_bytes());
+    v
 }
 
 /// No event stays queued or running this long (agent timeouts are minutes).
@@ -250,6 +282,21 @@ impl DedupStage {
             evicting: AtomicBool::new(false),
             warned: AtomicBool::new(false),
             evictions: AtomicU64::new(0),
+            durable: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Writes a key's slot to the state store (no-op without one).
+    fn persist(&self, key: &[u8], slot: &Slot) {
+        if let Some(d) = self.durable.get() {
+            let expires = d.ms(slot.admitted) + self.window.as_millis() as i64;
+            d.scope.put(key, encode_slot(d, slot), Some(expires));
+        }
+    }
+
+    fn unpersist(&self, key: &[u8]) {
+        if let Some(d) = self.durable.get() {
+            d.scope.delete(key);
         }
     }
 
@@ -353,21 +400,23 @@ impl DedupStage {
         let now = Instant::now();
         // Fast path: known key (no allocation for the stored key).
         if let Some(mut ent) = self.table.get_mut(key) {
-            return self.decide(&mut ent, now);
+            return self.decide(key, &mut ent, now);
         }
         // The shard lock held by `entry` makes check-and-insert atomic: two
         // racing events with one key yield exactly one admission.
         let len = match self.table.entry(Box::from(key)) {
-            Entry::Occupied(mut o) => return self.decide(o.get_mut(), now),
+            Entry::Occupied(mut o) => return self.decide(key, o.get_mut(), now),
             Entry::Vacant(v) => {
                 // Counted while the shard lock is held, so an eviction can
                 // never remove (and subtract) the entry before it was added.
                 let len = self.len.fetch_add(1, Ordering::Relaxed) + 1;
-                v.insert(Slot {
+                let slot = Slot {
                     admitted: now,
                     in_flight: 1,
                     before: None,
-                });
+                };
+                self.persist(key, &slot);
+                v.insert(slot);
                 len
             }
         };
@@ -377,7 +426,7 @@ impl DedupStage {
         Verdict::Pass
     }
 
-    fn decide(&self, ent: &mut Slot, now: Instant) -> Verdict {
+    fn decide(&self, key: &[u8], ent: &mut Slot, now: Instant) -> Verdict {
         match self.suppressed(ent, now) {
             Some(why) => Verdict::Drop {
                 outcome: Outcome::Duplicate,
@@ -389,6 +438,7 @@ impl DedupStage {
                 // Not `+= 1`: a pass means nothing (live) was in flight, and
                 // this forgets a stale mark for good.
                 ent.in_flight = 1;
+                self.persist(key, ent);
                 Verdict::Pass
             }
         }
@@ -483,6 +533,7 @@ impl Stage for DedupStage {
                 match ent.before.take() {
                     Some(prev) => {
                         ent.admitted = prev;
+                        self.persist(key, &ent);
                         return;
                     }
                     None => ent.admitted,
@@ -495,7 +546,64 @@ impl Stage for DedupStage {
                 .remove_if(key, |_, e| e.in_flight == 0 && e.admitted == forget);
             if gone.is_some() {
                 self.len.fetch_sub(1, Ordering::Relaxed);
+                self.unpersist(key);
             }
+        })
+    }
+
+    /// Restores the windows a previous run left; expired keys are skipped.
+    fn attach_state(&self, scope: StateScope, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+        let now = Instant::now();
+        let d = Durable {
+            scope,
+            base: now,
+            base_ms: runner_core::state::now_ms(),
+        };
+        let mut restored = 0usize;
+        for (key, value) in entries {
+            let Some((a, b)) = value.get(..16).map(|v| (&v[..8], &v[8..16])).map(|(a, b)| {
+                (
+                    i64::from_le_bytes(a.try_into().expect("8 bytes")),
+                    i64::from_le_bytes(b.try_into().expect("8 bytes")),
+                )
+            }) else {
+                continue;
+            };
+            let slot = Slot {
+                admitted: d.instant(a, now),
+                in_flight: 0,
+                before: (b != i64::MIN).then(|| d.instant(b, now)),
+            };
+            if self.suppressed(&slot, now).is_none() {
+                continue;
+            }
+            if self.table.insert(key.into_boxed_slice(), slot).is_none() {
+                self.len.fetch_add(1, Ordering::Relaxed);
+                restored += 1;
+            }
+        }
+        if restored > 0 {
+            tracing::info!(
+                keys = restored,
+                "dedup windows restored from the state store"
+            );
+        }
+        let _ = self.durable.set(d);
+    }
+
+    /// A recovered event is queued or re-run: its key is in flight again.
+    fn readmitted(&self, event: &Event) {
+        self.with_key(event, |key| {
+            let now = Instant::now();
+            let mut ent = self.table.entry(Box::from(key)).or_insert_with(|| {
+                self.len.fetch_add(1, Ordering::Relaxed);
+                Slot {
+                    admitted: now,
+                    in_flight: 0,
+                    before: None,
+                }
+            });
+            ent.in_flight += 1;
         })
     }
 }

@@ -86,6 +86,34 @@ pub struct AgentSinkConfig {
     /// Budget flags and endpoint of the CLI presets.
     pub preset_options: Box<PresetOptions>,
     pub daily_budget: Box<DailyBudget>,
+    /// Workspace retention and the agents' log cap.
+    pub retention: Box<Retention>,
+}
+
+/// How much the incident workspaces may keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Workspaces older than this are deleted (`retention_days`; 0: never).
+    pub max_age: Option<Duration>,
+    /// Total size of all workspaces (`retention_max_bytes`; 0: no bound).
+    pub max_bytes: Option<u64>,
+    /// Cap of each agent's stdout and stderr log (`log_max_bytes`).
+    pub log_max_bytes: u64,
+}
+
+/// Defaults: 30 days, 10 GiB, 10 MiB per log.
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
+pub const DEFAULT_RETENTION_MAX_BYTES: u64 = 10 << 30;
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 << 20;
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: Some(Duration::from_secs(DEFAULT_RETENTION_DAYS * 86_400)),
+            max_bytes: Some(DEFAULT_RETENTION_MAX_BYTES),
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+        }
+    }
 }
 
 /// Per cluster and UTC day: after these, incidents are not launched.
@@ -125,6 +153,7 @@ impl AgentSinkConfig {
             public_url: None,
             preset_options: Box::default(),
             daily_budget: Box::default(),
+            retention: Box::default(),
         }
     }
 }
@@ -164,6 +193,17 @@ impl ComponentConfig for AgentSinkConfig {
         let max_turns: Option<u32> = r.opt("max_turns");
         let base_url: Option<String> = r.opt("model_base_url");
         let unsafe_codex_network: bool = r.opt_or("unsafe_codex_network", false);
+        let retention_days: u64 = r.setting_in(
+            &env::WORKSPACE_RETENTION_DAYS,
+            0..=36_500,
+            "days (0: keep forever)",
+        );
+        let retention_max_bytes: u64 = r.setting_in(
+            &env::WORKSPACE_MAX_BYTES,
+            0..=(1 << 50),
+            "bytes (0: no bound)",
+        );
+        let log_max_bytes: u64 = r.setting_in(&env::AGENT_LOG_MAX_BYTES, 4096..=(1 << 30), "bytes");
         let daily_runs: Option<u32> = r.opt("daily_runs_per_cluster");
         let daily_usd: Option<f64> = r.opt("daily_budget_usd_per_cluster");
         for (key, v) in [
@@ -441,6 +481,11 @@ impl ComponentConfig for AgentSinkConfig {
             daily_budget: Box::new(DailyBudget {
                 runs: daily_runs,
                 usd: daily_usd,
+            }),
+            retention: Box::new(Retention {
+                max_age: (retention_days > 0).then(|| Duration::from_secs(retention_days * 86_400)),
+                max_bytes: (retention_max_bytes > 0).then_some(retention_max_bytes),
+                log_max_bytes,
             }),
         })
     }

@@ -13,6 +13,7 @@ pub mod process;
 pub mod prompt;
 pub mod redact;
 pub mod report;
+pub mod retention;
 pub mod sandbox;
 pub mod usage;
 pub mod workspace;
@@ -100,6 +101,16 @@ pub struct AgentSink {
     /// Notes for the incidents being handled, by event sequence number:
     /// an entry exists from the start of `handle` until `finish` takes it.
     notes: Mutex<HashMap<u64, Vec<workspace::NoteDoc>>>,
+    /// Where the daily budgets are kept across restarts (state store).
+    budget_store: std::sync::OnceLock<runner_core::state::StateScope>,
+}
+
+/// A day's use as stored: `{"day":…, "runs":…, "cost_usd":…}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredDay {
+    day: u64,
+    runs: u32,
+    cost_usd: f64,
 }
 
 impl AgentSink {
@@ -166,6 +177,7 @@ impl AgentSink {
             budget: Mutex::new(HashMap::new()),
             totals: Mutex::new(UsageTotals::default()),
             notes: Mutex::new(HashMap::new()),
+            budget_store: std::sync::OnceLock::new(),
         }
     }
 
@@ -206,8 +218,24 @@ impl AgentSink {
             }
             None => {
                 e.runs += 1;
+                self.store_day(cluster, e);
                 Ok(())
             }
+        }
+    }
+
+    /// Writes a cluster's day to the state store: the budget outlives a
+    /// restart (key: the cluster name; expires after the day is over).
+    fn store_day(&self, cluster: &str, e: &DayUse) {
+        if let Some(scope) = self.budget_store.get()
+            && let Ok(v) = serde_json::to_vec(&StoredDay {
+                day: e.day,
+                runs: e.runs,
+                cost_usd: e.cost_usd,
+            })
+        {
+            let expires = ((e.day + 1) * 86_400 * 1000) as i64;
+            scope.put(cluster.as_bytes(), v, Some(expires));
         }
     }
 
@@ -217,6 +245,7 @@ impl AgentSink {
             let mut b = self.budget.lock().expect("budget lock");
             if let Some(e) = b.get_mut(cluster).filter(|e| e.day == utc_day()) {
                 e.cost_usd += c;
+                self.store_day(cluster, e);
             }
         }
         self.totals.lock().expect("totals lock").add(
@@ -354,6 +383,7 @@ impl AgentSink {
             env,
             stdout: ws.stdout_log(),
             stderr: ws.stderr_log(),
+            log_max_bytes: self.cfg.retention.log_max_bytes,
         })
     }
 
@@ -517,6 +547,17 @@ impl AgentSink {
         }
         self.book.update(doc, seq, &ws.dir);
 
+        let result = result.with_incident(runner_core::state::IncidentMeta {
+            id: doc.id.clone(),
+            workspace: ws.dir.display().to_string(),
+            cost_micro_usd: doc
+                .usage
+                .as_ref()
+                .and_then(|u| u.cost_usd)
+                .map(|c| (c.max(0.0) * 1e6).round() as u64),
+            input_tokens: doc.usage.as_ref().and_then(|u| u.input_tokens),
+            output_tokens: doc.usage.as_ref().and_then(|u| u.output_tokens),
+        });
         let outcome = result.outcome;
         let reason = result.reason.as_deref().unwrap_or("");
         if outcome == Outcome::Completed {
@@ -975,6 +1016,38 @@ impl Sink for AgentSink {
 
     fn incident_log(&self) -> Option<std::sync::Arc<dyn runner_core::status::IncidentLog>> {
         Some(self.book.clone())
+    }
+
+    /// Restores today's budget use per cluster (older days are ignored).
+    fn attach_state(
+        &self,
+        scope: runner_core::state::StateScope,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) {
+        let today = utc_day();
+        let mut b = self.budget.lock().expect("budget lock");
+        for (k, v) in entries {
+            let (Ok(cluster), Ok(d)) = (
+                String::from_utf8(k),
+                serde_json::from_slice::<StoredDay>(&v),
+            ) else {
+                continue;
+            };
+            if d.day == today {
+                tracing::info!(cluster = %clean_line(&cluster, 253), runs = d.runs, cost_usd = d.cost_usd, "daily agent budget use restored from the state store");
+                b.insert(
+                    cluster,
+                    DayUse {
+                        day: d.day,
+                        runs: d.runs,
+                        cost_usd: d.cost_usd,
+                        warned: false,
+                    },
+                );
+            }
+        }
+        drop(b);
+        let _ = self.budget_store.set(scope);
     }
 
     fn usage_totals(&self) -> UsageTotals {

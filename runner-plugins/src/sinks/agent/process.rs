@@ -34,6 +34,9 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// Cap of each of the two logs; beyond it output is read and discarded
+    /// (0: no cap, the agent writes the files itself).
+    pub log_max_bytes: u64,
 }
 
 /// How the process ended.
@@ -68,6 +71,9 @@ pub struct Running {
     done: bool,
     label: String,
     tree: Tree,
+    /// Threads writing the capped logs; joined before `wait` returns, so
+    /// the report reads complete logs.
+    copiers: Vec<std::thread::JoinHandle<()>>,
 }
 
 fn status_parts(st: ExitStatus) -> Exit {
@@ -130,14 +136,29 @@ pub fn spawn(
     };
     let out: File = create(&l.stdout).map_err(|e| format!("create stdout log: {e}"))?;
     let err: File = create(&l.stderr).map_err(|e| format!("create stderr log: {e}"))?;
+    let mut copiers = Vec::new();
+    let (out, err): (Stdio, Stdio) = if l.log_max_bytes == 0 {
+        (Stdio::from(out), Stdio::from(err))
+    } else {
+        // Through pipes: the runner writes the logs and stops at the cap,
+        // so a chatty agent cannot fill the disk.
+        let mut ends = Vec::new();
+        for (file, what) in [(out, "stdout"), (err, "stderr")] {
+            let (r, w) = std::io::pipe().map_err(|e| format!("{what} pipe: {e}"))?;
+            copiers.push(capped_copy(r, file, l.log_max_bytes, what)?);
+            ends.push(Stdio::from(w));
+        }
+        let err = ends.pop().expect("two pipes");
+        (ends.pop().expect("two pipes"), err)
+    };
     let mut cmd = tokio::process::Command::new(prog);
     cmd.args(args)
         .current_dir(&l.cwd)
         .env_clear()
         .envs(l.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
+        .stdout(out)
+        .stderr(err);
     let parent = std::process::id() as libc::pid_t;
     // The filter moves into the closure: the child reads it between fork
     // and exec.
@@ -182,6 +203,8 @@ pub fn spawn(
         })
     });
     // The ruleset descriptor is close-on-exec; the parent's copy goes now.
+    // (The parent's ends of the log pipes went with `cmd` on the spawner
+    // thread: the copiers see EOF once every process of the agent is gone.)
     drop(ruleset);
     let child = spawned.map_err(|e| format!("spawn {prog:?}: {e}"))?;
     let pid = child.id().ok_or("agent exited before its pid was read")?;
@@ -193,7 +216,46 @@ pub fn spawn(
         done: false,
         label: label.to_string(),
         tree,
+        copiers,
     })
+}
+
+/// Copies an agent's output pipe into its log file up to `cap` bytes;
+/// the rest is read (the agent never blocks on a full pipe) and discarded,
+/// and the log ends with a line that says how much.
+fn capped_copy(
+    mut from: std::io::PipeReader,
+    mut to: File,
+    cap: u64,
+    what: &'static str,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    use std::io::{Read, Write};
+    std::thread::Builder::new()
+        .name(format!("agent-{what}"))
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let (mut written, mut dropped) = (0u64, 0u64);
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let keep = (cap.saturating_sub(written) as usize).min(n);
+                if keep > 0 && to.write_all(&buf[..keep]).is_ok() {
+                    written += keep as u64;
+                }
+                dropped += (n - keep) as u64;
+            }
+            if dropped > 0 {
+                let _ = write!(
+                    to,
+                    "\n[event runner: {what} log capped at {cap} bytes; {dropped} more bytes discarded]\n"
+                );
+            }
+        })
+        .map_err(|e| format!("{what} copier thread: {e}"))
 }
 
 enum Stop {
@@ -208,6 +270,29 @@ impl Running {
     /// process of the agent is left.
     pub async fn wait(
         mut self,
+        timeout: Duration,
+        grace: Duration,
+        kill: &CancellationToken,
+    ) -> Finished {
+        let copiers = std::mem::take(&mut self.copiers);
+        let finished = self.wait_exit(timeout, grace, kill).await;
+        // Every process of the agent is gone: the pipes are at EOF. Bounded
+        // anyway: a descriptor passed to a process outside the agent's
+        // tree must not hold the sink.
+        let until = Instant::now() + Duration::from_secs(5);
+        for c in copiers {
+            while !c.is_finished() && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if c.is_finished() {
+                let _ = c.join();
+            }
+        }
+        finished
+    }
+
+    async fn wait_exit(
+        &mut self,
         timeout: Duration,
         grace: Duration,
         kill: &CancellationToken,
@@ -339,5 +424,36 @@ impl Drop for Running {
             contain::with_leaders(|l| l.remove(&pid));
         }
         self.tree.forget();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_stops_at_its_cap_and_says_how_much_was_discarded() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        let file = File::create(&path).unwrap();
+        let (r, mut w) = std::io::pipe().unwrap();
+        let copier = capped_copy(r, file, 4096, "stdout").unwrap();
+        // More than a pipe buffer: the writer must never block on the cap.
+        for _ in 0..100 {
+            w.write_all(&[b'x'; 1000]).unwrap();
+        }
+        drop(w);
+        copier.join().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(&"x".repeat(4096)), "{}", text.len());
+        assert_eq!(text.matches('x').count(), 4096);
+        assert!(
+            text.ends_with(
+                "[event runner: stdout log capped at 4096 bytes; 95904 more bytes discarded]\n"
+            ),
+            "{}",
+            &text[4096..]
+        );
     }
 }
