@@ -24,7 +24,7 @@ componentize_py="${COMPONENTIZE_PY:-$repo/.ci/venv/bin/componentize-py}"
 missing=0
 for tool in "$node_bin/tsc" "$node_bin/componentize-js"; do
     if [ ! -x "$tool" ]; then
-        echo "build-guest-examples: $tool not found; install: npm install --prefix .ci/node typescript@7.0.2 @bytecodealliance/componentize-js@0.23.0" >&2
+        echo "build-guest-examples: $tool not found; install: npm install --prefix .ci/node typescript@7.0.2 @bytecodealliance/componentize-js@0.23.0 @bytecodealliance/preview2-shim@0.25.0" >&2
         missing=1
     fi
 done
