@@ -99,6 +99,18 @@ settings! {
         "100000",
         "Bound of the dedup table; the oldest keys are evicted (counted)."
     );
+    GROUP_WAIT_SECONDS = value(
+        "group-wait",
+        "stage.group.group_wait_seconds",
+        "10",
+        "An incident's agent starts no earlier than this after its first event, so a burst of its group is collected first (0 to 3600)."
+    );
+    GROUP_INTERVAL_SECONDS = value(
+        "group-interval",
+        "stage.group.group_interval_seconds",
+        "300",
+        "After an incident ended, events of its group attach to it as recurrences for this long; later ones open a new incident."
+    );
     MAX_CONCURRENT_AGENTS = value(
         "max-concurrent-agents",
         "router.max_concurrent_agents",
