@@ -74,6 +74,9 @@ pub struct IncidentDoc {
     /// What the source said about the event while its agent ran (e.g. the
     /// alert resolved), in arrival order.
     pub notes: Vec<NoteDoc>,
+    /// The events grouped into this incident (a `group` stage ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<super::group::GroupDoc>,
 }
 
 /// One note on a running incident.
@@ -123,6 +126,7 @@ impl IncidentDoc {
             notes: Vec::new(),
             cluster_access: None,
             usage: None,
+            group: None,
         }
     }
 }
