@@ -285,3 +285,86 @@ async fn a_deployment_storm_is_one_incident_with_every_event() {
         assert_eq!(max_overlap(&mine), 1, "two agents at once on {c}: {mine:?}");
     }
 }
+
+/// Completes at once with an investigation naming the resource.
+const QUICK_AGENT: &str = r#"echo "start $CLUSTER $(date +%s%N)" >> "$E2E_LOG"
+printf '# Investigation\n\n## Root Cause\n\nFinding-of-%s: the e2e agent investigated this fault with enough words to pass.\n' "$INCIDENT_ID" > output/investigation.md
+echo "end $CLUSTER $(date +%s%N)" >> "$E2E_LOG""#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_after_the_end_are_recurrences_then_a_new_incident_learns_from_the_last() {
+    e2e::runner_bin();
+    let pod = |i: usize| format!("api-5f6c7d8b9c-{}", suffix(i));
+    // group_interval 5 s: the repeat at 3 s is a recurrence of the first
+    // incident (ended well before), the one at 9 s opens a new incident.
+    let steps = vec![
+        Step::WaitForSubscriber {
+            active: 1,
+            timeout_ms: 120_000,
+        },
+        fault("alpha", "shop", &pod(0), 0),
+        Step::Sleep { ms: 3000 },
+        fault("alpha", "shop", &pod(1), 1),
+        Step::Sleep { ms: 6000 },
+        fault("alpha", "shop", &pod(2), 2),
+    ];
+    let server = TestServer::start(Scenario::new(steps)).await.unwrap();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("agents.log");
+    let cfg = config(&server.url(), QUICK_AGENT, log_dir.path())
+        .replace("group_wait_seconds = 1", "group_wait_seconds = 0")
+        .replace("group_interval_seconds = 300", "group_interval_seconds = 5");
+    let mut r = Runner::builder(&cfg)
+        .env("E2E_LOG", log.display().to_string())
+        .spawn();
+    assert!(
+        r.wait_for_count("event completed", 2, T).await,
+        "{}",
+        r.dump()
+    );
+    let status = r.stop(T).await;
+    assert_eq!(status.code(), Some(0), "{}", r.dump());
+    let stats = r.final_stats().expect("final statistics");
+    assert_eq!(num(&stats, "received"), 3, "{stats}");
+    assert_eq!(num(&stats, "completed"), 2, "{stats}");
+    assert_eq!(num(&stats, "merged"), 1, "{stats}");
+    assert_eq!(stats["adds_up"], Value::Bool(true), "{stats}");
+
+    let all = incidents(&r.dir().join("incidents"));
+    assert_eq!(all.len(), 2, "{all:?}");
+    let (first_dir, first) = &all[0];
+    let (second_dir, second) = &all[1];
+    // The repeat within the interval is on the first incident, as a
+    // recurrence, in its file, incident.json and report.
+    let g = &first["group"];
+    assert_eq!(
+        (
+            g["events"].as_u64(),
+            g["attached"].as_u64(),
+            g["recurrences"].as_u64()
+        ),
+        (Some(2), Some(0), Some(1)),
+        "{g}"
+    );
+    let ev = lines(first_dir);
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[1]["joined"], "recurrence");
+    assert_eq!(ev[1]["event"]["resource"]["name"], pod(1));
+    let report = std::fs::read_to_string(first_dir.join("report.md")).unwrap();
+    assert!(report.contains("**1** recurrence(s)"), "{report}");
+    // The new incident was told what the first one found.
+    let first_id = first["id"].as_str().unwrap();
+    assert_eq!(second["group"]["previousIncident"], first_id, "{second}");
+    assert_eq!(second["group"]["events"], 1);
+    let prompt = std::fs::read_to_string(second_dir.join("prompt.md")).unwrap();
+    assert!(prompt.contains("## What we found last time"), "{prompt}");
+    assert!(
+        prompt.contains(&format!("Finding-of-{first_id}")),
+        "{prompt}"
+    );
+    let first_prompt = std::fs::read_to_string(first_dir.join("prompt.md")).unwrap();
+    assert!(
+        !first_prompt.contains("What we found last time"),
+        "{first_prompt}"
+    );
+}
