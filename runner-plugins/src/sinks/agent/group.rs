@@ -311,6 +311,10 @@ pub fn update_incident_json(ws: &Workspace, doc: &GroupDoc) -> std::io::Result<(
     ws.write_atomic("incident.json", &bytes)
 }
 
+/// Re-renders a finished incident's reports with new group counts; set by
+/// the sink when its call wrote the final reports.
+pub type Rerender = Arc<Mutex<Option<Box<dyn Fn(&GroupDoc) + Send>>>>;
+
 /// What the follower needs to keep an incident's files current.
 pub struct Follow {
     pub incident: Arc<Incident>,
@@ -323,7 +327,7 @@ pub struct Follow {
     /// Cancelled at shutdown: a last flush, then stop.
     pub stop: CancellationToken,
     /// Re-renders the reports with new counts (set once the call returned).
-    pub rerender: Arc<Mutex<Option<Box<dyn Fn(&GroupDoc) + Send>>>>,
+    pub rerender: Rerender,
 }
 
 /// Appends the incident's new events to `events.jsonl` while its agent

@@ -126,7 +126,7 @@ struct GroupRun {
     incident: std::sync::Arc<runner_core::group::Incident>,
     file: std::sync::Arc<Mutex<group::EventsFile>>,
     previous: Option<String>,
-    rerender: std::sync::Arc<Mutex<Option<Box<dyn Fn(&group::GroupDoc) + Send>>>>,
+    rerender: group::Rerender,
     /// Tells the follower the call returned (see [`group::Follow`]).
     sink_done: CancellationToken,
 }
