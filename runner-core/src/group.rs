@@ -29,10 +29,14 @@ use tokio::time::Instant;
 
 use crate::event::Event;
 
-/// Attached events an incident holds in memory until its sink takes them;
-/// beyond this they are counted, not kept (a sink that never reads them
-/// must not make memory grow with a storm).
-pub const MAX_PENDING: usize = 10_000;
+/// Attached events an incident holds in memory until its sink takes them
+/// (while its leader is queued, or between two reads of a running one);
+/// beyond this, or beyond [`MAX_PENDING_BYTES`] of payload, they are
+/// counted, not kept: a storm must not make memory grow, and merged events
+/// no longer count against the payload budget.
+pub const MAX_PENDING: usize = 2_000;
+/// Payload bytes (compact JSON) of the events an incident holds in memory.
+pub const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 
 /// The identity of a group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -158,6 +162,8 @@ struct State {
     phase: Phase,
     counts: Counts,
     pending: VecDeque<Member>,
+    /// Payload bytes held in `pending`.
+    pending_bytes: usize,
     /// Set by the sink once it has a workspace (for logs and reports).
     incident_id: Option<String>,
 }
@@ -213,6 +219,7 @@ impl Incident {
                 phase: Phase::Open,
                 counts: Counts::default(),
                 pending,
+                pending_bytes: 0,
                 incident_id: None,
             }),
             changed: Notify::new(),
@@ -256,7 +263,9 @@ impl Incident {
             }
             Phase::Closed => return Attach::Closed,
         };
-        if st.pending.len() < MAX_PENDING {
+        let bytes = crate::event::json_size(&ev.raw);
+        if st.pending.len() < MAX_PENDING && st.pending_bytes + bytes <= MAX_PENDING_BYTES {
+            st.pending_bytes += bytes;
             let mut event = ev.clone();
             event.group = None;
             st.pending.push_back(Member {
@@ -290,7 +299,9 @@ impl Incident {
 
     /// Takes the events not yet read, oldest first.
     pub fn take_pending(&self) -> Vec<Member> {
-        self.lock().pending.drain(..).collect()
+        let mut st = self.lock();
+        st.pending_bytes = 0;
+        st.pending.drain(..).collect()
     }
 
     pub fn counts(&self) -> Counts {

@@ -30,8 +30,12 @@ pub const MAX_EVENT_LINE_BYTES: usize = 64 * 1024;
 pub const PROMPT_EVENTS: usize = 40;
 /// How much of the previous investigation the prompt quotes.
 pub const PAST_FINDINGS_BYTES: usize = 16 * 1024;
-/// Events arriving in a burst are written together, this long after the first.
+/// Events arriving in a burst are written together, this long after the
+/// first (while the agent runs: it may be reading the file).
 const FLUSH_DELAY: Duration = Duration::from_millis(200);
+/// After the call returned, recurrences also rewrite `incident.json` and
+/// the reports: batched longer.
+const FLUSH_DELAY_ENDED: Duration = Duration::from_secs(2);
 /// Incident directories the history reads at its first lookup (newest first).
 const HISTORY_SCAN_LIMIT: usize = 5000;
 /// Groups the history remembers; beyond it starts over (and rescans).
@@ -300,15 +304,11 @@ fn read_prefix(path: &Path, max: usize) -> Option<String> {
     Some(s)
 }
 
-/// Rewrites the `group` section of a finished incident's `incident.json`
-/// (recurrences after the agent ended).
+/// Rewrites the `group` section of an incident's `incident.json` (events
+/// attached while the agent runs, recurrences after it ended).
 pub fn update_incident_json(ws: &Workspace, doc: &GroupDoc) -> std::io::Result<()> {
-    let text = read_prefix(&ws.incident_file(), 4 * 1024 * 1024)
-        .ok_or_else(|| std::io::Error::other("incident.json is not readable"))?;
-    let mut v: Value = serde_json::from_str(&text).map_err(std::io::Error::other)?;
-    v["group"] = serde_json::to_value(doc).map_err(std::io::Error::other)?;
-    let bytes = serde_json::to_vec_pretty(&v).map_err(std::io::Error::other)?;
-    ws.write_atomic("incident.json", &bytes)
+    let g = serde_json::to_value(doc).map_err(std::io::Error::other)?;
+    ws.update_incident(|v| v["group"] = g)
 }
 
 /// Re-renders a finished incident's reports with new group counts; set by
@@ -352,8 +352,13 @@ pub async fn follow(f: Follow) {
             };
             if !stopped {
                 // Let a burst gather: one write for many events.
+                let delay = if f.sink_done.is_cancelled() {
+                    FLUSH_DELAY_ENDED
+                } else {
+                    FLUSH_DELAY
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(FLUSH_DELAY) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = f.stop.cancelled() => {}
                 }
             }
@@ -363,21 +368,32 @@ pub async fn follow(f: Follow) {
             let file = f.file.lock().unwrap_or_else(|p| p.into_inner());
             group_doc(&f.incident, &file, f.previous.as_deref())
         };
-        if f.sink_done.is_cancelled() && published.as_ref() != Some(&doc) {
-            super::blocking(|| {
-                if let Err(e) = update_incident_json(&f.ws, &doc) {
-                    tracing::warn!(incident = %f.ws.id, error = %e, "cannot update incident.json with the group's events");
+        if published.as_ref() != Some(&doc) {
+            let written = super::blocking(|| {
+                match update_incident_json(&f.ws, &doc) {
+                    Ok(()) => {}
+                    // The sink has not written it yet: next time.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+                    Err(e) => {
+                        tracing::warn!(incident = %f.ws.id, error = %e, "cannot update incident.json with the group's events");
+                    }
                 }
-                if let Some(r) = f
-                    .rerender
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
+                // The reports exist once the call returned; until then the
+                // sink writes them with the counts of that moment.
+                if f.sink_done.is_cancelled()
+                    && let Some(r) = f
+                        .rerender
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()
                 {
                     r(&doc);
                 }
+                true
             });
-            published = Some(doc);
+            if written {
+                published = Some(doc);
+            }
         }
         if last || f.stop.is_cancelled() {
             return;

@@ -1132,6 +1132,14 @@ impl Sink for AgentSink {
         };
         doc.started_at = Some(rfc3339_now());
         doc.status = Status::Running;
+        if let Some(run) = self
+            .group_runs
+            .lock()
+            .expect("group runs lock")
+            .get(&envelope.seq)
+        {
+            doc.group = Some(run.doc());
+        }
         let records = ws.dir.parent().map(contain::records_dir);
         let running = match process::spawn(&launch, &ws.id, ruleset, records.as_deref()) {
             Ok(r) => r,
