@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::prompt::fence_for;
-use super::workspace::{Workspace, clean_line, rfc3339};
+use super::workspace::Workspace;
+use runner_core::date::rfc3339_millis as rfc3339;
+use runner_core::text::clean_line;
 
 /// The incident's events, one JSON object per line.
 pub const EVENTS_FILE: &str = "events.jsonl";

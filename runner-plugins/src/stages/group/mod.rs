@@ -104,19 +104,19 @@ impl ComponentConfig for GroupConfig {
         let d = GroupConfig::default();
         let wait = r.layered(
             "group_wait_seconds",
-            GROUP_WAIT_SECONDS,
+            GROUP_WAIT_SECONDS.env,
             d.group_wait_seconds,
         );
         let interval = r.layered(
             "group_interval_seconds",
-            GROUP_INTERVAL_SECONDS,
+            GROUP_INTERVAL_SECONDS.env,
             d.group_interval_seconds,
         );
         let max_groups: usize = r.opt("max_groups").unwrap_or(d.max_groups);
         let mut ok = r
             .check_range(
                 "group_wait_seconds",
-                GROUP_WAIT_SECONDS,
+                GROUP_WAIT_SECONDS.env,
                 wait,
                 0..=MAX_WAIT_SECONDS,
                 "seconds",
@@ -125,7 +125,7 @@ impl ComponentConfig for GroupConfig {
         ok &= r
             .check_range(
                 "group_interval_seconds",
-                GROUP_INTERVAL_SECONDS,
+                GROUP_INTERVAL_SECONDS.env,
                 interval,
                 0..=MAX_INTERVAL_SECONDS,
                 "seconds",
