@@ -355,7 +355,7 @@ mod tests {
         use crate::app::compile::{CompileOptions, compile};
         use runner_core::config::{Fallback, Origin, Overrides};
         let text = "[[source]]\nkind = \"mcp\"\n\n[[stage]]\nkind = \"severity\"\n\n\
-                    [[stage]]\nkind = \"dedup\"\n\n[[sink]]\nkind = \"agent\"\ncommand = [\"true\"]\n";
+                    [[stage]]\nkind = \"dedup\"\n\n[[stage]]\nkind = \"group\"\n\n[[sink]]\nkind = \"agent\"\ncommand = [\"true\"]\n";
         // The endpoint is required: an error naming it, and nothing else.
         let errs = match compile(text, &Overrides::new(), &CompileOptions::default()) {
             Ok(_) => panic!("compiled without an endpoint"),
