@@ -140,6 +140,9 @@ pub struct Event {
     pub timestamp: Option<String>,
     /// The original payload, unmodified.
     pub raw: Arc<Value>,
+    /// The incident this event leads, set by a grouping stage (see
+    /// [`crate::group`]); `None` for ungrouped events.
+    pub group: Option<Arc<crate::group::Incident>>,
 }
 
 /// Why a payload did not become an [`Event`]. Either way the outcome is `invalid`.
@@ -343,6 +346,7 @@ impl Event {
                 context: w.event.message,
                 timestamp: w.event.timestamp,
                 raw: placeholder(),
+                group: None,
             }
         } else {
             let w =
@@ -377,6 +381,7 @@ impl Event {
                 context: w.context,
                 timestamp: w.timestamp,
                 raw: placeholder(),
+                group: None,
             }
         };
         if ev.cluster.is_empty()

@@ -8,6 +8,7 @@ pub mod config;
 pub mod date;
 pub mod envelope;
 pub mod event;
+pub mod group;
 pub mod outcome;
 pub mod pipeline;
 pub mod record;

@@ -35,10 +35,13 @@ pub enum Outcome {
     /// Withdrawn by its source while still queued (an Alertmanager alert
     /// that resolved before its turn); see `Intake::cancel`.
     Cancelled,
+    /// Attached to an incident that another event of its group leads (a
+    /// grouping stage): it is investigated as part of that incident.
+    Merged,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 13] = [
         Outcome::Invalid,
         Outcome::Filtered,
         Outcome::Duplicate,
@@ -51,6 +54,7 @@ impl Outcome {
         Outcome::Abandoned,
         Outcome::OverBudget,
         Outcome::Cancelled,
+        Outcome::Merged,
     ];
 
     /// Stable snake_case name used in logs, final statistics and replay output.
@@ -68,6 +72,7 @@ impl Outcome {
             Outcome::Abandoned => "abandoned",
             Outcome::OverBudget => "over_budget",
             Outcome::Cancelled => "cancelled",
+            Outcome::Merged => "merged",
         }
     }
 
@@ -184,12 +189,12 @@ mod tests {
         }
         c.received();
         let s = c.snapshot();
-        assert_eq!(s.received, 13);
-        assert_eq!(s.terminal(), 12);
+        assert_eq!(s.received, 14);
+        assert_eq!(s.terminal(), 13);
         assert_eq!(s.in_flight(), 1);
         assert!(!s.adds_up());
-        assert_eq!(s.fields()[0], ("received", 13));
-        assert_eq!(s.fields().len(), 13);
+        assert_eq!(s.fields()[0], ("received", 14));
+        assert_eq!(s.fields().len(), 14);
         // Indices are distinct: each outcome has its own slot.
         for o in Outcome::ALL {
             assert_eq!(s.get(o), 1, "{o}");

@@ -237,7 +237,7 @@ impl Recorder {
         }
         match outcome {
             // Noise filters fire on every event of a storm: keep them at debug.
-            Outcome::Filtered | Outcome::Duplicate => audit!(debug, DEBUG),
+            Outcome::Filtered | Outcome::Duplicate | Outcome::Merged => audit!(debug, DEBUG),
             Outcome::Completed | Outcome::PluginDropped => audit!(info, INFO),
             _ => audit!(warn, WARN),
         }

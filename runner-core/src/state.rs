@@ -138,6 +138,9 @@ impl StoredEvent {
             context: self.context.clone(),
             timestamp: self.timestamp.clone(),
             raw: Arc::new(self.raw.clone()),
+            // Grouping is not persisted: a restored event runs as an
+            // incident of its own.
+            group: None,
         })
     }
 }

@@ -99,6 +99,18 @@ settings! {
         "100000",
         "Bound of the dedup table; the oldest keys are evicted (counted)."
     );
+    GROUP_WAIT_SECONDS = value(
+        "group-wait",
+        "stage.group.group_wait_seconds",
+        "10",
+        "An incident's agent starts no earlier than this after its first event, so a burst of its group is collected first (0 to 3600)."
+    );
+    GROUP_INTERVAL_SECONDS = value(
+        "group-interval",
+        "stage.group.group_interval_seconds",
+        "300",
+        "After an incident ended, events of its group attach to it as recurrences for this long; later ones open a new incident."
+    );
     MAX_CONCURRENT_AGENTS = value(
         "max-concurrent-agents",
         "router.max_concurrent_agents",
@@ -343,7 +355,7 @@ mod tests {
         use crate::app::compile::{CompileOptions, compile};
         use runner_core::config::{Fallback, Origin, Overrides};
         let text = "[[source]]\nkind = \"mcp\"\n\n[[stage]]\nkind = \"severity\"\n\n\
-                    [[stage]]\nkind = \"dedup\"\n\n[[sink]]\nkind = \"agent\"\ncommand = [\"true\"]\n";
+                    [[stage]]\nkind = \"dedup\"\n\n[[stage]]\nkind = \"group\"\n\n[[sink]]\nkind = \"agent\"\ncommand = [\"true\"]\n";
         // The endpoint is required: an error naming it, and nothing else.
         let errs = match compile(text, &Overrides::new(), &CompileOptions::default()) {
             Ok(_) => panic!("compiled without an endpoint"),

@@ -61,7 +61,7 @@ fn three_mistakes_are_all_reported() {
     );
     assert!(
         msg.contains(
-            "stage[1].kind: invalid value \"dedupe\"; allowed: one of severity, dedup, wasm"
+            "stage[1].kind: invalid value \"dedupe\"; allowed: one of severity, dedup, group, wasm"
         ),
         "{msg}"
     );
@@ -197,7 +197,7 @@ fn shipped_pipeline_toml_validates() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("stages:  severity -> dedup"), "{stdout}");
+    assert!(stdout.contains("stages:  severity -> group"), "{stdout}");
     assert!(stdout.contains("9.9.9 (stand-in)"), "{stdout}");
     assert!(
         stdout.contains("source[0].endpoint = \"http://127.0.0.1:8080/mcp\" (env)"),

@@ -40,13 +40,19 @@ fn demo_runs_the_whole_product_and_prints_the_summary() {
             .find(|l| l.starts_with(c))
             .unwrap_or_else(|| panic!("no row for {c}\n{stdout}"));
         assert!(row.contains(" 4 ") && row.contains("completed=4"), "{row}");
+        // 9 events in 4 incidents: the crash loop and its 2 repeats, the
+        // node, the job, and the Deployment whose 3 pods and rollout failure
+        // are one incident.
+        assert!(row.contains(" 9  "), "{row}");
+        assert!(row.contains("Deployment checkout (4 events)"), "{row}");
     }
-    // Outcomes: 25 payloads; the malformed one is invalid, warnings/info
-    // are filtered, repeats are duplicates, the rest became incidents.
-    assert_eq!(count(&stdout, "received"), 25, "{stdout}");
+    // Outcomes: 34 payloads; the malformed one is invalid, warnings/info
+    // are filtered, repeats and sibling pods are merged into incidents.
+    assert_eq!(count(&stdout, "received"), 34, "{stdout}");
     assert_eq!(count(&stdout, "invalid"), 1, "{stdout}");
     assert_eq!(count(&stdout, "filtered"), 6, "{stdout}");
-    assert_eq!(count(&stdout, "duplicate"), 6, "{stdout}");
+    assert_eq!(count(&stdout, "duplicate"), 0, "{stdout}");
+    assert_eq!(count(&stdout, "merged"), 15, "{stdout}");
     assert_eq!(count(&stdout, "completed"), 12, "{stdout}");
     assert_eq!(count(&stdout, "failed"), 0, "{stdout}");
     assert!(stdout.contains("adds up         yes"), "{stdout}");
@@ -73,6 +79,7 @@ fn demo_runs_the_whole_product_and_prints_the_summary() {
             "report.md",
             "report.html",
             "logs/agent-stdout.log",
+            "events.jsonl",
         ] {
             assert!(d.join(f).exists(), "{} lacks {f}", d.display());
         }

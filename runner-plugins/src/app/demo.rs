@@ -32,7 +32,7 @@ pub fn pipeline_toml(endpoints: &[String], workspace: &Path) -> String {
     }
     s.push_str(&format!(
         "[[stage]]\nkind = \"severity\"\nthreshold = \"ERROR\"\n\n\
-         [[stage]]\nkind = \"dedup\"\nwindow_seconds = 300\n\n\
+         [[stage]]\nkind = \"group\"\ngroup_wait_seconds = 1\ngroup_interval_seconds = 300\n\n\
          [router]\nmax_concurrent_agents = 2\nglobal_queue_size = 20\ncluster_queue_size = 5\noverflow_policy = \"drop\"\n\n\
          [sink]\nkind = \"agent\"\npreset = \"demo\"\ntimeout_seconds = 30\nworkspace_root = {:?}\n",
         workspace.display().to_string()
@@ -67,7 +67,7 @@ fn fault(cluster: &str, n: u32, spec: Spec<'_>) -> Value {
 }
 
 /// The scripted storm for one cluster: `(before_drop, after_drop)` payloads.
-/// Includes duplicates, mixed severities and (on the first cluster) a
+/// Includes repeats, a Deployment's crash-looping pods, mixed severities and (on the first cluster) a
 /// malformed payload; the connection is dropped between the two halves.
 pub fn storm(i: usize) -> (Vec<Value>, Vec<Value>) {
     let c = CLUSTERS[i];
@@ -146,13 +146,36 @@ pub fn storm(i: usize) -> (Vec<Value>, Vec<Value>) {
             "Container exited",
         ),
     );
+    // A failed rollout: three pods of the Deployment crash-loop. With the
+    // rollout failure below they are one incident of the `group` stage.
+    let pods: Vec<Value> = ["x2x8k", "bq9zd", "k4m7w"]
+        .iter()
+        .enumerate()
+        .map(|(k, sfx)| {
+            let name = format!("checkout-7d4b9c8f5-{sfx}");
+            fault(
+                c,
+                base + 10 + k as u32,
+                (
+                    "CrashLoop",
+                    "critical",
+                    "Pod",
+                    "shop",
+                    &name,
+                    "Container entered CrashLoopBackOff state, restart count: 3, last exit code: 1, termination message: missing env CHECKOUT_DB_URL",
+                ),
+            )
+        })
+        .collect();
     let mut first = vec![crash.clone(), oom, crash.clone(), node, info];
+    first.extend(pods);
     if i == 0 {
         // Wrong type for severity: counted as invalid, never crashes anything.
         first.push(json!({"cluster": c, "severity": 5, "resource": "not-an-object"}));
     }
-    // After the reconnect: a re-emission of the crash loop (duplicate by
-    // resource key), and new faults.
+    // After the reconnect: a re-emission of the crash loop (a repeat: it
+    // attaches to its incident), and new faults; the rollout failure joins
+    // its pods' incident.
     let second = vec![crash, job, deploy];
     (first, second)
 }
@@ -161,7 +184,11 @@ pub fn storm(i: usize) -> (Vec<Value>, Vec<Value>) {
 #[derive(Debug, Default, Clone)]
 pub struct ClusterRow {
     pub incidents: usize,
+    /// Events folded into those incidents (the group stage's counts).
+    pub events: u64,
     pub by_status: BTreeMap<String, usize>,
+    /// The incident with the most events: (workload, events).
+    pub largest: Option<(String, u64)>,
 }
 
 pub fn scan_incidents(root: &Path) -> BTreeMap<String, ClusterRow> {
@@ -180,6 +207,17 @@ pub fn scan_incidents(root: &Path) -> BTreeMap<String, ClusterRow> {
         let status = v["status"].as_str().unwrap_or("?").to_string();
         let row = rows.entry(cluster).or_default();
         row.incidents += 1;
+        let events = v["group"]["events"].as_u64().unwrap_or(1);
+        row.events += events;
+        if events > row.largest.as_ref().map_or(1, |l| l.1) {
+            let w = &v["group"]["workload"];
+            let name = format!(
+                "{} {}",
+                w["kind"].as_str().unwrap_or("?"),
+                w["name"].as_str().unwrap_or("?")
+            );
+            row.largest = Some((name, events));
+        }
         *row.by_status.entry(status).or_default() += 1;
     }
     rows
@@ -190,23 +228,36 @@ pub fn summary_table(report: &RunReport, root: &Path) -> String {
     let rows = scan_incidents(root);
     out.push_str("\nEvent Runner demo: summary\n\n");
     out.push_str(&format!(
-        "{:<20} {:>9}  {}\n",
-        "cluster", "incidents", "status"
+        "{:<20} {:>9} {:>6}  {:<14} {}\n",
+        "cluster", "incidents", "events", "status", "largest incident"
     ));
-    out.push_str(&format!("{:-<20} {:->9}  {:-<30}\n", "", "", ""));
+    out.push_str(&format!(
+        "{:-<20} {:->9} {:->6}  {:-<14} {:-<30}\n",
+        "", "", "", "", ""
+    ));
     for (cluster, row) in &rows {
         let st: Vec<String> = row
             .by_status
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let largest = row
+            .largest
+            .as_ref()
+            .map(|(w, n)| format!("{w} ({n} events)"))
+            .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<20} {:>9}  {}\n",
+            "{:<20} {:>9} {:>6}  {:<14} {}\n",
             cluster,
             row.incidents,
-            st.join(" ")
+            row.events,
+            st.join(" "),
+            largest
         ));
     }
+    out.push_str(
+        "\nevents: faults grouped into the incidents (group stage: same cluster, namespace\nand owning workload; repeats and sibling pods are `merged` into one investigation)\n",
+    );
     let s = &report.stats;
     out.push_str("\noutcomes\n");
     for (name, v) in s.fields() {

@@ -251,6 +251,7 @@ pub fn log_final(report: &RunReport) {
         abandoned = s.get(Outcome::Abandoned),
         over_budget = s.get(Outcome::OverBudget),
         cancelled = s.get(Outcome::Cancelled),
+        merged = s.get(Outcome::Merged),
         adds_up = s.adds_up(),
         agent_input_tokens = report.usage.input_tokens,
         agent_output_tokens = report.usage.output_tokens,

@@ -5,6 +5,7 @@
 //! [`Stage`], plus one arm below. See `docs/components.md`.
 
 pub mod dedup;
+pub mod group;
 pub mod severity;
 pub mod wasm;
 
@@ -15,6 +16,7 @@ crate::component_family! {
     pub enum StageConfig -> Box<dyn Stage> {
         Severity(severity::SeverityConfig),
         Dedup(dedup::DedupConfig),
+        Group(group::GroupConfig),
         Wasm(plugins_wasm::WasmStageConfig),
     }
 }

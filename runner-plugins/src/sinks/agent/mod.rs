@@ -8,6 +8,7 @@ mod breaker;
 mod cmdline;
 pub mod config;
 pub mod contain;
+pub mod group;
 pub mod presets;
 pub mod process;
 pub mod prompt;
@@ -103,6 +104,13 @@ pub struct AgentSink {
     notes: Mutex<HashMap<u64, Vec<workspace::NoteDoc>>>,
     /// Where the daily budgets are kept across restarts (state store).
     budget_store: std::sync::OnceLock<runner_core::state::StateScope>,
+    /// "What we found last time", by group key.
+    history: std::sync::Arc<dyn runner_core::group::GroupHistory>,
+    /// Grouped incidents whose call is in progress, by event seq.
+    group_runs: Mutex<HashMap<u64, GroupRun>>,
+    /// Tasks that keep grouped incidents' files current; stopped by `close`.
+    followers: Mutex<tokio::task::JoinSet<()>>,
+    stop_followers: CancellationToken,
 }
 
 /// A day's use as stored: `{"day":…, "runs":…, "cost_usd":…}`.
@@ -111,6 +119,43 @@ struct StoredDay {
     day: u64,
     runs: u32,
     cost_usd: f64,
+}
+
+/// A grouped incident while its sink call runs (see `group.rs`).
+struct GroupRun {
+    incident: std::sync::Arc<runner_core::group::Incident>,
+    file: std::sync::Arc<Mutex<group::EventsFile>>,
+    previous: Option<String>,
+    rerender: group::Rerender,
+    /// Tells the follower the call returned (see [`group::Follow`]).
+    sink_done: CancellationToken,
+}
+
+/// Ends a grouped incident's call, however `handle` returns.
+struct GroupRunGuard<'a> {
+    sink: &'a AgentSink,
+    seq: u64,
+}
+
+impl Drop for GroupRunGuard<'_> {
+    fn drop(&mut self) {
+        let run = self
+            .sink
+            .group_runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.seq);
+        if let Some(run) = run {
+            run.sink_done.cancel();
+        }
+    }
+}
+
+impl GroupRun {
+    fn doc(&self) -> group::GroupDoc {
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        group::group_doc(&self.incident, &file, self.previous.as_deref())
+    }
 }
 
 impl AgentSink {
@@ -166,6 +211,7 @@ impl AgentSink {
         cfg.sandbox
             .deny_paths
             .extend(sandbox::runner_secret_files(&cx.environment));
+        let history = std::sync::Arc::new(group::WorkspaceHistory::new(&cfg.workspace_root));
         AgentSink {
             runner_home: cx.environment.get("HOME").map(PathBuf::from),
             cfg,
@@ -178,6 +224,10 @@ impl AgentSink {
             totals: Mutex::new(UsageTotals::default()),
             notes: Mutex::new(HashMap::new()),
             budget_store: std::sync::OnceLock::new(),
+            history,
+            group_runs: Mutex::new(HashMap::new()),
+            followers: Mutex::new(tokio::task::JoinSet::new()),
+            stop_followers: CancellationToken::new(),
         }
     }
 
@@ -394,6 +444,43 @@ impl AgentSink {
         }
     }
 
+    /// Registers a grouped incident's call and starts the task that writes
+    /// its events; returns the previous incident of the group, if any.
+    fn start_group(
+        &self,
+        seq: u64,
+        incident: &std::sync::Arc<runner_core::group::Incident>,
+        ws: &Workspace,
+    ) -> Option<runner_core::group::PastIncident> {
+        incident.set_incident_id(&ws.id);
+        let past = blocking(|| self.history.last(&incident.key));
+        let file = std::sync::Arc::new(Mutex::new(group::EventsFile::new(ws)));
+        let run = GroupRun {
+            incident: incident.clone(),
+            file: file.clone(),
+            previous: past.as_ref().map(|p| p.id.clone()),
+            rerender: std::sync::Arc::default(),
+            sink_done: CancellationToken::new(),
+        };
+        let follow = group::Follow {
+            incident: incident.clone(),
+            ws: ws.clone(),
+            file,
+            previous: run.previous.clone(),
+            sink_done: run.sink_done.clone(),
+            stop: self.stop_followers.clone(),
+            rerender: run.rerender.clone(),
+        };
+        self.group_runs
+            .lock()
+            .expect("group runs lock")
+            .insert(seq, run);
+        let mut followers = self.followers.lock().expect("followers lock");
+        while followers.try_join_next().is_some() {}
+        followers.spawn(group::follow(follow));
+        past
+    }
+
     /// Outcome of an agent that ran, judged by its exit and its report.
     fn judge(
         &self,
@@ -522,24 +609,55 @@ impl AgentSink {
         };
         let stderr_tail = tail(&ws.stderr_log());
         let stdout_tail = tail(&ws.stdout_log());
-        let md = report::render_markdown(
+        let run = self
+            .group_runs
+            .lock()
+            .expect("group runs lock")
+            .get(&seq)
+            .map(|g| (g.doc(), g.incident.clone(), g.rerender.clone()));
+        if let Some((g, _, _)) = &run {
+            doc.group = Some(g.clone());
+        }
+        write_reports(
+            &self.redactor,
+            ws,
             doc,
-            &Findings {
-                investigation: investigation.as_deref(),
-                stderr_tail: stderr_tail.as_deref(),
-                stdout_tail: stdout_tail.as_deref(),
-            },
+            investigation.as_deref(),
+            stderr_tail.as_deref(),
+            stdout_tail.as_deref(),
         );
-        // Event fields too can carry a secret (the agent cannot write them,
-        // but a hostile event can quote one it learned elsewhere).
-        let md = self.redactor.redact(&md);
-        let html = report::render_html(&format!("Incident {}", doc.id), &md);
-        for (name, bytes) in [
-            ("report.md", md.as_bytes()),
-            ("report.html", html.as_bytes()),
-        ] {
-            if let Err(e) = ws.write_atomic(name, bytes) {
-                tracing::error!(incident = %doc.id, error = %e, "cannot write {name}");
+        if let Some((_, incident, rerender)) = run {
+            // Events that attach from now on (recurrences) update the
+            // counts in the reports: the follower re-renders them.
+            let (redactor, ws2, base) = (self.redactor.clone(), ws.clone(), doc.clone());
+            let (investigation, stderr_tail, stdout_tail) = (
+                investigation.clone(),
+                stderr_tail.clone(),
+                stdout_tail.clone(),
+            );
+            *rerender.lock().expect("rerender lock") =
+                Some(Box::new(move |g: &group::GroupDoc| {
+                    let mut d = base.clone();
+                    d.group = Some(g.clone());
+                    write_reports(
+                        &redactor,
+                        &ws2,
+                        &d,
+                        investigation.as_deref(),
+                        stderr_tail.as_deref(),
+                        stdout_tail.as_deref(),
+                    );
+                }));
+            if status == Status::Completed {
+                self.history.record(
+                    &incident.key,
+                    runner_core::group::PastIncident {
+                        id: doc.id.clone(),
+                        dir: ws.dir.clone(),
+                        status: "completed".into(),
+                        ended_at: doc.completed_at.clone(),
+                    },
+                );
             }
         }
         if let Err(e) = ws.write_incident(doc) {
@@ -704,6 +822,37 @@ pub fn reap_previous_run(cfg: &AgentSinkConfig) {
     }
 }
 
+/// Renders and writes `report.md` and `report.html` of `doc`.
+fn write_reports(
+    redactor: &Redactor,
+    ws: &Workspace,
+    doc: &IncidentDoc,
+    investigation: Option<&str>,
+    stderr_tail: Option<&str>,
+    stdout_tail: Option<&str>,
+) {
+    let md = report::render_markdown(
+        doc,
+        &Findings {
+            investigation,
+            stderr_tail,
+            stdout_tail,
+        },
+    );
+    // Event fields too can carry a secret (the agent cannot write them,
+    // but a hostile event can quote one it learned elsewhere).
+    let md = redactor.redact(&md);
+    let html = report::render_html(&format!("Incident {}", doc.id), &md);
+    for (name, bytes) in [
+        ("report.md", md.as_bytes()),
+        ("report.html", html.as_bytes()),
+    ] {
+        if let Err(e) = ws.write_atomic(name, bytes) {
+            tracing::error!(incident = %doc.id, error = %e, "cannot write {name}");
+        }
+    }
+}
+
 /// Runs filesystem work (fsyncs included) without stalling the other tasks
 /// of a multi-thread runtime's worker; inline on a current-thread runtime
 /// (tests), where `block_in_place` is not available.
@@ -800,6 +949,49 @@ impl Sink for AgentSink {
             }
         };
         let mut doc = IncidentDoc::new(&ws.id, ev);
+        let _group_guard = GroupRunGuard {
+            sink: self,
+            seq: envelope.seq,
+        };
+        let mut group_prompt = String::new();
+        if let Some(incident) = &ev.group {
+            let past = self.start_group(envelope.seq, incident, &ws);
+            if let Some(run) = self
+                .group_runs
+                .lock()
+                .expect("group runs lock")
+                .get(&envelope.seq)
+            {
+                doc.group = Some(run.doc());
+            }
+            blocking(|| ws.write_incident(&doc)).ok();
+            self.book.update(&doc, envelope.seq, &ws.dir);
+            // `group_wait`: the burst that opened the incident is collected
+            // before the agent starts (already over if it waited in a queue).
+            tokio::select! {
+                _ = tokio::time::sleep_until(incident.wait_until) => {}
+                _ = kill.cancelled() => {
+                    return self.not_started(envelope.seq, &ws, &mut doc, Status::Abandoned, SinkResult::abandoned("shutdown before the agent started"));
+                }
+            }
+            if let Some(run) = self
+                .group_runs
+                .lock()
+                .expect("group runs lock")
+                .get(&envelope.seq)
+            {
+                group::flush(incident, &run.file);
+                let file = run.file.lock().expect("events file lock");
+                group_prompt = group::prompt_events(incident, &file);
+                drop(file);
+                doc.group = Some(run.doc());
+            }
+            if let Some(p) = &past {
+                group_prompt.push_str(&blocking(|| {
+                    group::prompt_last_time(p, |t| self.redactor.redact(t))
+                }));
+            }
+        }
         // Held until the agent is gone: dropping a grant revokes its token.
         let access = match &self.cfg.clusters {
             // A credential check can take a while; shutdown must not wait for it.
@@ -833,9 +1025,10 @@ impl Sink for AgentSink {
             Access::None(why) => format!("none: {why}"),
             Access::Disabled(why) => format!("disabled: {why}"),
         });
-        let prompt = prompt::render(&self.cfg.prompt, &doc, &ws, &access_note);
         // The agent's inputs are written without fsync and synced once it
         // runs (a crash before that leaves an incident that never started).
+        let mut prompt = prompt::render(&self.cfg.prompt, &doc, &ws, &access_note);
+        prompt.push_str(&group_prompt);
         let prepared = blocking(|| {
             let event = serde_json::to_vec_pretty(&*ev.raw).map_err(std::io::Error::other)?;
             let incident = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;
@@ -939,6 +1132,14 @@ impl Sink for AgentSink {
         };
         doc.started_at = Some(rfc3339_now());
         doc.status = Status::Running;
+        if let Some(run) = self
+            .group_runs
+            .lock()
+            .expect("group runs lock")
+            .get(&envelope.seq)
+        {
+            doc.group = Some(run.doc());
+        }
         let records = ws.dir.parent().map(contain::records_dir);
         let running = match process::spawn(&launch, &ws.id, ruleset, records.as_deref()) {
             Ok(r) => r,
@@ -1011,6 +1212,14 @@ impl Sink for AgentSink {
         if let Some(g) = &self.cfg.clusters {
             g.close();
         }
+        self.stop_followers.cancel();
+        let mut followers = std::mem::take(&mut *self.followers.lock().expect("followers lock"));
+        // Each does one last flush; a stuck disk must not hold shutdown.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while followers.join_next().await.is_some() {}
+        })
+        .await;
+        followers.abort_all();
         self.notices.close().await;
     }
 

@@ -135,6 +135,37 @@ pub struct Findings<'a> {
     pub stdout_tail: Option<&'a str>,
 }
 
+/// What `report.md` says about the events grouped into the incident.
+fn group_section(g: &super::group::GroupDoc) -> String {
+    let mut m = format!(
+        "## Grouped events\n\nThis incident groups **{}** event(s) of {} {}: the first one, **{}** attached while it was queued or running, and **{}** recurrence(s) after it ended (repeats suppressed: no new agent ran for them). ",
+        g.events,
+        md_inline(&g.workload.kind),
+        md_inline(&g.workload.name),
+        g.attached,
+        g.recurrences,
+    );
+    m.push_str(&format!(
+        "`events.jsonl` lists {} of them",
+        g.events_written
+    ));
+    if g.events_not_written > 0 {
+        m.push_str(&format!(
+            "; {} not written (size cap)",
+            g.events_not_written
+        ));
+    }
+    m.push_str(".\n");
+    if let Some(p) = &g.previous_incident {
+        m.push_str(&format!(
+            "\nThe agent was given the findings of the previous incident of this group, {}.\n",
+            md_inline(p)
+        ));
+    }
+    m.push('\n');
+    m
+}
+
 /// `report.md`.
 pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
     let r = &doc.resource;
@@ -177,6 +208,10 @@ pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
         "\nContext:\n\n{fence}text\n{}\n{fence}\n\n",
         doc.context
     ));
+
+    if let Some(g) = &doc.group {
+        m.push_str(&group_section(g));
+    }
 
     m.push_str("## Timeline\n\n| when | what |\n| --- | --- |\n");
     if let Some(t) = &doc.timestamp {

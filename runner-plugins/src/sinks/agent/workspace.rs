@@ -74,6 +74,9 @@ pub struct IncidentDoc {
     /// What the source said about the event while its agent ran (e.g. the
     /// alert resolved), in arrival order.
     pub notes: Vec<NoteDoc>,
+    /// The events grouped into this incident (a `group` stage ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<super::group::GroupDoc>,
 }
 
 /// One note on a running incident.
@@ -123,6 +126,7 @@ impl IncidentDoc {
             notes: Vec::new(),
             cluster_access: None,
             usage: None,
+            group: None,
         }
     }
 }
@@ -252,9 +256,34 @@ impl Workspace {
     /// `incident.json`: readers see the old or the new document, never half.
     pub fn write_incident(&self, doc: &IncidentDoc) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
+        let _g = INCIDENT_FILE.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_atomic("incident.json", &bytes)
+    }
+
+    /// Changes part of `incident.json` in place (read, `f`, atomic write),
+    /// never interleaved with [`write_incident`](Self::write_incident): a
+    /// grouped incident's counts are updated while the sink owns the rest.
+    pub fn update_incident(&self, f: impl FnOnce(&mut Value)) -> std::io::Result<()> {
+        use std::io::Read;
+        let _g = INCIDENT_FILE.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.incident_file();
+        // The agent can write its workspace: only a regular file, bounded.
+        if !fs::symlink_metadata(&path)?.is_file() {
+            return Err(std::io::Error::other("incident.json is not a regular file"));
+        }
+        let mut text = Vec::new();
+        fs::File::open(&path)?
+            .take(4 * 1024 * 1024)
+            .read_to_end(&mut text)?;
+        let mut v: Value = serde_json::from_slice(&text).map_err(std::io::Error::other)?;
+        f(&mut v);
+        let bytes = serde_json::to_vec_pretty(&v).map_err(std::io::Error::other)?;
         self.write_atomic("incident.json", &bytes)
     }
 }
+
+/// Serializes writes of `incident.json` files (rare: a few per incident).
+static INCIDENT_FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Temp file in the same directory, fsync, rename over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
