@@ -102,12 +102,18 @@ fn agent_environment_is_allow_listed() {
             "HOME",
             "LANG",
             "RUNNER_TEST_ALLOWED",
+            // Set by the runner itself when the sandbox denies UDP: name
+            // lookups go over TCP (checked below).
+            "RES_OPTIONS",
             "PWD",
             "OLDPWD",
             "SHLVL",
             "_",
         ];
         allowed.extend(INCIDENT_VARS);
+        if let Some(v) = env.get("RES_OPTIONS") {
+            assert_eq!(*v, "use-vc", "RES_OPTIONS is the runner's, never inherited");
+        }
         for k in env.keys() {
             assert!(
                 allowed.contains(k),
