@@ -61,13 +61,13 @@ pub struct BuildContext {
 pub struct KeyError {
     /// Key within the table (`path`, `env_allow`); the compiler adds the
     /// table's prefix (`stage[2].`).
-    pub key: String,
-    pub value: String,
-    pub allowed: String,
+    pub(crate) key: String,
+    pub(crate) value: String,
+    pub(crate) allowed: String,
 }
 
 impl KeyError {
-    pub fn new(
+    pub(crate) fn new(
         key: impl Into<String>,
         value: impl Into<String>,
         allowed: impl Into<String>,
@@ -80,7 +80,7 @@ impl KeyError {
     }
 
     /// Records this error under the table `prefix` (`sink`, `stage[1]`).
-    pub fn push_to(self, prefix: &str, errors: &mut ConfigErrors) {
+    pub(crate) fn push_to(self, prefix: &str, errors: &mut ConfigErrors) {
         errors.push(format!("{prefix}.{}", self.key), self.value, self.allowed);
     }
 }
@@ -147,19 +147,21 @@ macro_rules! component_family {
             $( $(#[$vmeta])* $variant($config) ),+
         }
 
+        // Not every family needs every method (sinks have no secrets).
+        #[allow(dead_code)]
         impl $family {
             /// Every kind of this family, in declaration order.
-            pub const KINDS: &'static [&'static str] =
+            $vis const KINDS: &'static [&'static str] =
                 &[$( <$config as $crate::component::ComponentConfig>::KIND ),+];
 
             /// The allowed kinds as a message fragment: `"a, b, c"`.
-            pub fn kinds() -> String {
+            $vis fn kinds() -> String {
                 Self::KINDS.join(", ")
             }
 
             /// Reads a table of `kind`. An unknown kind is recorded as an
             /// error against `kind`; `None` when any error was recorded.
-            pub fn read(
+            $vis fn read(
                 kind: &str,
                 r: &mut runner_core::config::TableReader<'_>,
                 cx: &$crate::component::ReadContext<'_>,
@@ -179,7 +181,7 @@ macro_rules! component_family {
             }
 
             /// The kind this config was read for.
-            pub fn kind(&self) -> &'static str {
+            $vis fn kind(&self) -> &'static str {
                 match self {
                     $( $family::$variant(_) =>
                         <$config as $crate::component::ComponentConfig>::KIND ),+
@@ -187,7 +189,7 @@ macro_rules! component_family {
             }
 
             /// Builds the runtime component.
-            pub fn build(
+            $vis fn build(
                 &self,
                 cx: &$crate::component::BuildContext,
             ) -> Result<$built, $crate::component::KeyError> {
@@ -198,7 +200,7 @@ macro_rules! component_family {
             }
 
             /// See [`ComponentConfig::secret_envs`](crate::component::ComponentConfig::secret_envs).
-            pub fn secret_envs(kind: &str, table: &toml::Table) -> Vec<String> {
+            $vis fn secret_envs(kind: &str, table: &toml::Table) -> Vec<String> {
                 $(
                     if kind == <$config as $crate::component::ComponentConfig>::KIND {
                         return <$config as $crate::component::ComponentConfig>::secret_envs(table);
@@ -208,7 +210,7 @@ macro_rules! component_family {
             }
 
             /// See [`ComponentConfig::check_secrets`](crate::component::ComponentConfig::check_secrets).
-            pub fn check_secrets(&self, secrets: &[String]) -> Vec<$crate::component::KeyError> {
+            $vis fn check_secrets(&self, secrets: &[String]) -> Vec<$crate::component::KeyError> {
                 match self {
                     $( $family::$variant(c) =>
                         $crate::component::ComponentConfig::check_secrets(c, secrets) ),+

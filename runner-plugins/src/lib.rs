@@ -9,7 +9,7 @@ pub mod app;
 // The components and what they share.
 pub mod cluster;
 pub mod component;
-pub mod retry;
+pub(crate) mod retry;
 pub mod settings;
 pub mod sinks;
 pub mod sources;

@@ -9,10 +9,10 @@
 use std::time::Duration;
 
 /// Relative jitter: a delay `d` becomes a value in `[d·0.9, d·1.1]`.
-pub const JITTER: f64 = 0.10;
+pub(crate) const JITTER: f64 = 0.10;
 
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     /// Failed attempts since the last reset.
@@ -20,7 +20,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
         let initial = initial.max(Duration::from_millis(1));
         Backoff {
             initial,
@@ -29,20 +29,15 @@ impl Backoff {
         }
     }
 
-    /// Number of delays handed out since the last reset.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
     /// The un-jittered delay before the next attempt: initial·2^n, capped.
-    pub fn base_delay(&self) -> Duration {
+    pub(crate) fn base_delay(&self) -> Duration {
         // 2^20 s is far beyond any sane cap: stop doubling there (no overflow).
         let factor = 1u32 << self.attempt.min(20);
         self.initial.saturating_mul(factor).min(self.max)
     }
 
     /// Next delay with jitter. `unit` must be in `[0, 1)`; 0.5 means no jitter.
-    pub fn next_with(&mut self, unit: f64) -> Duration {
+    pub(crate) fn next_with(&mut self, unit: f64) -> Duration {
         let base = self.base_delay();
         self.attempt = self.attempt.saturating_add(1);
         let unit = unit.clamp(0.0, 1.0);
@@ -51,14 +46,14 @@ impl Backoff {
     }
 
     /// Next delay with random jitter.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         self.next_with(rand::random::<f64>())
     }
 
     /// The next delay with random jitter, or the server's `Retry-After`
     /// (bounded by `cap`) when that is longer: a server that asks for more
     /// time gets it, one that asks for less does not shorten the backoff.
-    pub fn next_after(&mut self, retry_after: Option<Duration>, cap: Duration) -> Duration {
+    pub(crate) fn next_after(&mut self, retry_after: Option<Duration>, cap: Duration) -> Duration {
         let delay = self.next_delay();
         match retry_after {
             Some(after) => delay.max(after.min(cap)),
@@ -67,13 +62,13 @@ impl Backoff {
     }
 
     /// After a healthy connection: start again from `initial`.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }
 
 /// Parses an HTTP `Retry-After` value: delta-seconds, or an HTTP date.
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));

@@ -6,13 +6,13 @@
 //! test checks that the document did not drift and that every setting is
 //! read with its registry default.
 
-pub use runner_core::config::Setting;
+pub(crate) use runner_core::config::Setting;
 
 /// Declares each setting as a constant named after its environment
 /// variable, and [`SETTINGS`], every one in the reference's order.
 macro_rules! settings {
     ($( $name:ident = $make:ident( $($arg:expr),+ $(,)? ); )+) => {
-        $( pub const $name: Setting = Setting::$make(stringify!($name), $($arg),+); )+
+        $( pub(crate) const $name: Setting = Setting::$make(stringify!($name), $($arg),+); )+
 
         /// Every setting, in the order of the reference.
         pub const SETTINGS: &[Setting] = &[$($name),+];
@@ -20,7 +20,7 @@ macro_rules! settings {
 }
 
 /// The value of [`WASM_CACHE_DIR`] that means the user's cache directory.
-pub const WASM_CACHE_DIR_DEFAULT: &str = "default";
+pub(crate) const WASM_CACHE_DIR_DEFAULT: &str = "default";
 
 settings! {
     K8S_CLUSTER_MCP_ENDPOINT = absent(
@@ -308,7 +308,7 @@ settings! {
 }
 
 /// Markdown table of [`SETTINGS`] (the generated part of docs/configuration.md).
-pub fn reference_table() -> String {
+pub(crate) fn reference_table() -> String {
     let mut out = String::from(
         "| variable | flag | pipeline.toml key | default | meaning |\n| --- | --- | --- | --- | --- |\n",
     );

@@ -214,7 +214,7 @@ async fn serve(h: Hook) -> (String, tokio::task::JoinHandle<()>) {
 
 /// The agent sink's notifiers: one Slack sink posting to `url`.
 fn slack(url: &str, opts: SlackOptions) -> Notices {
-    Notices::new(vec![Arc::new(SlackSink::new(url, opts).unwrap())])
+    Notices::slack(SlackSink::new(url, opts).unwrap())
 }
 
 fn fields_text(msg: &Value) -> String {

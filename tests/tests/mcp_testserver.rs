@@ -106,7 +106,7 @@ impl Client {
 
 /// Minimal SSE frame reader over a streaming body (no extra crates).
 mod futures_util_shim {
-    pub async fn next_frame(
+    pub(crate) async fn next_frame(
         r: &mut reqwest::Response,
         buf: &mut String,
         wait: std::time::Duration,

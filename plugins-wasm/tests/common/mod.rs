@@ -9,10 +9,10 @@ use std::sync::OnceLock;
 use plugins_wasm::{WasmStage, WasmStageConfig};
 use runner_core::{Event, Stage, Verdict};
 
-pub const WIT: &str = include_str!("../../wit/event-runner-plugin.wit");
+pub(crate) const WIT: &str = include_str!("../../wit/event-runner-plugin.wit");
 
 /// A flat payload; `sev` is the severity, `ns` the namespace.
-pub fn event(ns: &str, kind: &str, fault_type: &str, sev: &str, context: &str) -> Event {
+pub(crate) fn event(ns: &str, kind: &str, fault_type: &str, sev: &str, context: &str) -> Event {
     let v = serde_json::json!({
         "subscriptionId": "sub-1", "cluster": "prod-us-east-1", "faultId": "f-1",
         "faultType": fault_type, "severity": sev,
@@ -22,7 +22,7 @@ pub fn event(ns: &str, kind: &str, fault_type: &str, sev: &str, context: &str) -
     Event::from_str(&v.to_string(), None).expect("valid test event")
 }
 
-pub fn verdict(stage: &dyn Stage, ev: &mut Event) -> Verdict {
+pub(crate) fn verdict(stage: &dyn Stage, ev: &mut Event) -> Verdict {
     match stage.process(ev) {
         runner_core::StageFuture::Ready(v) => v,
         runner_core::StageFuture::Pending(_) => panic!("WASM stages answer synchronously"),
@@ -31,13 +31,13 @@ pub fn verdict(stage: &dyn Stage, ev: &mut Event) -> Verdict {
 
 /// Memory layout offsets of the canonical-ABI `event` record (see the WIT):
 /// severity is the u8 at 68; the record is 100 bytes.
-pub const SEVERITY_OFFSET: u32 = 68;
-pub const EVENT_SIZE: u32 = 100;
+pub(crate) const SEVERITY_OFFSET: u32 = 68;
+pub(crate) const EVENT_SIZE: u32 = 100;
 
 /// Core-module WAT of a plugin. `filter` gets the event pointer in `$ev`
 /// and returns a pointer to `result<verdict, string>`; the return area at
 /// 32 is free to use, 1024.. holds the string "boom", 2048.. is scratch.
-pub fn plugin_wat(version: &str, init_body: &str, filter_body: &str) -> String {
+pub(crate) fn plugin_wat(version: &str, init_body: &str, filter_body: &str) -> String {
     format!(
         r#"(module
   (import "event-runner:plugin/host@{version}" "log" (func $log (param i32 i32 i32)))
@@ -66,22 +66,22 @@ pub fn plugin_wat(version: &str, init_body: &str, filter_body: &str) -> String {
 }
 
 /// `init` that logs "boom" at info level and succeeds.
-pub const INIT_OK: &str = "(call $log (i32.const 1) (i32.const 1024) (i32.const 4))
+pub(crate) const INIT_OK: &str = "(call $log (i32.const 1) (i32.const 1024) (i32.const 4))
     (i32.store8 (i32.const 16) (i32.const 0)) (i32.const 16)";
 /// `init` that returns `err("boom")`.
-pub const INIT_ERR: &str = "(i32.store8 (i32.const 16) (i32.const 1))
+pub(crate) const INIT_ERR: &str = "(i32.store8 (i32.const 16) (i32.const 1))
     (i32.store (i32.const 20) (i32.const 1024)) (i32.store (i32.const 24) (i32.const 4)) (i32.const 16)";
 /// `filter` returning `ok(keep)`.
-pub const KEEP: &str = "(i32.store8 (i32.const 32) (i32.const 0)) (i32.store8 (i32.const 36) (i32.const 0)) (i32.const 32)";
+pub(crate) const KEEP: &str = "(i32.store8 (i32.const 32) (i32.const 0)) (i32.store8 (i32.const 36) (i32.const 0)) (i32.const 32)";
 /// `filter` returning `ok(drop("boom"))`.
-pub const DROP: &str = "(i32.store8 (i32.const 32) (i32.const 0)) (i32.store8 (i32.const 36) (i32.const 1))
+pub(crate) const DROP: &str = "(i32.store8 (i32.const 32) (i32.const 0)) (i32.store8 (i32.const 36) (i32.const 1))
     (i32.store (i32.const 40) (i32.const 1024)) (i32.store (i32.const 44) (i32.const 4)) (i32.const 32)";
 /// `filter` returning `err("boom")`.
-pub const ERR: &str = "(i32.store8 (i32.const 32) (i32.const 1))
+pub(crate) const ERR: &str = "(i32.store8 (i32.const 32) (i32.const 1))
     (i32.store (i32.const 36) (i32.const 1024)) (i32.store (i32.const 40) (i32.const 4)) (i32.const 32)";
 
 /// `body` runs first when the event's severity is CRITICAL; otherwise keep.
-pub fn on_critical(body: &str) -> String {
+pub(crate) fn on_critical(body: &str) -> String {
     format!(
         "(if (i32.eq (i32.load8_u offset={SEVERITY_OFFSET} (local.get $ev)) (i32.const 4)) (then {body}))
     {KEEP}"
@@ -90,13 +90,13 @@ pub fn on_critical(body: &str) -> String {
 
 /// Wraps a core module into a component for the `plugin` world of `wit`,
 /// the way wit-bindgen + wasm-component-ld do for Rust guests.
-pub fn componentize(core_wat: &str, wit: &str) -> Vec<u8> {
+pub(crate) fn componentize(core_wat: &str, wit: &str) -> Vec<u8> {
     componentize_with(core_wat, wit, &[])
 }
 
 /// Like [`componentize`], with extra WIT packages (e.g. WASI) the world
 /// may import.
-pub fn componentize_with(core_wat: &str, wit: &str, deps: &[&str]) -> Vec<u8> {
+pub(crate) fn componentize_with(core_wat: &str, wit: &str, deps: &[&str]) -> Vec<u8> {
     let mut module = wat::parse_str(core_wat).expect("test WAT parses");
     let mut resolve = wit_parser::Resolve::default();
     for (i, dep) in deps.iter().enumerate() {
@@ -126,20 +126,20 @@ pub fn componentize_with(core_wat: &str, wit: &str, deps: &[&str]) -> Vec<u8> {
 }
 
 /// A component for the current WIT from an init and a filter body.
-pub fn component(init_body: &str, filter_body: &str) -> Vec<u8> {
+pub(crate) fn component(init_body: &str, filter_body: &str) -> Vec<u8> {
     componentize(&plugin_wat("0.1.0", init_body, filter_body), WIT)
 }
 
 /// Writes `bytes` to a temp file and returns a config pointing at it; the
 /// directory lives as long as the returned guard.
-pub fn config_for(bytes: &[u8]) -> (tempfile::TempDir, WasmStageConfig) {
+pub(crate) fn config_for(bytes: &[u8]) -> (tempfile::TempDir, WasmStageConfig) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("test-plugin.wasm");
     std::fs::write(&path, bytes).unwrap();
     (dir, WasmStageConfig::new(path))
 }
 
-pub fn build(cfg: &WasmStageConfig) -> WasmStage {
+pub(crate) fn build(cfg: &WasmStageConfig) -> WasmStage {
     cfg.build_stage()
         .unwrap_or_else(|e| panic!("build failed: {e}"))
 }
@@ -159,7 +159,7 @@ fn wasm_target_installed() -> bool {
 /// once per test binary (a no-op when `.ci/run` already did). Without the
 /// wasm32-wasip2 target (`rust-toolchain.toml` lists it, so rustup installs
 /// it) the test fails: a test that cannot run must not pass.
-pub fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     BUILT.get_or_init(|| {
@@ -189,7 +189,7 @@ pub fn example(name: &str) -> PathBuf {
 /// global subscriber for the whole test binary (scoped subscribers race
 /// with other tests over tracing's callsite cache); it writes into the
 /// buffer of the thread that logs, if that thread is capturing.
-pub fn capture_logs(f: impl FnOnce()) -> String {
+pub(crate) fn capture_logs(f: impl FnOnce()) -> String {
     use std::cell::RefCell;
     thread_local! {
         static BUF: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };

@@ -19,18 +19,18 @@ use runner_core::{
 /// (the router calls `Stage::finished` through the recorder). The seq travels
 /// in `resource.uid`.
 #[derive(Default)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     pub log: Mutex<Vec<(u64, Outcome)>>,
 }
 
 impl Tracker {
-    pub fn log(&self) -> Vec<(u64, Outcome)> {
+    pub(crate) fn log(&self) -> Vec<(u64, Outcome)> {
         self.log.lock().unwrap().clone()
     }
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.log.lock().unwrap().len()
     }
-    pub fn outcome_of(&self, seq: u64) -> Option<Outcome> {
+    pub(crate) fn outcome_of(&self, seq: u64) -> Option<Outcome> {
         self.log
             .lock()
             .unwrap()
@@ -39,7 +39,7 @@ impl Tracker {
             .map(|(_, o)| *o)
     }
     /// Seqs with this outcome, in the order they got it.
-    pub fn with(&self, outcome: Outcome) -> Vec<u64> {
+    pub(crate) fn with(&self, outcome: Outcome) -> Vec<u64> {
         self.log
             .lock()
             .unwrap()
@@ -67,7 +67,7 @@ impl Stage for TrackerStage {
 
 /// What the fake sink does with one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Behaviour {
+pub(crate) enum Behaviour {
     /// Sleeps (tokio time), stops early with `abandoned` when killed.
     Sleep(Duration),
     /// Yields this many times (no clock: for multi-thread stress runs).
@@ -79,7 +79,7 @@ pub enum Behaviour {
     Panic,
 }
 
-pub struct FakeSink {
+pub(crate) struct FakeSink {
     per_cluster: Mutex<HashMap<String, usize>>,
     pub running: AtomicUsize,
     pub max_running: AtomicUsize,
@@ -89,7 +89,9 @@ pub struct FakeSink {
 }
 
 impl FakeSink {
-    pub fn new(behaviour: impl Fn(u64) -> Behaviour + Send + Sync + 'static) -> Arc<FakeSink> {
+    pub(crate) fn new(
+        behaviour: impl Fn(u64) -> Behaviour + Send + Sync + 'static,
+    ) -> Arc<FakeSink> {
         Arc::new(FakeSink {
             per_cluster: Mutex::new(HashMap::new()),
             running: AtomicUsize::new(0),
@@ -99,16 +101,16 @@ impl FakeSink {
             behaviour: Box::new(behaviour),
         })
     }
-    pub fn started(&self) -> Vec<u64> {
+    pub(crate) fn started(&self) -> Vec<u64> {
         self.started.lock().unwrap().clone()
     }
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)
     }
-    pub fn max_running(&self) -> usize {
+    pub(crate) fn max_running(&self) -> usize {
         self.max_running.load(Ordering::SeqCst)
     }
-    pub fn violated(&self) -> bool {
+    pub(crate) fn violated(&self) -> bool {
         self.cluster_violation.load(Ordering::SeqCst)
     }
 }
@@ -176,7 +178,10 @@ impl Sink for FakeSink {
 }
 
 /// A router whose recorder reports every outcome to the returned tracker.
-pub fn router(limits: RouterLimits, sink: Arc<FakeSink>) -> (Router, Arc<Recorder>, Arc<Tracker>) {
+pub(crate) fn router(
+    limits: RouterLimits,
+    sink: Arc<FakeSink>,
+) -> (Router, Arc<Recorder>, Arc<Tracker>) {
     let tracker = Arc::new(Tracker::default());
     let stages: Arc<[Box<dyn Stage>]> =
         vec![Box::new(TrackerStage(tracker.clone())) as Box<dyn Stage>].into();
@@ -188,7 +193,12 @@ pub fn router(limits: RouterLimits, sink: Arc<FakeSink>) -> (Router, Arc<Recorde
     )
 }
 
-pub fn limits(max: usize, global: usize, cluster: usize, policy: OverflowPolicy) -> RouterLimits {
+pub(crate) fn limits(
+    max: usize,
+    global: usize,
+    cluster: usize,
+    policy: OverflowPolicy,
+) -> RouterLimits {
     RouterLimits {
         max_concurrent: max,
         global_queue: global,
@@ -199,7 +209,7 @@ pub fn limits(max: usize, global: usize, cluster: usize, policy: OverflowPolicy)
 }
 
 /// An envelope for `cluster`, its seq also in `resource.uid` for the tracker.
-pub fn envelope(seq: u64, cluster: &str) -> Envelope {
+pub(crate) fn envelope(seq: u64, cluster: &str) -> Envelope {
     let event = Event::from_json(
         serde_json::json!({"cluster": cluster, "severity": "critical", "faultType": "CrashLoop",
             "resource": {"kind": "Pod", "name": format!("pod-{seq}"), "namespace": "ns", "uid": seq.to_string()}}),
@@ -217,13 +227,13 @@ pub fn envelope(seq: u64, cluster: &str) -> Envelope {
 }
 
 /// Counts the event as received (the intake does that in the pipeline) and admits it.
-pub fn admit(router: &Router, recorder: &Recorder, seq: u64, cluster: &str) {
+pub(crate) fn admit(router: &Router, recorder: &Recorder, seq: u64, cluster: &str) {
     recorder.received();
     router.admit(envelope(seq, cluster));
 }
 
 /// Lets every ready task run (paused clock: time does not move meanwhile).
-pub async fn settle() {
+pub(crate) async fn settle() {
     for _ in 0..64 {
         tokio::task::yield_now().await;
     }

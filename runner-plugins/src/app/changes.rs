@@ -7,16 +7,16 @@ use std::sync::{Arc, Mutex};
 use runner_core::{Event, Outcome, Stage, StageFuture};
 
 /// Changes recorded for the event being replayed, in stage order.
-pub type ChangeLog = Arc<Mutex<Vec<String>>>;
+pub(super) type ChangeLog = Arc<Mutex<Vec<String>>>;
 
 /// A stage that records what `inner` changed.
-pub struct ShowChanges {
+pub(super) struct ShowChanges {
     inner: Box<dyn Stage>,
     log: ChangeLog,
 }
 
 impl ShowChanges {
-    pub fn wrap(stages: Vec<Box<dyn Stage>>, log: &ChangeLog) -> Vec<Box<dyn Stage>> {
+    pub(super) fn wrap(stages: Vec<Box<dyn Stage>>, log: &ChangeLog) -> Vec<Box<dyn Stage>> {
         stages
             .into_iter()
             .map(|inner| {
@@ -45,7 +45,7 @@ fn short(s: &str) -> String {
 }
 
 /// Field-by-field differences between two versions of an event.
-pub fn diff(before: &Event, after: &Event) -> Vec<String> {
+pub(super) fn diff(before: &Event, after: &Event) -> Vec<String> {
     let mut out = Vec::new();
     let mut text = |name: &str, a: &str, b: &str| {
         if a != b {

@@ -8,7 +8,7 @@ use runner_core::config::{Origin, Overrides};
 
 use crate::settings::SETTINGS;
 
-pub const EXAMPLES: &str = "\
+pub(crate) const EXAMPLES: &str = "\
 Examples:
   runner demo                                  # embedded simulated cluster, harmless agent
   runner validate --config pipeline.toml       # check a pipeline, list every error
@@ -46,7 +46,7 @@ fn with_setting_flags(mut cmd: Command) -> Command {
     cmd
 }
 
-pub fn command() -> Command {
+pub(crate) fn command() -> Command {
     Command::new("runner")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Event Runner: turns Kubernetes faults from an events-enabled kubernetes-mcp-server into read-only AI triage")
@@ -113,7 +113,7 @@ pub fn command() -> Command {
 }
 
 /// Builds the override layers: environment, then flags on top.
-pub fn overrides(m: &ArgMatches, env: impl Fn(&str) -> Option<String>) -> Overrides {
+pub(crate) fn overrides(m: &ArgMatches, env: impl Fn(&str) -> Option<String>) -> Overrides {
     let mut ov = Overrides::new();
     for s in SETTINGS {
         if let Some(v) = env(s.env).filter(|v| !v.is_empty()) {
@@ -128,7 +128,7 @@ pub fn overrides(m: &ArgMatches, env: impl Fn(&str) -> Option<String>) -> Overri
     ov
 }
 
-pub fn config_path(m: &ArgMatches) -> PathBuf {
+pub(crate) fn config_path(m: &ArgMatches) -> PathBuf {
     m.get_one::<String>("config")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("pipeline.toml"))

@@ -27,12 +27,11 @@ const MAX_BUDGET_LIMIT: usize = 64 << 30;
 
 /// Process-level settings from `[settings]`.
 #[derive(Debug, Clone)]
-pub struct GlobalSettings {
+pub(crate) struct GlobalSettings {
     pub log_level: String,
     pub log_format: String,
     pub shutdown_timeout: Duration,
     pub intake_queue_size: usize,
-    pub max_payload_bytes: usize,
     pub payload_budget_bytes: usize,
     /// Where WASM stages keep compiled components; `None`: off.
     pub wasm_cache_dir: Option<PathBuf>,
@@ -53,29 +52,29 @@ pub struct CompileOptions {
 
 /// A compiled, not yet started pipeline.
 pub struct Compiled {
-    pub settings: GlobalSettings,
-    pub sources: Vec<Box<dyn Source>>,
+    pub(crate) settings: GlobalSettings,
+    pub(crate) sources: Vec<Box<dyn Source>>,
     pub stages: Vec<Box<dyn Stage>>,
     /// The event sink (it tells the notifier sinks itself).
     pub sink: Arc<dyn Sink>,
     /// Names of the notifier sinks (`slack`), in file order.
-    pub notifiers: Vec<String>,
+    pub(crate) notifiers: Vec<String>,
     /// The agent sink's settings (process-level setup at `run`).
-    pub agent: Option<crate::sinks::agent::AgentSinkConfig>,
-    pub limits: RouterLimits,
+    pub(crate) agent: Option<crate::sinks::agent::AgentSinkConfig>,
+    pub(crate) limits: RouterLimits,
     /// `[server]`: the admin HTTP server.
-    pub server: ServerConfig,
+    pub(crate) server: ServerConfig,
     /// Effective configuration (secrets masked) with where each value came from.
     pub effective: Vec<Effective>,
     /// The `[[cluster]]` credentials (shared with the agent sink), for the
     /// startup check.
-    pub clusters: Option<Arc<ClusterGuard>>,
+    pub(crate) clusters: Option<Arc<ClusterGuard>>,
     /// The opened state store (`runner run` opens it after compiling).
-    pub state: Option<runner_core::pipeline::DurableState>,
+    pub(crate) state: Option<runner_core::pipeline::DurableState>,
 }
 
 impl Compiled {
-    pub fn into_parts(mut self) -> (GlobalSettings, PipelineParts) {
+    pub(crate) fn into_parts(mut self) -> (GlobalSettings, PipelineParts) {
         let state = self.state.take();
         let parts = PipelineParts {
             sources: self.sources,
@@ -184,7 +183,7 @@ fn kind_of(
 fn wasm_cache_dir(value: &str, overrides: &Overrides, base_dir: &Path) -> Option<PathBuf> {
     match value {
         "off" => None,
-        "default" => {
+        crate::settings::WASM_CACHE_DIR_DEFAULT => {
             let env = overrides.environment();
             let nonempty = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
             nonempty("XDG_CACHE_HOME")
@@ -281,7 +280,6 @@ pub fn compile(
             log_format,
             shutdown_timeout: Duration::from_secs(shutdown),
             intake_queue_size: intake,
-            max_payload_bytes: max_payload,
             payload_budget_bytes: budget,
             wasm_cache_dir,
             state,
@@ -526,7 +524,7 @@ fn read_clusters(
 }
 
 /// Reads and compiles a file; relative paths inside resolve against its directory.
-pub fn compile_file(
+pub(crate) fn compile_file(
     path: &Path,
     overrides: &Overrides,
     skip_sources: bool,

@@ -19,10 +19,10 @@ use crate::app;
 use crate::app::compile::{CompileOptions, compile};
 use mcp_testserver::{Scenario, ServerOptions, Step, TestServer};
 
-pub const CLUSTERS: [&str; 3] = ["prod-us-east-1", "prod-eu-west-1", "staging-us-west-2"];
+pub(crate) const CLUSTERS: [&str; 3] = ["prod-us-east-1", "prod-eu-west-1", "staging-us-west-2"];
 
 /// The demo pipeline: the production shape with demo-friendly limits.
-pub fn pipeline_toml(endpoints: &[String], workspace: &Path) -> String {
+pub(crate) fn pipeline_toml(endpoints: &[String], workspace: &Path) -> String {
     let mut s = String::from("[settings]\nlog_level = \"warn\"\nshutdown_timeout_seconds = 10\n\n");
     for (i, ep) in endpoints.iter().enumerate() {
         s.push_str(&format!(
@@ -69,7 +69,7 @@ fn fault(cluster: &str, n: u32, spec: Spec<'_>) -> Value {
 /// The scripted storm for one cluster: `(before_drop, after_drop)` payloads.
 /// Includes repeats, a Deployment's crash-looping pods, mixed severities and (on the first cluster) a
 /// malformed payload; the connection is dropped between the two halves.
-pub fn storm(i: usize) -> (Vec<Value>, Vec<Value>) {
+pub(crate) fn storm(i: usize) -> (Vec<Value>, Vec<Value>) {
     let c = CLUSTERS[i];
     let base = (i as u32 + 1) * 100;
     let pod = format!("payments-api-{i}x2k4q");
@@ -182,7 +182,7 @@ pub fn storm(i: usize) -> (Vec<Value>, Vec<Value>) {
 
 /// Summary row per cluster, read back from the incident workspaces.
 #[derive(Debug, Default, Clone)]
-pub struct ClusterRow {
+pub(crate) struct ClusterRow {
     pub incidents: usize,
     /// Events folded into those incidents (the group stage's counts).
     pub events: u64,
@@ -191,7 +191,7 @@ pub struct ClusterRow {
     pub largest: Option<(String, u64)>,
 }
 
-pub fn scan_incidents(root: &Path) -> BTreeMap<String, ClusterRow> {
+pub(crate) fn scan_incidents(root: &Path) -> BTreeMap<String, ClusterRow> {
     let mut rows: BTreeMap<String, ClusterRow> = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(root) else {
         return rows;
@@ -223,7 +223,7 @@ pub fn scan_incidents(root: &Path) -> BTreeMap<String, ClusterRow> {
     rows
 }
 
-pub fn summary_table(report: &RunReport, root: &Path) -> String {
+pub(crate) fn summary_table(report: &RunReport, root: &Path) -> String {
     let mut out = String::new();
     let rows = scan_incidents(root);
     out.push_str("\nEvent Runner demo: summary\n\n");
@@ -279,7 +279,7 @@ pub fn summary_table(report: &RunReport, root: &Path) -> String {
     out
 }
 
-pub async fn run(dir: Option<PathBuf>, ov: &Overrides) -> ExitCode {
+pub(crate) async fn run(dir: Option<PathBuf>, ov: &Overrides) -> ExitCode {
     // `--log-level` or LOG_LEVEL (the flag wins); quiet by default, the
     // summary table is the demo's output.
     let level = ov

@@ -51,7 +51,7 @@ fn state_dir(config: &Path, ov: &Overrides) -> PathBuf {
 
 /// `30m`, `12h`, `7d`, `90s`, or a date `2026-11-29` (UTC midnight): the
 /// earliest start to list, in ms since the epoch.
-pub fn parse_since(s: &str, now_ms: i64) -> Option<i64> {
+pub(crate) fn parse_since(s: &str, now_ms: i64) -> Option<i64> {
     let s = s.trim();
     if let Some((num, unit)) = s
         .find(|c: char| !c.is_ascii_digit())
@@ -221,7 +221,7 @@ fn row_json(i: &IncidentRow) -> Value {
     v
 }
 
-pub fn run(m: &ArgMatches, config: &Path, ov: &Overrides) -> ExitCode {
+pub(crate) fn run(m: &ArgMatches, config: &Path, ov: &Overrides) -> ExitCode {
     let dir = state_dir(config, ov);
     let conn = match query::open_read_only(&dir) {
         Ok(c) => c,

@@ -18,7 +18,7 @@ use tracing_subscriber::fmt::format::Writer;
 /// [`FormatFields`] for the text log format: `key=value`, values quoted
 /// and escaped unless they are plain tokens.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct QuotedFields;
+pub(crate) struct QuotedFields;
 
 impl<'w> FormatFields<'w> for QuotedFields {
     fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
@@ -40,7 +40,7 @@ fn is_plain(s: &str) -> bool {
 }
 
 /// `s` as it appears in a text log line.
-pub fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     if is_plain(s) {
         s.to_string()
     } else {

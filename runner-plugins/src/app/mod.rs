@@ -2,13 +2,13 @@
 //! embedded demo and the admin server. Components (`sources`, `stages`,
 //! `sinks`, `cluster`) never import from here.
 
-pub mod admin;
+pub(crate) mod admin;
 mod changes;
-pub mod cli;
+pub(crate) mod cli;
 pub mod compile;
-pub mod demo;
-pub mod incidents;
-pub mod logfmt;
+pub(crate) mod demo;
+pub(crate) mod incidents;
+pub(crate) mod logfmt;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -23,10 +23,10 @@ use crate::cluster::{Check, OnUnsafe};
 use compile::Compiled;
 
 /// Exit codes (documented in README).
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_FATAL: u8 = 1;
-pub const EXIT_CONFIG: u8 = 2;
-pub const EXIT_KILLED: u8 = 3;
+pub(crate) const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_FATAL: u8 = 1;
+pub(crate) const EXIT_CONFIG: u8 = 2;
+pub(crate) const EXIT_KILLED: u8 = 3;
 
 pub fn main() -> ExitCode {
     // First, before any secret is read or any thread started: a same-uid
@@ -86,7 +86,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Initializes tracing once; `level` and `format` come from the compiled
 /// config, `RUST_LOG` from `environment`.
-pub fn init_logging(level: &str, format: &str, environment: &Environment) {
+pub(crate) fn init_logging(level: &str, format: &str, environment: &Environment) {
     use tracing_subscriber::EnvFilter;
     // RUST_LOG, when set, refines LOG_LEVEL for debugging a single module.
     // rmcp is silenced by default: it logs handled reconnects as errors, and
@@ -114,7 +114,7 @@ pub fn init_logging(level: &str, format: &str, environment: &Environment) {
 }
 
 /// Writes to stdout; a closed pipe (`runner validate | head`) is not an error.
-pub fn print_stdout(text: &str) {
+pub(crate) fn print_stdout(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
@@ -122,7 +122,7 @@ fn print_errors(errs: &ConfigErrors) {
     eprint!("error: {errs}");
 }
 
-pub fn log_effective(effective: &[Effective]) {
+pub(crate) fn log_effective(effective: &[Effective]) {
     for e in effective {
         tracing::info!(key = %e.key, value = %e.value, origin = e.origin.as_str(), "effective configuration");
     }
@@ -235,7 +235,7 @@ fn describe_check(policy: &OnUnsafe, check: &Check) -> String {
 }
 
 /// Logs the one `final statistics` record and returns the snapshot.
-pub fn log_final(report: &RunReport) {
+pub(crate) fn log_final(report: &RunReport) {
     let s = &report.stats;
     tracing::info!(
         received = s.received,
@@ -315,7 +315,7 @@ pub fn log_final(report: &RunReport) {
     }
 }
 
-pub fn exit_code(report: &RunReport) -> ExitCode {
+pub(crate) fn exit_code(report: &RunReport) -> ExitCode {
     if report.fatal.is_some() {
         ExitCode::from(EXIT_FATAL)
     } else if report.shutdown.killed > 0 {
@@ -327,7 +327,7 @@ pub fn exit_code(report: &RunReport) -> ExitCode {
 
 /// Runs a compiled pipeline until a signal (or a fatal source error).
 /// `Err` when the admin server's address cannot be bound (nothing started).
-pub async fn run_compiled(c: Compiled) -> Result<RunReport, String> {
+pub(crate) async fn run_compiled(c: Compiled) -> Result<RunReport, String> {
     let server = c.server.clone();
     let max_concurrent = c.limits.max_concurrent;
     let listener = match server.listen {

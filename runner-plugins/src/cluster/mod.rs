@@ -9,8 +9,8 @@
 //! with the real credential. Each credential is checked with a
 //! SelfSubjectRulesReview before it is used. See docs/agents.md.
 
-pub mod proxy;
-pub mod rules;
+pub(crate) mod proxy;
+pub(crate) mod rules;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -29,11 +29,11 @@ pub use upstream::Upstream;
 
 /// How long a successful credential check is trusted before the next
 /// incident of that cluster checks again (RBAC can change under us).
-pub const RECHECK_AFTER: Duration = Duration::from_secs(600);
+pub(crate) const RECHECK_AFTER: Duration = Duration::from_secs(600);
 /// Bound of one credential check (all its namespaces).
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 /// An unreachable cluster is retried at most this often.
-pub const RETRY_UNREACHABLE: Duration = Duration::from_secs(30);
+pub(crate) const RETRY_UNREACHABLE: Duration = Duration::from_secs(30);
 
 /// What to do with a credential that can write or read Secrets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ fn is_dns_label(s: &str) -> bool {
 
 impl ClusterConfig {
     /// Reads one `[[cluster]]` table; every problem is reported through `r`.
-    pub fn read(r: &mut TableReader<'_>, base_dir: &Path) -> Option<ClusterConfig> {
+    pub(crate) fn read(r: &mut TableReader<'_>, base_dir: &Path) -> Option<ClusterConfig> {
         let before = r.errors().len();
         let name: Option<String> = r.req("name");
         let kubeconfig: Option<String> = r.req("kubeconfig");
@@ -160,7 +160,7 @@ impl ClusterConfig {
 }
 
 /// One cluster as the proxy sees it.
-pub struct ClusterEntry {
+pub(crate) struct ClusterEntry {
     pub name: String,
     pub upstream: Upstream,
     pub deny: Vec<String>,
@@ -170,7 +170,7 @@ pub struct ClusterEntry {
 }
 
 /// A live incident token.
-pub struct GrantEntry {
+pub(crate) struct GrantEntry {
     pub incident: String,
     pub cluster: Arc<ClusterEntry>,
     pub allowed: AtomicU64,
@@ -178,13 +178,13 @@ pub struct GrantEntry {
 }
 
 /// State shared by the guard and the proxy's handler.
-pub struct Shared {
+pub(crate) struct Shared {
     grants: Mutex<HashMap<String, Arc<GrantEntry>>>,
     pub unauthenticated: AtomicU64,
 }
 
 impl Shared {
-    pub fn lookup(&self, token: &str) -> Option<Arc<GrantEntry>> {
+    pub(crate) fn lookup(&self, token: &str) -> Option<Arc<GrantEntry>> {
         self.grants.lock().expect("grants lock").get(token).cloned()
     }
 }
@@ -235,11 +235,11 @@ pub struct Grant {
     token: String,
     entry: Arc<GrantEntry>,
     shared: Arc<Shared>,
-    pub proxy: SocketAddr,
+    pub(crate) proxy: SocketAddr,
 }
 
 impl Grant {
-    pub fn cluster(&self) -> &str {
+    pub(crate) fn cluster(&self) -> &str {
         &self.entry.cluster.name
     }
 
@@ -282,7 +282,7 @@ impl Drop for Grant {
 
 /// The empty kubeconfig given to agents without cluster access, so kubectl
 /// fails clearly instead of falling back to `~/.kube/config`.
-pub const NO_ACCESS_KUBECONFIG: &str = "{\"apiVersion\": \"v1\", \"kind\": \"Config\", \"clusters\": [], \"users\": [], \"contexts\": []}\n";
+pub(crate) const NO_ACCESS_KUBECONFIG: &str = "{\"apiVersion\": \"v1\", \"kind\": \"Config\", \"clusters\": [], \"users\": [], \"contexts\": []}\n";
 
 /// Every configured cluster, their checks, the proxy and its tokens.
 pub struct ClusterGuard {
@@ -338,7 +338,7 @@ impl ClusterGuard {
         }
     }
 
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.clusters.keys().cloned().collect();
         v.sort();
         v
@@ -358,10 +358,6 @@ impl ClusterGuard {
         v.sort();
         v.dedup();
         v
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.clusters.is_empty()
     }
 
     /// Live incident tokens (for tests and statistics).

@@ -43,7 +43,7 @@ fn pct_decode(s: &str) -> String {
 
 /// Decides one request: `Ok(())` forwards it, `Err(reason)` refuses it.
 /// `deny` lists extra resource names refused in any API group.
-pub fn classify(
+pub(crate) fn classify(
     method: &Method,
     path: &str,
     query: Option<&str>,
@@ -158,7 +158,7 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
 /// The token travels in the server URL's path rather than in an
 /// Authorization header because kubectl does not send bearer tokens to a
 /// plain-http server; a path prefix works with every Kubernetes client.
-pub fn split_token(path: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_token(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix(TOKEN_PREFIX)?;
     match rest.find('/') {
         Some(i) => Some((&rest[..i], &rest[i..])),
@@ -167,10 +167,10 @@ pub fn split_token(path: &str) -> Option<(&str, &str)> {
 }
 
 /// The agent's server URL is `http://<proxy>/incident/<token>`.
-pub const TOKEN_PREFIX: &str = "/incident/";
+pub(crate) const TOKEN_PREFIX: &str = "/incident/";
 
 /// The proxy's single handler (every path).
-pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
     let (token, path) = split_token(req.uri().path()).unwrap_or(("", req.uri().path()));
     let path = path.to_string();

@@ -25,7 +25,7 @@ fn list(v: &[&str]) -> String {
 
 /// What a rules review says about a credential.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RulesVerdict {
+pub(crate) struct RulesVerdict {
     /// Each rule that grants a write verb or reads Secrets, described.
     pub problems: Vec<String>,
     /// Set when the API server could not list every rule (`incomplete`),
@@ -34,7 +34,7 @@ pub struct RulesVerdict {
 }
 
 /// Judges the `status` of a SelfSubjectRulesReview.
-pub fn judge(status: &Value) -> RulesVerdict {
+pub(crate) fn judge(status: &Value) -> RulesVerdict {
     let mut v = RulesVerdict::default();
     for rule in status["resourceRules"].as_array().into_iter().flatten() {
         let verbs = strings(&rule["verbs"]);

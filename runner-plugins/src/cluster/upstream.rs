@@ -16,11 +16,11 @@ use serde_json::Value;
 /// kubectl must not hang the startup).
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Upper bound of one forwarded request (a large `pods/log` included).
-pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A configuration problem of a `[[cluster]]` entry: (key, value, allowed).
-pub type Problem = (&'static str, String, String);
+pub(crate) type Problem = (&'static str, String, String);
 
 #[derive(Clone)]
 enum Auth {
@@ -158,7 +158,7 @@ impl Upstream {
     }
 
     /// Builds the upstream from `kubectl config view -o json` output.
-    pub fn from_view(view: &Value, kubeconfig: &Path) -> Result<Upstream, Vec<Problem>> {
+    pub(crate) fn from_view(view: &Value, kubeconfig: &Path) -> Result<Upstream, Vec<Problem>> {
         let shown = format!("{:?}", kubeconfig.display().to_string());
         let mut problems: Vec<Problem> = Vec::new();
         let mut bad = |allowed: String| problems.push(("kubeconfig", shown.clone(), allowed));
@@ -301,7 +301,7 @@ impl Upstream {
     }
 
     /// A file the credential is read from at run time (`tokenFile`).
-    pub fn token_file(&self) -> Option<&Path> {
+    pub(crate) fn token_file(&self) -> Option<&Path> {
         match &self.auth {
             Auth::TokenFile(p) => Some(p),
             _ => None,
@@ -309,13 +309,13 @@ impl Upstream {
     }
 
     /// `server (credential kind, context)`, safe for logs.
-    pub fn describe(&self) -> &str {
+    pub(crate) fn describe(&self) -> &str {
         &self.describe
     }
 
     /// `path_and_query` appended to the server URL (which may carry a path
     /// prefix, e.g. behind a management proxy).
-    pub fn url(&self, path_and_query: &str) -> String {
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
         format!(
             "{}{}",
             self.server.as_str().trim_end_matches('/'),
@@ -324,7 +324,7 @@ impl Upstream {
     }
 
     /// A request to the real API server with the real credential.
-    pub fn request(
+    pub(crate) fn request(
         &self,
         method: reqwest::Method,
         path_and_query: &str,

@@ -17,7 +17,7 @@ use crate::component::BuildContext;
 use notice::Notify;
 
 /// What a `[[sink]]` table builds.
-pub enum SinkComponent {
+pub(crate) enum SinkComponent {
     /// Handles events (exactly one per pipeline).
     Events(Arc<dyn Sink>),
     /// Hears about the event sink's work.
@@ -41,14 +41,14 @@ crate::component_family! {
     // Read once at startup, a handful per pipeline: the agent's larger
     // settings (sandbox paths) cost nothing worth a Box.
     #[allow(clippy::large_enum_variant)]
-    pub enum SinkConfig -> SinkComponent {
+    pub(crate) enum SinkConfig -> SinkComponent {
         Agent(agent::AgentSinkConfig),
         Slack(slack::SlackSinkConfig),
     }
 }
 
 /// The built sinks of a pipeline.
-pub struct Sinks {
+pub(crate) struct Sinks {
     /// The event sink.
     pub events: Arc<dyn Sink>,
     /// Names of the notifier sinks, in file order (for `runner validate`).
@@ -60,7 +60,7 @@ pub struct Sinks {
 /// `slack_webhook_env` (a `[sink]` of earlier versions) becomes a Slack
 /// sink when no `kind = "slack"` table is declared. Errors go to `errors`;
 /// `None` when any was found.
-pub fn assemble(
+pub(crate) fn assemble(
     mut read: Vec<(String, SinkConfig)>,
     cx: &BuildContext,
     errors: &mut ConfigErrors,

@@ -13,7 +13,7 @@ use super::agent::workspace::IncidentDoc;
 
 /// One thing worth telling people about.
 #[derive(Debug, Clone, Copy)]
-pub enum Notice<'a> {
+pub(crate) enum Notice<'a> {
     /// An incident reached its final state (not for abandoned ones: the
     /// runner is shutting down).
     Incident {
@@ -32,7 +32,7 @@ pub enum Notice<'a> {
 
 /// A sink that is told about other sinks' work.
 #[async_trait]
-pub trait Notify: Send + Sync {
+pub(crate) trait Notify: Send + Sync {
     fn name(&self) -> &str;
 
     /// Takes a notice; never waits.
@@ -50,14 +50,20 @@ pub struct Notices(Arc<OnceLock<Vec<Arc<dyn Notify>>>>);
 
 impl Notices {
     /// A list that is already complete (tests, the embedded demo).
-    pub fn new(notifiers: Vec<Arc<dyn Notify>>) -> Notices {
+    pub(crate) fn new(notifiers: Vec<Arc<dyn Notify>>) -> Notices {
         let n = Notices::default();
         n.set(notifiers);
         n
     }
 
+    /// One Slack sink, complete (other crates' tests: the notifier trait
+    /// stays inside this crate).
+    pub fn slack(sink: crate::sinks::slack::SlackSink) -> Notices {
+        Notices::new(vec![Arc::new(sink)])
+    }
+
     /// Sets the list once; later calls are ignored.
-    pub fn set(&self, notifiers: Vec<Arc<dyn Notify>>) {
+    pub(crate) fn set(&self, notifiers: Vec<Arc<dyn Notify>>) {
         let _ = self.0.set(notifiers);
     }
 
@@ -66,17 +72,17 @@ impl Notices {
     }
 
     /// True when nobody listens (a sink may skip preparing a notice).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.list().is_empty()
     }
 
-    pub fn send(&self, notice: &Notice<'_>) {
+    pub(crate) fn send(&self, notice: &Notice<'_>) {
         for n in self.list() {
             n.notify(notice);
         }
     }
 
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         for n in self.list() {
             n.close().await;
         }

@@ -57,10 +57,10 @@ pub enum KeyField {
 }
 
 impl KeyField {
-    pub const ALLOWED: &'static str =
+    pub(crate) const ALLOWED: &'static str =
         "cluster, namespace, kind, name, fault_id, fault_type, uid, api_version";
 
-    pub fn parse(s: &str) -> Option<KeyField> {
+    pub(crate) fn parse(s: &str) -> Option<KeyField> {
         Some(match s.trim() {
             "cluster" => KeyField::Cluster,
             "namespace" => KeyField::Namespace,
@@ -73,22 +73,9 @@ impl KeyField {
             _ => return None,
         })
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyField::Cluster => "cluster",
-            KeyField::Namespace => "namespace",
-            KeyField::Kind => "kind",
-            KeyField::Name => "name",
-            KeyField::FaultId => "fault_id",
-            KeyField::FaultType => "fault_type",
-            KeyField::Uid => "uid",
-            KeyField::ApiVersion => "api_version",
-        }
-    }
 }
 
-pub const DEFAULT_KEY: [KeyField; 4] = [
+pub(crate) const DEFAULT_KEY: [KeyField; 4] = [
     KeyField::Cluster,
     KeyField::Namespace,
     KeyField::Kind,
@@ -114,9 +101,9 @@ impl Default for DedupConfig {
 }
 
 /// Upper bound of `window_seconds` (one week).
-pub const MAX_WINDOW_SECONDS: u64 = 7 * 86_400;
+pub(crate) const MAX_WINDOW_SECONDS: u64 = 7 * 86_400;
 /// Upper bound of `max_keys`.
-pub const MAX_KEYS_LIMIT: usize = 10_000_000;
+pub(crate) const MAX_KEYS_LIMIT: usize = 10_000_000;
 
 impl ComponentConfig for DedupConfig {
     const KIND: &'static str = "dedup";
@@ -262,7 +249,7 @@ fn encode_slot(d: &Durable, slot: &Slot) -> Vec<u8> {
 /// An older in-flight mark is a leak, e.g. a stage after dedup changed the
 /// key fields so `finished` could not find the key, and is ignored: the key
 /// recovers instead of being suppressed until evicted.
-pub const IN_FLIGHT_STALE: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const IN_FLIGHT_STALE: Duration = Duration::from_secs(24 * 3600);
 
 const WITHIN_WINDOW: &str = "key seen within dedup window";
 const IN_FLIGHT: &str = "key still queued or running";
@@ -315,7 +302,7 @@ impl DedupStage {
     }
 
     /// The encoded key: per field a tag byte, a LEB128 length, then bytes.
-    pub fn encode_key(&self, e: &Event) -> Vec<u8> {
+    pub(crate) fn encode_key(&self, e: &Event) -> Vec<u8> {
         let mut buf = Vec::with_capacity(96);
         self.encode_into(e, &mut buf);
         buf

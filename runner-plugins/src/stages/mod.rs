@@ -5,15 +5,15 @@
 //! [`Stage`], plus one arm below. See `docs/components.md`.
 
 pub mod dedup;
-pub mod group;
+pub(crate) mod group;
 pub mod severity;
-pub mod wasm;
+pub(crate) mod wasm;
 
 use runner_core::Stage;
 
 crate::component_family! {
     /// A `[[stage]]` table, by `kind`. Stages run in file order.
-    pub enum StageConfig -> Box<dyn Stage> {
+    pub(crate) enum StageConfig -> Box<dyn Stage> {
         Severity(severity::SeverityConfig),
         Dedup(dedup::DedupConfig),
         Group(group::GroupConfig),

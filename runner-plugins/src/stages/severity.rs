@@ -29,7 +29,7 @@ impl ComponentConfig for SeverityConfig {
 }
 
 /// Runtime type.
-pub struct SeverityStage {
+pub(crate) struct SeverityStage {
     threshold: Severity,
 }
 

@@ -16,17 +16,17 @@ use crate::settings::{STATE_DIR, STATE_HISTORY_DAYS, STATE_RERUN_INTERRUPTED};
 /// `STATE_DIR`'s default: `state` next to the workspace root (same volume
 /// as the workspaces whose history it keeps, but not among them: the root
 /// holds only incident directories).
-pub const DEFAULT_DIR: &str = "<WORKSPACE_ROOT>/../state";
+pub(crate) const DEFAULT_DIR: &str = "<WORKSPACE_ROOT>/../state";
 const ROOT_MARKER: &str = "<WORKSPACE_ROOT>";
 /// Upper bound of `rerun_interrupted`: an agent that keeps getting killed
 /// is not helped by a tenth attempt.
-pub const MAX_RERUNS: u32 = 10;
+pub(crate) const MAX_RERUNS: u32 = 10;
 /// Upper bound of `state_history_days` (ten years).
-pub const MAX_HISTORY_DAYS: u64 = 3650;
+pub(crate) const MAX_HISTORY_DAYS: u64 = 3650;
 
 /// `[settings]` keys of the state store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateSettings {
+pub(crate) struct StateSettings {
     /// As configured (`off`, a path, or a path under `<WORKSPACE_ROOT>`).
     pub dir: String,
     pub rerun_interrupted: u32,
@@ -44,7 +44,7 @@ impl Default for StateSettings {
 }
 
 impl StateSettings {
-    pub fn read(r: &mut TableReader<'_>) -> StateSettings {
+    pub(crate) fn read(r: &mut TableReader<'_>) -> StateSettings {
         let dir: String = r.setting(&STATE_DIR);
         if dir.trim().is_empty() {
             r.error(
@@ -74,7 +74,7 @@ impl StateSettings {
 
     /// The directory, or `None` when the store is off. `workspace_root`
     /// replaces `<WORKSPACE_ROOT>` (`./incidents` without an agent sink).
-    pub fn resolve(&self, workspace_root: Option<&Path>) -> Option<PathBuf> {
+    pub(crate) fn resolve(&self, workspace_root: Option<&Path>) -> Option<PathBuf> {
         if self.dir == "off" {
             return None;
         }
@@ -108,14 +108,14 @@ impl StateSettings {
         }
     }
 
-    pub fn history(&self) -> Duration {
+    pub(crate) fn history(&self) -> Duration {
         Duration::from_secs(self.history_days * 86_400)
     }
 }
 
 /// Opens the store in `dir` and reads what previous runs left. Every error
 /// says what is wrong with which file; nothing is reset or repaired.
-pub fn open(dir: &Path, settings: &StateSettings) -> Result<DurableState, String> {
+pub(crate) fn open(dir: &Path, settings: &StateSettings) -> Result<DurableState, String> {
     let mut store = sqlite::SqliteStore::open(dir, settings.history()).map_err(|e| e.0)?;
     let recovered = store.recover().map_err(|e| e.0)?;
     // Upkeep once at startup: expired keys never reach the stages.
@@ -130,7 +130,7 @@ pub fn open(dir: &Path, settings: &StateSettings) -> Result<DurableState, String
 
 /// The journal of an opened store, for components that record into it
 /// outside the event path (workspace retention).
-pub fn journal(ds: &DurableState) -> Arc<Journal> {
+pub(crate) fn journal(ds: &DurableState) -> Arc<Journal> {
     ds.journal.clone()
 }
 

@@ -9,7 +9,7 @@ use runner_core::{Envelope, Event};
 use runner_plugins::sinks::agent::{AgentCommand, AgentSinkConfig};
 use serde_json::{Value, json};
 
-pub fn payload(cluster: &str, ns: &str, kind: &str, name: &str) -> Value {
+pub(crate) fn payload(cluster: &str, ns: &str, kind: &str, name: &str) -> Value {
     json!({
         "subscriptionId": "sub-1",
         "cluster": cluster,
@@ -22,7 +22,7 @@ pub fn payload(cluster: &str, ns: &str, kind: &str, name: &str) -> Value {
     })
 }
 
-pub fn envelope_of(raw: Value, seq: u64) -> Envelope {
+pub(crate) fn envelope_of(raw: Value, seq: u64) -> Envelope {
     Envelope {
         seq,
         event: Event::from_json(raw, None).expect("valid test event"),
@@ -33,7 +33,7 @@ pub fn envelope_of(raw: Value, seq: u64) -> Envelope {
     }
 }
 
-pub fn envelope(seq: u64) -> Envelope {
+pub(crate) fn envelope(seq: u64) -> Envelope {
     envelope_of(
         payload(
             "prod-us-east-1",
@@ -46,14 +46,14 @@ pub fn envelope(seq: u64) -> Envelope {
 }
 
 /// Writes `body` as an sh script.
-pub fn fake_agent(dir: &Path, name: &str, body: &str) -> PathBuf {
+pub(crate) fn fake_agent(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
     path
 }
 
 /// Runs the script as `command = ["sh", script]` (the script is the group leader).
-pub fn config(root: &Path, script: &Path) -> AgentSinkConfig {
+pub(crate) fn config(root: &Path, script: &Path) -> AgentSinkConfig {
     let mut c = AgentSinkConfig::new(
         AgentCommand::Argv(vec!["sh".into(), script.display().to_string()]),
         root,
@@ -69,14 +69,14 @@ pub fn config(root: &Path, script: &Path) -> AgentSinkConfig {
 }
 
 /// Runs the script the `AGENT_COMMAND` way: a command line through `sh -c`.
-pub fn config_shell(root: &Path, script: &Path) -> AgentSinkConfig {
+pub(crate) fn config_shell(root: &Path, script: &Path) -> AgentSinkConfig {
     let mut c = config(root, script);
     c.command = AgentCommand::Shell(format!("sh '{}'", script.display()));
     c
 }
 
 /// An investigation long enough to count (with a root cause).
-pub const GOOD: &str = r#"mkdir -p output
+pub(crate) const GOOD: &str = r#"mkdir -p output
 cat > output/investigation.md <<'MD'
 # Investigation
 
@@ -95,7 +95,7 @@ echo agent-stdout-marker"#;
 
 /// True when `pid` is gone or a zombie (dead, only waiting to be reaped by
 /// an init that may not reap in a container).
-pub fn pid_dead(pid: u32) -> bool {
+pub(crate) fn pid_dead(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(s) => {
@@ -105,7 +105,7 @@ pub fn pid_dead(pid: u32) -> bool {
     }
 }
 
-pub fn read_pid(path: &Path) -> u32 {
+pub(crate) fn read_pid(path: &Path) -> u32 {
     std::fs::read_to_string(path)
         .unwrap()
         .trim()
@@ -114,7 +114,7 @@ pub fn read_pid(path: &Path) -> u32 {
 }
 
 /// Waits (real time, bounded) until `path` exists.
-pub async fn wait_for_file(path: &Path) {
+pub(crate) async fn wait_for_file(path: &Path) {
     for _ in 0..400 {
         if path.exists()
             && std::fs::metadata(path)
@@ -130,7 +130,7 @@ pub async fn wait_for_file(path: &Path) {
 
 /// The first incident directory that appears under `root` (10 s at most;
 /// `.agents/`, the runner's process records, is not one).
-pub async fn wait_for_incident_dir(root: &Path) -> PathBuf {
+pub(crate) async fn wait_for_incident_dir(root: &Path) -> PathBuf {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(e) = std::fs::read_dir(root).ok().and_then(|d| {
@@ -150,7 +150,7 @@ pub async fn wait_for_incident_dir(root: &Path) -> PathBuf {
 
 /// The only incident directory under `root` (`.agents/`, the runner's
 /// process records, is not one).
-pub fn only_incident(root: &Path) -> PathBuf {
+pub(crate) fn only_incident(root: &Path) -> PathBuf {
     let dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -160,7 +160,7 @@ pub fn only_incident(root: &Path) -> PathBuf {
     dirs.into_iter().next().unwrap()
 }
 
-pub fn incident_json(dir: &Path) -> Value {
+pub(crate) fn incident_json(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("incident.json")).unwrap()).unwrap()
 }
 
@@ -168,10 +168,10 @@ pub fn incident_json(dir: &Path) -> Value {
 /// `set_default` subscribers race with tracing's per-callsite interest cache
 /// when tests run in parallel). Tests look for their own markers in it.
 #[derive(Clone, Default)]
-pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Capture(pub Arc<Mutex<Vec<u8>>>);
 
 impl Capture {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
@@ -193,7 +193,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
     }
 }
 
-pub fn capture_logs() -> Capture {
+pub(crate) fn capture_logs() -> Capture {
     static CAP: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
     CAP.get_or_init(|| {
         let cap = Capture::default();

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: String,
     /// Path and query.
     pub target: String,
@@ -26,7 +26,7 @@ pub struct Seen {
 }
 
 /// The rules the fake's SelfSubjectRulesReview returns.
-pub fn read_only_rules() -> Value {
+pub(crate) fn read_only_rules() -> Value {
     json!({
         "resourceRules": [
             {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
@@ -38,7 +38,7 @@ pub fn read_only_rules() -> Value {
 }
 
 /// Rules of a credential that can delete pods and read Secrets.
-pub fn write_rules() -> Value {
+pub(crate) fn write_rules() -> Value {
     json!({
         "resourceRules": [
             {"verbs": ["get", "list", "delete"], "apiGroups": [""], "resources": ["pods"]},
@@ -49,7 +49,7 @@ pub fn write_rules() -> Value {
     })
 }
 
-pub struct FakeApi {
+pub(crate) struct FakeApi {
     pub addr: SocketAddr,
     pub tls: bool,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -71,7 +71,7 @@ struct Behavior {
 
 impl FakeApi {
     /// Plain HTTP on 127.0.0.1, accepting `Bearer <token>`.
-    pub async fn start(token: &str, rules: Value) -> FakeApi {
+    pub(crate) async fn start(token: &str, rules: Value) -> FakeApi {
         Self::start_inner(
             Behavior {
                 token: Some(token.to_string()),
@@ -84,7 +84,7 @@ impl FakeApi {
 
     /// TLS with `pki`'s server certificate; requires a client certificate
     /// signed by its CA.
-    pub async fn start_tls(pki: &Pki, rules: Value) -> FakeApi {
+    pub(crate) async fn start_tls(pki: &Pki, rules: Value) -> FakeApi {
         use tokio_rustls::rustls;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let read = |p: &Path| std::fs::read(p).unwrap();
@@ -156,7 +156,7 @@ impl FakeApi {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!(
             "{}://127.0.0.1:{}",
             if self.tls { "https" } else { "http" },
@@ -167,7 +167,7 @@ impl FakeApi {
     /// Every request received so far, except the unauthenticated
     /// `GET /version` that this host's `kubectl` (a version dispatcher)
     /// sends before running any command, `kubectl config view` included.
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen
             .lock()
             .unwrap()
@@ -184,12 +184,12 @@ impl FakeApi {
     }
 
     /// Every request, the dispatcher's included.
-    pub fn seen_all(&self) -> Vec<Seen> {
+    pub(crate) fn seen_all(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
     /// Requests other than the credential checks.
-    pub fn seen_reads(&self) -> Vec<Seen> {
+    pub(crate) fn seen_reads(&self) -> Vec<Seen> {
         self.seen()
             .into_iter()
             .filter(|s| !s.target.contains("selfsubjectrulesreviews"))
@@ -306,7 +306,7 @@ fn answer(
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate,
 /// made with the openssl CLI.
-pub struct Pki {
+pub(crate) struct Pki {
     pub ca_cert: std::path::PathBuf,
     pub server_cert: std::path::PathBuf,
     pub server_key: std::path::PathBuf,
@@ -314,7 +314,7 @@ pub struct Pki {
     pub client_key: std::path::PathBuf,
 }
 
-pub fn make_pki(dir: &Path) -> Pki {
+pub(crate) fn make_pki(dir: &Path) -> Pki {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
@@ -401,7 +401,7 @@ pub fn make_pki(dir: &Path) -> Pki {
 }
 
 /// An operator kubeconfig for `server` with a bearer token.
-pub fn token_kubeconfig(path: &Path, server: &str, token: &str) {
+pub(crate) fn token_kubeconfig(path: &Path, server: &str, token: &str) {
     std::fs::write(
         path,
         format!(
@@ -412,7 +412,7 @@ pub fn token_kubeconfig(path: &Path, server: &str, token: &str) {
 }
 
 /// An operator kubeconfig for `server` with the CA and a client certificate (files).
-pub fn cert_kubeconfig(path: &Path, server: &str, pki: &Pki, ca: &Path) {
+pub(crate) fn cert_kubeconfig(path: &Path, server: &str, pki: &Pki, ca: &Path) {
     std::fs::write(
         path,
         format!(
@@ -426,21 +426,21 @@ pub fn cert_kubeconfig(path: &Path, server: &str, pki: &Pki, ca: &Path) {
 }
 
 /// The incident token in a generated (JSON) kubeconfig's server URL.
-pub fn token_of(kubeconfig: &str) -> String {
+pub(crate) fn token_of(kubeconfig: &str) -> String {
     let server = server_of(kubeconfig);
     let (_, t) = server.split_once("/incident/").expect("token path");
     t.to_string()
 }
 
 /// `http://host:port` of a generated kubeconfig's server.
-pub fn proxy_of(kubeconfig: &str) -> String {
+pub(crate) fn proxy_of(kubeconfig: &str) -> String {
     let server = server_of(kubeconfig);
     let (p, _) = server.split_once("/incident/").expect("token path");
     p.to_string()
 }
 
 /// The server in a generated (JSON) kubeconfig.
-pub fn server_of(kubeconfig: &str) -> String {
+pub(crate) fn server_of(kubeconfig: &str) -> String {
     let v: Value = serde_json::from_str(kubeconfig).unwrap();
     v["clusters"][0]["cluster"]["server"]
         .as_str()

@@ -10,15 +10,15 @@ use crate::settings as env;
 
 /// Default listen address: loopback, so `runner status` and a local
 /// Prometheus work out of the box and nothing is exposed.
-pub const DEFAULT_LISTEN: &str = match env::ADMIN_LISTEN.default {
+pub(crate) const DEFAULT_LISTEN: &str = match env::ADMIN_LISTEN.default {
     runner_core::config::Fallback::Value(v) => v,
     runner_core::config::Fallback::Absent(_) => panic!("ADMIN_LISTEN has a default"),
 };
 /// Shortest accepted token: a guessable token is no protection.
-pub const MIN_TOKEN_LEN: usize = 16;
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
 
 #[derive(Clone)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// `None`: the admin server is off.
     pub listen: Option<SocketAddr>,
     /// Required on every endpoint but the probes when set.
@@ -59,7 +59,7 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// Environment variables holding this server's secret.
-    pub fn secret_envs(&self) -> Vec<String> {
+    pub(crate) fn secret_envs(&self) -> Vec<String> {
         let mut v = vec![env::ADMIN_TOKEN.env.to_string()];
         if self.token_env != env::ADMIN_TOKEN.env {
             v.push(self.token_env.clone());
@@ -68,7 +68,7 @@ impl ServerConfig {
     }
 
     /// Reads `[server]`; every problem goes to the reader's errors.
-    pub fn read(r: &mut TableReader<'_>) -> ServerConfig {
+    pub(crate) fn read(r: &mut TableReader<'_>) -> ServerConfig {
         let listen_text: String = r.setting(&env::ADMIN_LISTEN);
         let listen = match listen_text.trim() {
             "off" => None,

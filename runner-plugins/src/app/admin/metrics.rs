@@ -12,7 +12,7 @@ use runner_core::pipeline::PipelineHandle;
 use runner_core::status::{IncidentLog, SourcePhase};
 
 #[derive(Clone)]
-pub struct PipelineCollector {
+pub(crate) struct PipelineCollector {
     pub handle: PipelineHandle,
     pub max_concurrent: usize,
 }
@@ -362,18 +362,18 @@ fn usage(enc: &mut DescriptorEncoder, log: &dyn IncidentLog) -> Result<(), std::
 }
 
 /// The registry served on `/metrics`.
-pub fn registry(c: PipelineCollector) -> Registry {
+pub(crate) fn registry(c: PipelineCollector) -> Registry {
     let mut r = Registry::default();
     r.register_collector(Box::new(c));
     r
 }
 
 /// Prometheus text exposition (format 0.0.4).
-pub fn render(r: &Registry) -> String {
+pub(crate) fn render(r: &Registry) -> String {
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, r)
         .expect("writing to a String cannot fail");
     out
 }
 
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;

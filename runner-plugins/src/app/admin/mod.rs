@@ -9,9 +9,9 @@
 //! HTTP Basic authentication (any user name).
 
 mod config;
-pub mod metrics;
-pub mod page;
-pub mod table;
+pub(crate) mod metrics;
+pub(crate) mod page;
+pub(crate) mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use runner_core::pipeline::PipelineHandle;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{DEFAULT_LISTEN, MIN_TOKEN_LEN, ServerConfig};
+pub(crate) use config::{DEFAULT_LISTEN, ServerConfig};
 
 struct AppState {
     handle: PipelineHandle,
@@ -39,7 +39,7 @@ struct AppState {
 }
 
 /// A running admin server.
-pub struct AdminServer {
+pub(crate) struct AdminServer {
     pub addr: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -48,12 +48,12 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds first, before the pipeline starts: a listener that cannot be
     /// bound stops the runner (an operator who configured it expects it).
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
         tokio::net::TcpListener::bind(addr).await
     }
 
     /// Serves on a bound listener.
-    pub fn serve(
+    pub(crate) fn serve(
         listener: tokio::net::TcpListener,
         cfg: ServerConfig,
         handle: PipelineHandle,
@@ -85,7 +85,7 @@ impl AdminServer {
         Ok(AdminServer { addr, stop, task })
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         // Open keep-alive connections (a browser's) must not hold up exit.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
@@ -169,7 +169,7 @@ fn b64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// True when the request carries the token (Bearer, or Basic password).
-pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -279,7 +279,11 @@ async fn metrics_handler(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// Everything `runner status` shows.
-pub fn status_value(handle: &PipelineHandle, cfg: &ServerConfig, max_concurrent: usize) -> Value {
+pub(crate) fn status_value(
+    handle: &PipelineHandle,
+    cfg: &ServerConfig,
+    max_concurrent: usize,
+) -> Value {
     let s = handle.stats();
     let r = handle.router();
     let ready = handle.readiness(cfg.ready_source_down);
@@ -311,7 +315,7 @@ async fn status_json(State(st): State<Arc<AppState>>) -> Response {
 
 /// The incidents as JSON: running and queued from the router, recent from
 /// the sink's log.
-pub fn incidents_value(handle: &PipelineHandle) -> Value {
+pub(crate) fn incidents_value(handle: &PipelineHandle) -> Value {
     let (queued, running) = handle.router_view().work();
     let recent = handle
         .incident_log()
@@ -374,8 +378,6 @@ async fn report(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
             .into_response(),
     }
 }
-
-pub use runner_core::status::incident_url;
 
 #[cfg(test)]
 mod tests {

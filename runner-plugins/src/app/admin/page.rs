@@ -10,9 +10,9 @@ use runner_core::status::{IncidentView, WorkItem};
 use crate::sinks::agent::report::html_escape as esc;
 
 /// Seconds between automatic reloads.
-pub const REFRESH_SECONDS: u32 = 5;
+pub(crate) const REFRESH_SECONDS: u32 = 5;
 
-pub struct PageData<'a> {
+pub(crate) struct PageData<'a> {
     pub running: &'a [WorkItem],
     pub queued: &'a [WorkItem],
     pub recent: &'a [IncidentView],
@@ -59,7 +59,7 @@ fn cost(i: &IncidentView) -> String {
     }
 }
 
-pub fn render(d: &PageData<'_>) -> String {
+pub(crate) fn render(d: &PageData<'_>) -> String {
     let mut h = String::with_capacity(8192);
     let _ = write!(
         h,

@@ -58,7 +58,7 @@ fn resource(v: &Value) -> String {
 }
 
 /// Renders `/api/status` plus `/api/incidents` as tables.
-pub fn render(status: &Value, incidents: &Value) -> String {
+pub(crate) fn render(status: &Value, incidents: &Value) -> String {
     let mut out = String::new();
     let ready = status["ready"].as_bool().unwrap_or(false);
     out.push_str(&format!(
@@ -194,7 +194,7 @@ pub fn render(status: &Value, incidents: &Value) -> String {
 }
 
 /// Fetches both documents from `base` (e.g. http://127.0.0.1:9469).
-pub async fn fetch(base: &str, token: Option<&str>) -> Result<(Value, Value), String> {
+pub(crate) async fn fetch(base: &str, token: Option<&str>) -> Result<(Value, Value), String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -12,10 +12,10 @@ use runner_core::status::{IncidentLog, IncidentView};
 use super::workspace::{IncidentDoc, Status};
 
 /// Incidents kept for the page (older ones stay on disk).
-pub const KEEP: usize = 500;
+pub(crate) const KEEP: usize = 500;
 
 #[derive(Default)]
-pub struct IncidentBook {
+pub(crate) struct IncidentBook {
     inner: Mutex<Inner>,
 }
 
@@ -41,7 +41,7 @@ fn status_str(s: Status) -> &'static str {
 
 impl IncidentBook {
     /// Records the incident's current state (inserting it when new).
-    pub fn update(&self, doc: &IncidentDoc, seq: u64, dir: &Path) {
+    pub(crate) fn update(&self, doc: &IncidentDoc, seq: u64, dir: &Path) {
         let terminal = !matches!(doc.status, Status::Created | Status::Running);
         let view = IncidentView {
             id: doc.id.clone(),

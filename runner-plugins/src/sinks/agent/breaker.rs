@@ -4,19 +4,19 @@
 /// Consecutive-failure tracking: one "degraded" when the count reaches the
 /// threshold, one "recovered" at the next success.
 #[derive(Debug, Default)]
-pub struct Breaker {
+pub(super) struct Breaker {
     consecutive: u32,
     degraded: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum BreakerSignal {
+pub(super) enum BreakerSignal {
     Degraded(u32),
     Recovered(u32),
 }
 
 impl Breaker {
-    pub fn failure(&mut self, threshold: u32) -> Option<BreakerSignal> {
+    pub(super) fn failure(&mut self, threshold: u32) -> Option<BreakerSignal> {
         self.consecutive = self.consecutive.saturating_add(1);
         if !self.degraded && self.consecutive >= threshold.max(1) {
             self.degraded = true;
@@ -25,7 +25,7 @@ impl Breaker {
         None
     }
 
-    pub fn success(&mut self) -> Option<BreakerSignal> {
+    pub(super) fn success(&mut self) -> Option<BreakerSignal> {
         let n = std::mem::take(&mut self.consecutive);
         if std::mem::take(&mut self.degraded) {
             return Some(BreakerSignal::Recovered(n));

@@ -18,7 +18,7 @@ fn plain(c: char) -> bool {
 /// executable on `path` (or by absolute path) that starts with `#!` or is an
 /// ELF file (a script without `#!` only runs through a shell). Builtins and
 /// functions are not on `path`, so they keep the shell.
-pub fn direct_argv(line: &str, path: &str) -> Option<Vec<String>> {
+pub(super) fn direct_argv(line: &str, path: &str) -> Option<Vec<String>> {
     if !line.chars().all(|c| c == ' ' || c == '\t' || plain(c)) {
         return None;
     }

@@ -14,7 +14,7 @@ use crate::settings as env;
 use crate::sinks::slack::SlackOptions;
 
 /// The read-only triage prompt shipped with the binary.
-pub const DEFAULT_PROMPT: &str = include_str!("../../../prompts/triage.md");
+pub(crate) const DEFAULT_PROMPT: &str = include_str!("../../../prompts/triage.md");
 
 /// Variables the runner sets for every agent; `env_allow` cannot name them.
 pub const INCIDENT_VARS: [&str; 13] = [
@@ -38,7 +38,7 @@ const MAX_TIMEOUT_SECONDS: u64 = 7 * 24 * 3600;
 const MAX_GRACE_SECONDS: u64 = 3600;
 
 /// Always passed through when set in the runner's environment.
-pub const BASE_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
+pub(crate) const BASE_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
 
 /// How the agent is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,33 +66,33 @@ pub struct AgentSinkConfig {
     pub env_allow: Vec<String>,
     pub min_investigation_bytes: u64,
     /// Name of the variable holding the webhook (for messages only).
-    pub slack_webhook_env: String,
+    pub(crate) slack_webhook_env: String,
     /// The webhook itself, read from the environment; never logged unmasked.
-    pub slack_webhook: Option<String>,
-    pub slack: SlackOptions,
+    pub(crate) slack_webhook: Option<String>,
+    pub(crate) slack: SlackOptions,
     /// Consecutive failed/timed-out agents before one "degraded" message.
     pub failure_alert_threshold: u32,
     /// The kernel sandbox every agent runs under.
     pub sandbox: SandboxConfig,
     /// Names of variables holding a source's token (`token_env`), redacted
     /// from reports like every other secret.
-    pub secret_envs: Vec<String>,
+    pub(crate) secret_envs: Vec<String>,
     /// The `[[cluster]]` credentials and the read-only proxy; `None`: no
     /// agent can reach any cluster.
-    pub clusters: Option<Arc<crate::cluster::ClusterGuard>>,
+    pub(crate) clusters: Option<Arc<crate::cluster::ClusterGuard>>,
     /// The admin server's public URL (`[server] public_url`): messages link
     /// to the incident's page there.
     pub public_url: Option<String>,
     /// Budget flags and endpoint of the CLI presets.
-    pub preset_options: Box<PresetOptions>,
-    pub daily_budget: Box<DailyBudget>,
+    pub(crate) preset_options: Box<PresetOptions>,
+    pub(crate) daily_budget: Box<DailyBudget>,
     /// Workspace retention and the agents' log cap.
-    pub retention: Box<Retention>,
+    pub(crate) retention: Box<Retention>,
 }
 
 /// How much the incident workspaces may keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retention {
+pub(crate) struct Retention {
     /// Workspaces older than this are deleted (`retention_days`; 0: never).
     pub max_age: Option<Duration>,
     /// Total size of all workspaces (`retention_max_bytes`; 0: no bound).
@@ -102,9 +102,9 @@ pub struct Retention {
 }
 
 /// Defaults: 30 days, 10 GiB, 10 MiB per log.
-pub const DEFAULT_RETENTION_DAYS: u64 = 30;
-pub const DEFAULT_RETENTION_MAX_BYTES: u64 = 10 << 30;
-pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 << 20;
+pub(crate) const DEFAULT_RETENTION_DAYS: u64 = 30;
+pub(crate) const DEFAULT_RETENTION_MAX_BYTES: u64 = 10 << 30;
+pub(crate) const DEFAULT_LOG_MAX_BYTES: u64 = 10 << 20;
 
 impl Default for Retention {
     fn default() -> Self {
@@ -118,7 +118,7 @@ impl Default for Retention {
 
 /// Per cluster and UTC day: after these, incidents are not launched.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct DailyBudget {
+pub(crate) struct DailyBudget {
     /// Agent runs (`daily_runs_per_cluster`).
     pub runs: Option<u32>,
     /// Reported dollars (`daily_budget_usd_per_cluster`); only CLIs that
@@ -529,14 +529,14 @@ fn too_broad_to_hide(dir: &Path) -> bool {
         .any(|s| Path::new(s).starts_with(dir))
 }
 
-pub fn is_env_name(s: &str) -> bool {
+pub(crate) fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Names that hold the runner's own secrets: never passed to an agent.
-pub fn is_secret_name(name: &str, webhook_env: &str) -> bool {
+pub(crate) fn is_secret_name(name: &str, webhook_env: &str) -> bool {
     name == webhook_env
         || name == env::MCP_TOKEN_FILE.env
         || crate::settings::SETTINGS
@@ -574,7 +574,7 @@ fn url_port(url: &str) -> Option<u16> {
 
 /// What `runner validate` found out about a CLI preset's requirements.
 #[derive(Debug, Default)]
-pub struct Preflight {
+pub(crate) struct Preflight {
     /// Informational lines (program path and version).
     pub info: Vec<String>,
     /// Every missing program, variable or file, each a full sentence.
@@ -586,7 +586,7 @@ impl AgentSinkConfig {
     /// (and its version), its API key variable in `env_allow` and set.
     /// Cluster access comes from `[[cluster]]`, never from `KUBECONFIG`.
     /// `env` reads the runner's environment.
-    pub fn preflight(&self, env: &dyn Fn(&str) -> Option<String>) -> Preflight {
+    pub(crate) fn preflight(&self, env: &dyn Fn(&str) -> Option<String>) -> Preflight {
         let mut out = Preflight::default();
         let AgentCommand::Preset(p) = &self.command else {
             return out;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 /// One line of `/proc/<pid>/stat`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Proc {
+pub(crate) struct Proc {
     pub pid: i32,
     pub ppid: i32,
     pub pgid: i32,
@@ -31,7 +31,7 @@ pub struct Proc {
     pub comm: String,
 }
 
-pub fn parse_stat(s: &str) -> Option<Proc> {
+pub(crate) fn parse_stat(s: &str) -> Option<Proc> {
     let open = s.find('(')?;
     let close = s.rfind(')')?;
     let pid = s[..open].trim().parse().ok()?;
@@ -49,12 +49,12 @@ pub fn parse_stat(s: &str) -> Option<Proc> {
     })
 }
 
-pub fn stat(pid: i32) -> Option<Proc> {
+pub(crate) fn stat(pid: i32) -> Option<Proc> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// Every process on the host (threads are not listed in `/proc`).
-pub fn table() -> Vec<Proc> {
+pub(crate) fn table() -> Vec<Proc> {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -71,7 +71,7 @@ fn environ_has(pid: i32, entry: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-pub fn boot_id() -> String {
+pub(crate) fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
@@ -91,7 +91,7 @@ fn self_sid() -> i32 {
 /// just-forked agent of another incident for an orphan.
 static LIVE_LEADERS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
-pub fn with_leaders<R>(f: impl FnOnce(&mut BTreeSet<i32>) -> R) -> R {
+pub(crate) fn with_leaders<R>(f: impl FnOnce(&mut BTreeSet<i32>) -> R) -> R {
     let mut g = LIVE_LEADERS.lock().unwrap_or_else(|e| e.into_inner());
     f(&mut g)
 }
@@ -121,7 +121,7 @@ fn closure(table: &[Proc], seeds: HashSet<i32>) -> Vec<Proc> {
 
 /// The processes of one agent, tracked while it runs.
 #[derive(Debug)]
-pub struct Tree {
+pub(crate) struct Tree {
     pub incident: String,
     pub leader: i32,
     pub leader_start: u64,
@@ -133,7 +133,7 @@ pub struct Tree {
 
 /// The on-disk form, `<workspace root>/.agents/<incident>.json`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     pub boot_id: String,
     pub runner_pid: i32,
     pub runner_start: u64,
@@ -143,13 +143,13 @@ pub struct Record {
     pub known: Vec<(i32, u64)>,
 }
 
-pub fn records_dir(workspace_root: &Path) -> PathBuf {
+pub(crate) fn records_dir(workspace_root: &Path) -> PathBuf {
     workspace_root.join(".agents")
 }
 
 impl Tree {
     /// Starts tracking the agent `leader` (already a session leader).
-    pub fn new(incident: &str, leader: i32, records: Option<&Path>) -> Tree {
+    pub(crate) fn new(incident: &str, leader: i32, records: Option<&Path>) -> Tree {
         let leader_start = stat(leader).map(|p| p.start).unwrap_or(0);
         let t = Tree {
             incident: incident.to_string(),
@@ -192,7 +192,7 @@ impl Tree {
     }
 
     /// The agent's processes now (leader included while it exists).
-    pub fn members(&self, table: &[Proc], leaders: &BTreeSet<i32>) -> Vec<Proc> {
+    pub(crate) fn members(&self, table: &[Proc], leaders: &BTreeSet<i32>) -> Vec<Proc> {
         let marker = format!("INCIDENT_ID={}", self.incident).into_bytes();
         let (me, my_sid) = (self_pid(), self_sid());
         // SAFETY: getuid has no preconditions.
@@ -221,7 +221,7 @@ impl Tree {
     }
 
     /// Adds the current members to the known identities.
-    pub fn track(&mut self) {
+    pub(crate) fn track(&mut self) {
         let table = table();
         let members = with_leaders(|l| self.members(&table, l));
         let before = self.known.len();
@@ -232,7 +232,7 @@ impl Tree {
     }
 
     /// Sends `sig` to every member. Returns those signalled.
-    pub fn signal(&mut self, sig: libc::c_int) -> Vec<Proc> {
+    pub(crate) fn signal(&mut self, sig: libc::c_int) -> Vec<Proc> {
         with_leaders(|l| {
             let table = table();
             let m = self.members(&table, l);
@@ -248,7 +248,7 @@ impl Tree {
     /// passes), reaping the orphans re-parented to the runner. The leader
     /// is not reaped here: its `Child` owner does that. Returns the
     /// processes that were alive (not zombies) and killed, leader excluded.
-    pub fn sweep(&mut self, within: Duration) -> Vec<Proc> {
+    pub(crate) fn sweep(&mut self, within: Duration) -> Vec<Proc> {
         let deadline = Instant::now() + within;
         let mut killed: HashMap<(i32, u64), Proc> = HashMap::new();
         loop {
@@ -276,7 +276,7 @@ impl Tree {
 
     /// Removes the on-disk record (the agent is fully gone), and the
     /// records directory once empty, so an idle root holds only incidents.
-    pub fn forget(&self) {
+    pub(crate) fn forget(&self) {
         if let Some(p) = &self.record {
             let _ = std::fs::remove_file(p);
             if let Some(dir) = p.parent() {
@@ -321,7 +321,7 @@ fn reap_orphans(m: &[Proc], leader: i32) {
 /// left alive, from the records under `workspace_root`. Returns, per
 /// incident, the processes killed. Only exact identities, the incident's
 /// marker and their descendants are touched.
-pub fn kill_leftovers(workspace_root: &Path) -> Vec<(String, Vec<Proc>)> {
+pub(crate) fn kill_leftovers(workspace_root: &Path) -> Vec<(String, Vec<Proc>)> {
     let dir = records_dir(workspace_root);
     let Ok(rd) = std::fs::read_dir(&dir) else {
         return Vec::new();
@@ -401,7 +401,7 @@ impl Tree {
 /// Marks the runner as a child subreaper (orphans of its agents come back
 /// to it instead of init) and non-dumpable (a same-uid agent can neither
 /// ptrace it nor read `/proc/<runner>/environ` or its memory).
-pub fn harden_runner_process() -> Vec<String> {
+pub(crate) fn harden_runner_process() -> Vec<String> {
     let mut errs = Vec::new();
     // SAFETY: prctl with integer arguments.
     unsafe {

@@ -23,15 +23,15 @@ use runner_core::date::rfc3339_millis as rfc3339;
 use runner_core::text::clean_line;
 
 /// The incident's events, one JSON object per line.
-pub const EVENTS_FILE: &str = "events.jsonl";
+pub(crate) const EVENTS_FILE: &str = "events.jsonl";
 /// `events.jsonl` stops growing here; later events are counted, not written.
-pub const MAX_EVENTS_FILE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_EVENTS_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// An event whose line would be longer is written as its identity only.
-pub const MAX_EVENT_LINE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_EVENT_LINE_BYTES: usize = 64 * 1024;
 /// Events listed in the prompt (the rest are in `events.jsonl`).
-pub const PROMPT_EVENTS: usize = 40;
+pub(crate) const PROMPT_EVENTS: usize = 40;
 /// How much of the previous investigation the prompt quotes.
-pub const PAST_FINDINGS_BYTES: usize = 16 * 1024;
+pub(crate) const PAST_FINDINGS_BYTES: usize = 16 * 1024;
 /// Events arriving in a burst are written together, this long after the
 /// first (while the agent runs: it may be reading the file).
 const FLUSH_DELAY: Duration = Duration::from_millis(200);
@@ -46,7 +46,7 @@ const HISTORY_MAX_GROUPS: usize = 100_000;
 /// The `group` section of `incident.json`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct GroupDoc {
+pub(crate) struct GroupDoc {
     /// The canonical group key (JSON array text of its fields).
     pub key: String,
     pub key_id: String,
@@ -68,7 +68,7 @@ pub struct GroupDoc {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct WorkloadDoc {
+pub(crate) struct WorkloadDoc {
     pub kind: String,
     pub name: String,
     pub derived_from: String,
@@ -76,7 +76,7 @@ pub struct WorkloadDoc {
 
 /// `events.jsonl` of one incident, appended to as events attach.
 #[derive(Debug)]
-pub struct EventsFile {
+pub(crate) struct EventsFile {
     path: PathBuf,
     bytes: u64,
     pub written: u64,
@@ -91,7 +91,7 @@ pub struct EventsFile {
 const MAX_DISTINCT: usize = 10_000;
 
 impl EventsFile {
-    pub fn new(ws: &Workspace) -> EventsFile {
+    pub(crate) fn new(ws: &Workspace) -> EventsFile {
         EventsFile {
             path: ws.dir.join(EVENTS_FILE),
             bytes: 0,
@@ -103,7 +103,7 @@ impl EventsFile {
     }
 
     /// Distinct resources among the events (at most 10 000 are told apart).
-    pub fn distinct(&self) -> usize {
+    pub(crate) fn distinct(&self) -> usize {
         self.distinct.len()
     }
 
@@ -132,7 +132,7 @@ impl EventsFile {
 
     /// Appends `members`; what does not fit the cap or cannot be written is
     /// counted in `not_written`.
-    pub fn append(&mut self, members: &[Member]) {
+    pub(crate) fn append(&mut self, members: &[Member]) {
         if members.is_empty() {
             return;
         }
@@ -189,7 +189,7 @@ impl EventsFile {
 }
 
 /// The `group` section for `inc` with the file's counts.
-pub fn group_doc(inc: &Incident, file: &EventsFile, previous: Option<&str>) -> GroupDoc {
+pub(crate) fn group_doc(inc: &Incident, file: &EventsFile, previous: Option<&str>) -> GroupDoc {
     let c = inc.counts();
     let k = &inc.key;
     GroupDoc {
@@ -210,7 +210,7 @@ pub fn group_doc(inc: &Incident, file: &EventsFile, previous: Option<&str>) -> G
 }
 
 /// Takes the incident's new events and appends them to its file.
-pub fn flush(inc: &Incident, file: &Mutex<EventsFile>) {
+pub(crate) fn flush(inc: &Incident, file: &Mutex<EventsFile>) {
     let members = inc.take_pending();
     if members.is_empty() {
         return;
@@ -221,7 +221,7 @@ pub fn flush(inc: &Incident, file: &Mutex<EventsFile>) {
 
 /// The prompt's section on the incident's events (untrusted text, cleaned
 /// and bounded).
-pub fn prompt_events(inc: &Incident, file: &EventsFile) -> String {
+pub(crate) fn prompt_events(inc: &Incident, file: &EventsFile) -> String {
     let c = inc.counts();
     let line = |s: &str| clean_line(s, 200);
     let mut p = format!(
@@ -259,7 +259,7 @@ pub fn prompt_events(inc: &Incident, file: &EventsFile) -> String {
 
 /// The prompt's "what we found last time" section, from `past`'s
 /// workspace; `redact` cleans the earlier agent's text.
-pub fn prompt_last_time(past: &PastIncident, redact: impl Fn(&str) -> String) -> String {
+pub(crate) fn prompt_last_time(past: &PastIncident, redact: impl Fn(&str) -> String) -> String {
     let mut p = format!(
         "\n## What we found last time\n\nThe previous incident of this group was {} ({}{}). ",
         clean_line(&past.id, 100),
@@ -308,17 +308,17 @@ fn read_prefix(path: &Path, max: usize) -> Option<String> {
 
 /// Rewrites the `group` section of an incident's `incident.json` (events
 /// attached while the agent runs, recurrences after it ended).
-pub fn update_incident_json(ws: &Workspace, doc: &GroupDoc) -> std::io::Result<()> {
+pub(crate) fn update_incident_json(ws: &Workspace, doc: &GroupDoc) -> std::io::Result<()> {
     let g = serde_json::to_value(doc).map_err(std::io::Error::other)?;
     ws.update_incident(|v| v["group"] = g)
 }
 
 /// Re-renders a finished incident's reports with new group counts; set by
 /// the sink when its call wrote the final reports.
-pub type Rerender = Arc<Mutex<Option<Box<dyn Fn(&GroupDoc) + Send>>>>;
+pub(crate) type Rerender = Arc<Mutex<Option<Box<dyn Fn(&GroupDoc) + Send>>>>;
 
 /// What the follower needs to keep an incident's files current.
-pub struct Follow {
+pub(crate) struct Follow {
     pub incident: Arc<Incident>,
     pub ws: Workspace,
     pub file: Arc<Mutex<EventsFile>>,
@@ -335,7 +335,7 @@ pub struct Follow {
 /// Appends the incident's new events to `events.jsonl` while its agent
 /// runs and, after it ended, until its cooldown is over; then updates the
 /// counts in `incident.json` and the reports.
-pub async fn follow(f: Follow) {
+pub(crate) async fn follow(f: Follow) {
     let mut published: Option<GroupDoc> = None;
     loop {
         let phase = f.incident.phase();
@@ -406,7 +406,7 @@ pub async fn follow(f: Follow) {
 /// [`GroupHistory`] over the workspace root: the last completed incident
 /// of each group, learned as incidents finish and, at the first lookup,
 /// from the `incident.json` files already under the root.
-pub struct WorkspaceHistory {
+pub(crate) struct WorkspaceHistory {
     root: PathBuf,
     inner: Mutex<HistoryState>,
 }
@@ -418,7 +418,7 @@ struct HistoryState {
 }
 
 impl WorkspaceHistory {
-    pub fn new(root: &Path) -> WorkspaceHistory {
+    pub(crate) fn new(root: &Path) -> WorkspaceHistory {
         WorkspaceHistory {
             root: root.to_path_buf(),
             inner: Mutex::new(HistoryState::default()),

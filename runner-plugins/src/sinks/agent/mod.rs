@@ -3,24 +3,21 @@
 //! (Slack).
 //! The contract with the agent is documented in `docs/agents.md`.
 
-pub mod book;
+pub(crate) mod book;
 mod breaker;
 mod cmdline;
-pub mod config;
-pub mod contain;
-pub mod group;
+pub(crate) mod config;
+pub(crate) mod contain;
+pub(crate) mod group;
 pub mod presets;
-pub mod process;
-pub mod prompt;
-pub mod redact;
-pub mod report;
-pub mod retention;
+pub(crate) mod process;
+pub(crate) mod prompt;
+pub(crate) mod redact;
+pub(crate) mod report;
+pub(crate) mod retention;
 pub mod sandbox;
-pub mod usage;
-pub mod workspace;
-
-/// Slack is a sink of its own now; the old path keeps working.
-pub use crate::sinks::slack;
+pub(crate) mod usage;
+pub(crate) mod workspace;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +30,8 @@ use runner_core::{CancellationToken, Envelope, Outcome, Sink, SinkResult, UsageT
 use tokio::time::Instant;
 
 use breaker::{Breaker, BreakerSignal};
-pub use config::{AgentCommand, AgentSinkConfig, BASE_ENV, DEFAULT_PROMPT, INCIDENT_VARS};
+use config::BASE_ENV;
+pub use config::{AgentCommand, AgentSinkConfig, INCIDENT_VARS};
 pub use presets::Preset;
 use presets::PresetOptions;
 use process::{Exit, Finished, Launch};
@@ -50,7 +48,7 @@ use runner_core::config::Environment;
 /// The agent's report is read at most this far (it is shown, not parsed).
 const MAX_INVESTIGATION_BYTES: u64 = 1024 * 1024;
 /// The agent's kubeconfig in its workspace (proxy token, or no cluster).
-pub const KUBECONFIG_FILE: &str = "kubeconfig";
+pub(crate) const KUBECONFIG_FILE: &str = "kubeconfig";
 /// Lines of the agent's stderr and stdout quoted in the report of a failure.
 const STDERR_TAIL_LINES: usize = 20;
 /// A quoted log line is cut here (stream-JSON lines can be huge).
@@ -763,7 +761,7 @@ impl AgentSink {
 /// Process-level work for `runner run`, after logging is up: says loudly
 /// whether agents will be sandboxed, and kills what agents of a previous
 /// run (a runner that was SIGKILLed) left alive.
-pub fn startup(cfg: &AgentSinkConfig) {
+pub(crate) fn startup(cfg: &AgentSinkConfig) {
     if let AgentCommand::Preset(p) = &cfg.command
         && let Some(why) = p.untested()
     {
@@ -808,7 +806,7 @@ pub fn startup(cfg: &AgentSinkConfig) {
 }
 
 /// Kills leftovers of a previous run recorded under the workspace root.
-pub fn reap_previous_run(cfg: &AgentSinkConfig) {
+pub(crate) fn reap_previous_run(cfg: &AgentSinkConfig) {
     let Ok(root) = cfg.workspace_root.canonicalize() else {
         return;
     };

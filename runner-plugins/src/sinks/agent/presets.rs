@@ -4,10 +4,10 @@
 //! `{workspace}`; nothing from an event is ever substituted.
 
 /// The built-in demo agent: POSIX sh, no network, no API key.
-pub const DEMO_AGENT_SCRIPT: &str = include_str!("../../../agents/demo-agent.sh");
+pub(crate) const DEMO_AGENT_SCRIPT: &str = include_str!("../../../agents/demo-agent.sh");
 
 /// Placeholders a template (or `command = [...]`) may use.
-pub const PLACEHOLDERS: [&str; 3] = ["{model}", "{prompt_file}", "{workspace}"];
+pub(crate) const PLACEHOLDERS: [&str; 3] = ["{model}", "{prompt_file}", "{workspace}"];
 
 /// The instruction every CLI preset passes as its prompt argument: the prompt
 /// itself lives in a file so no prompt text ever reaches an argv or a shell.
@@ -24,7 +24,7 @@ pub enum Preset {
 
 /// Operator settings that shape a preset's argv and its private HOME.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PresetOptions {
+pub(crate) struct PresetOptions {
     /// Per-incident spending cap (claude `--max-budget-usd`).
     pub max_budget_usd: Option<f64>,
     /// Per-incident model-turn cap (claude `--max-turns`, gemini
@@ -54,7 +54,7 @@ impl PresetOptions {
 
 /// How a preset's CLI reports its run on stdout (parsed by `usage`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// `claude -p --output-format stream-json --verbose`.
     ClaudeStream,
     /// `codex exec --json`.
@@ -66,7 +66,7 @@ pub enum OutputFormat {
 }
 
 /// kubectl verbs a preset lets the agent run (read-only ones).
-pub const KUBECTL_READ_VERBS: [&str; 5] = ["get", "describe", "logs", "top", "events"];
+pub(crate) const KUBECTL_READ_VERBS: [&str; 5] = ["get", "describe", "logs", "top", "events"];
 
 /// kubectl verbs the codex command policy forbids outright.
 const KUBECTL_FORBIDDEN_VERBS: [&str; 28] = [
@@ -101,9 +101,9 @@ const KUBECTL_FORBIDDEN_VERBS: [&str; 28] = [
 ];
 
 impl Preset {
-    pub const ALLOWED: &'static str = "one of claude, codex, gemini, goose, demo";
+    pub(crate) const ALLOWED: &'static str = "one of claude, codex, gemini, goose, demo";
 
-    pub fn parse(s: &str) -> Option<Preset> {
+    pub(crate) fn parse(s: &str) -> Option<Preset> {
         Some(match s {
             "claude" => Preset::Claude,
             "codex" => Preset::Codex,
@@ -114,7 +114,7 @@ impl Preset {
         })
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Preset::Claude => "claude",
             Preset::Codex => "codex",
@@ -125,13 +125,13 @@ impl Preset {
     }
 
     /// True for the presets that run a third-party CLI (not `demo`).
-    pub fn is_cli(self) -> bool {
+    pub(crate) fn is_cli(self) -> bool {
         self != Preset::Demo
     }
 
     /// Why the preset has never run in this project's tests, when it has
     /// not (said by `runner validate` and at startup).
-    pub fn untested(self) -> Option<&'static str> {
+    pub(crate) fn untested(self) -> Option<&'static str> {
         match self {
             Preset::Goose => Some(
                 "UNTESTED: the goose agent CLI is published on none of npm, PyPI, crates.io or \
@@ -144,14 +144,14 @@ impl Preset {
     }
 
     /// The program the preset runs (looked up on PATH).
-    pub fn program(self) -> &'static str {
+    pub(crate) fn program(self) -> &'static str {
         match self {
             Preset::Demo => "sh",
             p => p.name(),
         }
     }
 
-    pub fn output_format(self) -> OutputFormat {
+    pub(crate) fn output_format(self) -> OutputFormat {
         match self {
             Preset::Claude => OutputFormat::ClaudeStream,
             Preset::Codex => OutputFormat::CodexJson,
@@ -162,7 +162,7 @@ impl Preset {
 
     /// Variables the CLI needs for its API key: at least one of each group
     /// must be in `env_allow` and set.
-    pub fn key_vars(self) -> &'static [&'static [&'static str]] {
+    pub(crate) fn key_vars(self) -> &'static [&'static [&'static str]] {
         match self {
             Preset::Claude => &[&["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"]],
             Preset::Codex => &[&["CODEX_API_KEY"]],
@@ -174,7 +174,7 @@ impl Preset {
 
     /// Variables the runner sets itself for this preset (so `env_allow`
     /// entries of the same name are overridden).
-    pub fn endpoint_var(self) -> Option<&'static str> {
+    pub(crate) fn endpoint_var(self) -> Option<&'static str> {
         match self {
             Preset::Claude => Some("ANTHROPIC_BASE_URL"),
             Preset::Gemini => Some("GOOGLE_GEMINI_BASE_URL"),
@@ -183,7 +183,7 @@ impl Preset {
     }
 
     /// The argv template (documented in docs/agents.md; keep them in sync).
-    pub fn template(self, o: &PresetOptions) -> Vec<String> {
+    pub(crate) fn template(self, o: &PresetOptions) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
         let mut push = |a: &str| v.push(a.to_string());
         match self {
@@ -296,7 +296,7 @@ impl Preset {
     /// Files the runner writes into the agent's private HOME before each
     /// run: `(path relative to HOME, content)`. Nothing of the operator's
     /// own HOME is visible to a preset agent.
-    pub fn home_files(self, o: &PresetOptions) -> Vec<(&'static str, String)> {
+    pub(crate) fn home_files(self, o: &PresetOptions) -> Vec<(&'static str, String)> {
         match self {
             Preset::Codex => vec![
                 (".codex/config.toml", codex_config(o)),
@@ -395,7 +395,12 @@ pub fn which(prog: &str, path: &str) -> Option<std::path::PathBuf> {
 /// Replaces the placeholders in each argv element. Values are operator
 /// configuration or runner-generated paths, and argv elements are passed to
 /// `execve` as-is, so no quoting is needed or done.
-pub fn expand(template: &[String], model: &str, prompt_file: &str, workspace: &str) -> Vec<String> {
+pub(crate) fn expand(
+    template: &[String],
+    model: &str,
+    prompt_file: &str,
+    workspace: &str,
+) -> Vec<String> {
     template
         .iter()
         .map(|a| {
@@ -408,7 +413,7 @@ pub fn expand(template: &[String], model: &str, prompt_file: &str, workspace: &s
 
 /// Placeholder-looking tokens in `arg` that are not known placeholders
 /// (a typo such as `{promptfile}` would otherwise reach the agent verbatim).
-pub fn unknown_placeholders(arg: &str) -> Vec<String> {
+pub(crate) fn unknown_placeholders(arg: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = arg;
     while let Some(start) = rest.find('{') {

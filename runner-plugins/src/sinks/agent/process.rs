@@ -26,7 +26,7 @@ const SWEEP_WITHIN: Duration = Duration::from_secs(2);
 
 /// Everything needed to start an agent.
 #[derive(Debug, Clone)]
-pub struct Launch {
+pub(crate) struct Launch {
     /// Program and arguments; never a shell string built from event data.
     pub argv: Vec<String>,
     pub cwd: PathBuf,
@@ -41,7 +41,7 @@ pub struct Launch {
 
 /// How the process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     Exited {
         code: Option<i32>,
         signal: Option<i32>,
@@ -54,7 +54,7 @@ pub enum Exit {
 
 /// How the agent ended and what it left behind.
 #[derive(Debug, Clone)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub exit: Exit,
     /// Processes of the agent still alive when the runner cleaned up
     /// (after the leader exited, after the grace, or at kill), leader
@@ -64,7 +64,7 @@ pub struct Finished {
 
 /// A running agent. Dropping it before it finished SIGKILLs all its
 /// processes, so a panic or an aborted task cannot leave an agent behind.
-pub struct Running {
+pub(crate) struct Running {
     child: tokio::process::Child,
     pub pid: u32,
     pgid: i32,
@@ -116,7 +116,7 @@ fn on_spawner_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) 
 /// under the Landlock ruleset and socket filter `sandbox` when given, with SIGKILL as its
 /// parent-death signal. `label` names the incident in logs; `records` is
 /// where its process identities are kept for a restart after a crash.
-pub fn spawn(
+pub(crate) fn spawn(
     l: &Launch,
     label: &str,
     sandbox: Option<sandbox::ChildRestrictions>,
@@ -268,7 +268,7 @@ impl Running {
     /// (SIGTERM, up to `grace` for them to end, then SIGKILL); on `kill`
     /// SIGKILLs at once. Returns only once the leader is reaped and no
     /// process of the agent is left.
-    pub async fn wait(
+    pub(crate) async fn wait(
         mut self,
         timeout: Duration,
         grace: Duration,
@@ -406,7 +406,7 @@ impl Running {
 }
 
 /// `pid:name` list for logs and reports (names cleaned of control chars).
-pub fn describe(ps: &[Proc]) -> String {
+pub(crate) fn describe(ps: &[Proc]) -> String {
     ps.iter()
         .take(20)
         .map(|p| format!("{}:{}", p.pid, runner_core::text::clean_line(&p.comm, 32)))

@@ -6,7 +6,7 @@ use runner_core::text::clean_line;
 
 /// A fence longer than any backtick run in `text`, so untrusted text cannot
 /// close the code block it is quoted in.
-pub fn fence_for(text: &str) -> String {
+pub(crate) fn fence_for(text: &str) -> String {
     let mut longest = 0;
     let mut run = 0;
     for c in text.chars() {
@@ -22,7 +22,7 @@ pub fn fence_for(text: &str) -> String {
 
 /// The full prompt: template, then the incident, clearly marked as data.
 /// `access` says what the agent can reach of the cluster (runner text).
-pub fn render(template: &str, doc: &IncidentDoc, ws: &Workspace, access: &str) -> String {
+pub(crate) fn render(template: &str, doc: &IncidentDoc, ws: &Workspace, access: &str) -> String {
     let line = |s: &str| clean_line(s, 512);
     let r = &doc.resource;
     let mut p = String::with_capacity(template.len() + 1024 + doc.context.len());

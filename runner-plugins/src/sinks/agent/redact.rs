@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use runner_core::config::Environment;
 
 /// Replaces each secret occurrence.
-pub const MARK: &str = "[REDACTED]";
+pub(crate) const MARK: &str = "[REDACTED]";
 
 /// Shorter values are not treated as secrets: replacing `true` or a port
 /// number everywhere would garble reports and protect nothing.
@@ -27,19 +27,19 @@ const SECRET_WORDS: &[&str] = &[
     "PRIVATE",
 ];
 
-pub fn name_looks_secret(name: &str) -> bool {
+pub(crate) fn name_looks_secret(name: &str) -> bool {
     let u = name.to_ascii_uppercase();
     SECRET_WORDS.iter().any(|w| u.contains(w))
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Redactor {
+pub(crate) struct Redactor {
     /// Longest first, so a secret containing another is replaced whole.
     secrets: Vec<String>,
 }
 
 impl Redactor {
-    pub fn new(values: impl IntoIterator<Item = String>) -> Redactor {
+    pub(crate) fn new(values: impl IntoIterator<Item = String>) -> Redactor {
         let set: BTreeSet<String> = values
             .into_iter()
             .map(|v| v.trim().to_string())
@@ -53,7 +53,7 @@ impl Redactor {
     /// The runner's secrets: every variable of its environment whose name
     /// looks secret, the named `extra_envs` (webhook, token variables), the
     /// content of `token_files`, and `values` (e.g. the webhook URL).
-    pub fn from_runner(
+    pub(crate) fn from_runner(
         env: &Environment,
         extra_envs: &[String],
         token_files: &[String],
@@ -73,16 +73,8 @@ impl Redactor {
         Redactor::new(all)
     }
 
-    pub fn len(&self) -> usize {
-        self.secrets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
-    }
-
     /// `text` with every secret replaced by [`MARK`].
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.secrets {
             if out.contains(s.as_str()) {
@@ -121,7 +113,7 @@ mod tests {
             "short".to_string(),
             "  padded-secret-1\n".to_string(),
         ]);
-        assert_eq!(r.len(), 3);
+        assert_eq!(r.secrets.len(), 3);
         assert_eq!(
             r.redact("a xxabcdefghyy b abcdefgh c short d padded-secret-1"),
             "a [REDACTED] b [REDACTED] c short d [REDACTED]"

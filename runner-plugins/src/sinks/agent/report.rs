@@ -13,7 +13,7 @@ use runner_core::text::clean_line;
 
 /// The `## Root Cause` section of an investigation, shortened for a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RootCause {
+pub(crate) struct RootCause {
     /// First two non-empty lines of the section.
     pub lines: Vec<String>,
     /// HIGH, MEDIUM or LOW when a confidence line names one.
@@ -47,7 +47,7 @@ fn confidence_of(line: &str) -> Option<&'static str> {
 
 /// First two non-empty lines under a `Root Cause` heading (any level), and
 /// the confidence named in that section or, failing that, anywhere.
-pub fn root_cause(md: &str) -> Option<RootCause> {
+pub(crate) fn root_cause(md: &str) -> Option<RootCause> {
     let mut in_section = false;
     let mut found = false;
     let mut lines = Vec::new();
@@ -93,7 +93,7 @@ pub fn root_cause(md: &str) -> Option<RootCause> {
 }
 
 /// Escapes untrusted text for one Markdown table cell or inline position.
-pub fn md_inline(s: &str) -> String {
+pub(crate) fn md_inline(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in clean_line(s, 2000).chars() {
         if "\\`*_[]<>|#~&".contains(c) {
@@ -105,7 +105,7 @@ pub fn md_inline(s: &str) -> String {
 }
 
 /// Minimal HTML escaping for text and attribute values.
-pub fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -125,7 +125,7 @@ fn opt(s: &Option<String>) -> String {
 }
 
 /// What the report says about the agent's result.
-pub struct Findings<'a> {
+pub(crate) struct Findings<'a> {
     /// The investigation, when one was produced (even a too-small one).
     pub investigation: Option<&'a str>,
     /// Last lines of the agent's stderr, shown when it failed.
@@ -167,7 +167,7 @@ fn group_section(g: &super::group::GroupDoc) -> String {
 }
 
 /// `report.md`.
-pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
+pub(crate) fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
     let r = &doc.resource;
     let mut m = String::new();
     m.push_str(&format!("# Incident {}\n\n", doc.id));
@@ -298,7 +298,7 @@ pub fn render_markdown(doc: &IncidentDoc, findings: &Findings<'_>) -> String {
 
 /// Moves every ATX heading outside code fences one level down, so the
 /// agent's `# Title` nests under the report's "Agent findings".
-pub fn demote_headings(md: &str) -> String {
+pub(crate) fn demote_headings(md: &str) -> String {
     let mut out = String::with_capacity(md.len() + 64);
     let mut fence: Option<(char, usize)> = None;
     for line in md.split_inclusive('\n') {
@@ -348,7 +348,7 @@ fn dangerous_url(u: &str) -> bool {
 }
 
 /// Markdown → HTML body with raw HTML shown as text and unsafe links disarmed.
-pub fn markdown_to_html(md: &str) -> String {
+pub(crate) fn markdown_to_html(md: &str) -> String {
     let mut opts = Options::empty();
     opts.insert(Options::ENABLE_TABLES);
     opts.insert(Options::ENABLE_STRIKETHROUGH);
@@ -388,7 +388,7 @@ table{border-collapse:collapse}td,th{border:1px solid #d0d7de;padding:4px 10px;t
 pre{background:#f6f8fa;padding:1em;overflow:auto}code{background:#f6f8fa;padding:0 3px}h1{border-bottom:1px solid #d0d7de}";
 
 /// A standalone page (inline CSS, no scripts, no external resources).
-pub fn render_html(title: &str, md: &str) -> String {
+pub(crate) fn render_html(title: &str, md: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'\">\n\

@@ -17,10 +17,10 @@ use runner_core::state::Journal;
 use super::config::{AgentSinkConfig, Retention};
 
 /// How often retention runs (and once at startup).
-pub const EVERY: Duration = Duration::from_secs(600);
+pub(crate) const EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pruned {
+pub(crate) struct Pruned {
     pub id: String,
     pub bytes: u64,
     /// `age` or `size`.
@@ -103,7 +103,12 @@ fn remove(dir: &Path) -> std::io::Result<()> {
 
 /// One pass over `root`. `live_for`: how long an incident that says it is
 /// running may really be running (its agent's timeout plus margins).
-pub fn prune(root: &Path, r: &Retention, now: SystemTime, live_for: Duration) -> Vec<Pruned> {
+pub(crate) fn prune(
+    root: &Path,
+    r: &Retention,
+    now: SystemTime,
+    live_for: Duration,
+) -> Vec<Pruned> {
     let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let Ok(dir) = std::fs::read_dir(root) else {
         return Vec::new();
@@ -165,7 +170,7 @@ pub fn prune(root: &Path, r: &Retention, now: SystemTime, live_for: Duration) ->
 
 /// Runs [`prune`] at startup and every [`EVERY`]; logs and records each
 /// deletion. The task ends with the runtime.
-pub fn spawn(cfg: &AgentSinkConfig, journal: Option<Arc<Journal>>) {
+pub(crate) fn spawn(cfg: &AgentSinkConfig, journal: Option<Arc<Journal>>) {
     let r = (*cfg.retention).clone();
     if r.max_age.is_none() && r.max_bytes.is_none() {
         tracing::info!("workspace retention off (retention_days = 0, retention_max_bytes = 0)");

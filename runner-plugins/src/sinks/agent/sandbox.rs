@@ -20,11 +20,11 @@ use landlock::{
 
 /// Landlock ABI 4 (Linux 6.7) is the first that restricts TCP connect: below
 /// it an agent could send data anywhere, so the sandbox counts as missing.
-pub const MIN_ABI: i32 = 4;
+pub(crate) const MIN_ABI: i32 = 4;
 
 /// Model APIs and most API servers behind a load balancer listen on 443; a
 /// kube-apiserver reached directly listens on 6443.
-pub const DEFAULT_CONNECT_PORTS: [u16; 2] = [443, 6443];
+pub(crate) const DEFAULT_CONNECT_PORTS: [u16; 2] = [443, 6443];
 
 /// Read (and execute) access for running ordinary CLIs.
 const SYSTEM_READ: &[&str] = &[
@@ -79,9 +79,9 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALLOWED: &'static str = "\"enforce\" or \"off\"";
+    pub(crate) const ALLOWED: &'static str = "\"enforce\" or \"off\"";
 
-    pub fn parse(s: &str) -> Option<Mode> {
+    pub(crate) fn parse(s: &str) -> Option<Mode> {
         match s.trim().to_ascii_lowercase().as_str() {
             "enforce" | "on" => Some(Mode::Enforce),
             "off" => Some(Mode::Off),
@@ -89,7 +89,7 @@ impl Mode {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",
             Mode::Off => "off",
@@ -104,7 +104,7 @@ pub struct SandboxConfig {
     /// Extra directories or files the agent may read (absolute).
     pub read_paths: Vec<PathBuf>,
     /// Extra directories or files the agent may read and write (absolute).
-    pub write_paths: Vec<PathBuf>,
+    pub(crate) write_paths: Vec<PathBuf>,
     /// TCP ports the agent may connect to (any address).
     pub connect_ports: Vec<u16>,
     /// UDP sockets allowed (`sandbox_udp = "allow"`); denied by default.
@@ -129,7 +129,7 @@ impl Default for SandboxConfig {
 }
 
 /// The kernel's Landlock ABI version (0: none), probed once.
-pub fn kernel_abi() -> i32 {
+pub(crate) fn kernel_abi() -> i32 {
     static ABI_VERSION: OnceLock<i32> = OnceLock::new();
     *ABI_VERSION.get_or_init(|| {
         const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
@@ -148,7 +148,7 @@ pub fn kernel_abi() -> i32 {
 }
 
 /// Why the sandbox cannot be enforced on this kernel, or `None` when it can.
-pub fn unsupported_reason() -> Option<String> {
+pub(crate) fn unsupported_reason() -> Option<String> {
     let abi = kernel_abi();
     if abi == 0 {
         Some("the kernel has no Landlock (not built in, or not in the lsm= boot list)".into())
@@ -162,7 +162,7 @@ pub fn unsupported_reason() -> Option<String> {
 }
 
 /// One line for `runner validate`: what agents will run under here.
-pub fn describe(cfg: &SandboxConfig) -> String {
+pub(crate) fn describe(cfg: &SandboxConfig) -> String {
     match (cfg.mode, unsupported_reason()) {
         (Mode::Off, _) => "off (agents run without a kernel sandbox)".to_string(),
         (Mode::Enforce, None) => format!(
@@ -185,7 +185,7 @@ pub fn describe(cfg: &SandboxConfig) -> String {
 
 /// Landlock features beyond the minimum that this kernel lacks (logged as
 /// warnings at startup).
-pub fn missing_features() -> Vec<&'static str> {
+pub(crate) fn missing_features() -> Vec<&'static str> {
     let abi = kernel_abi();
     let mut v = Vec::new();
     if abi < 5 {
@@ -204,7 +204,7 @@ pub fn missing_features() -> Vec<&'static str> {
 
 /// The paths and ports one agent gets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub read: Vec<PathBuf>,
     pub write: Vec<PathBuf>,
     pub devices: Vec<PathBuf>,
@@ -212,7 +212,7 @@ pub struct Policy {
 }
 
 /// What varies per agent.
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     pub workspace: &'a Path,
     /// A private HOME/state directory to grant read-write, when the agent
     /// has one (never the operator's HOME).
@@ -294,7 +294,7 @@ fn is_absolute_clean(p: &Path) -> bool {
 
 /// Checks an operator-given path list: absolute, existing, and not exposing
 /// what the sandbox protects. Returns one message per bad entry.
-pub fn check_paths(paths: &[String], deny: &[PathBuf]) -> Vec<(String, String)> {
+pub(crate) fn check_paths(paths: &[String], deny: &[PathBuf]) -> Vec<(String, String)> {
     let mut errs = Vec::new();
     for p in paths {
         let path = Path::new(p);
@@ -328,7 +328,7 @@ pub fn check_paths(paths: &[String], deny: &[PathBuf]) -> Vec<(String, String)> 
 
 /// The runner's own credential files, named by its environment: its
 /// kubeconfigs (`KUBECONFIG`) and the MCP token file. Agents never read them.
-pub fn runner_secret_files(env: &Environment) -> Vec<PathBuf> {
+pub(crate) fn runner_secret_files(env: &Environment) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = env
         .get("KUBECONFIG")
         .map(|kc| {
@@ -348,7 +348,7 @@ pub fn runner_secret_files(env: &Environment) -> Vec<PathBuf> {
 /// Paths to keep from agents whatever the grants: the configured ones (the
 /// runner's own credential files among them, see [`runner_secret_files`]),
 /// the credential directories of the runner's HOME, and host secrets.
-pub fn protected_paths(cfg: &SandboxConfig, runner_home: Option<&Path>) -> Vec<PathBuf> {
+pub(crate) fn protected_paths(cfg: &SandboxConfig, runner_home: Option<&Path>) -> Vec<PathBuf> {
     let mut deny: Vec<PathBuf> = cfg.deny_paths.iter().filter_map(|p| canon(p)).collect();
     if let Some(h) = runner_home {
         for d in [".kube", ".ssh", ".aws", ".config/gcloud", ".docker"] {
@@ -363,7 +363,7 @@ pub fn protected_paths(cfg: &SandboxConfig, runner_home: Option<&Path>) -> Vec<P
 
 impl Policy {
     /// The grants of one agent. Paths that do not exist are left out.
-    pub fn build(cfg: &SandboxConfig, i: &Inputs<'_>) -> Policy {
+    pub(crate) fn build(cfg: &SandboxConfig, i: &Inputs<'_>) -> Policy {
         let deny = protected_paths(cfg, i.runner_home);
         let home = i.runner_home.and_then(canon);
         let home = home.as_deref();
@@ -450,7 +450,7 @@ impl Policy {
 
     /// Creates the Landlock ruleset; the returned descriptor is what the
     /// child applies (see [`restrict_in_child`]).
-    pub fn ruleset(&self) -> Result<OwnedFd, String> {
+    pub(crate) fn ruleset(&self) -> Result<OwnedFd, String> {
         let err = |e: landlock::RulesetError| format!("landlock ruleset: {e}");
         let all_fs = AccessFs::from_all(TARGET_FS_ABI);
         let read: BitFlags<AccessFs> = AccessFs::from_read(TARGET_FS_ABI);
@@ -491,7 +491,7 @@ impl Policy {
 ///
 /// Built in the runner; the child only installs it (see
 /// [`restrict_in_child`]).
-pub fn socket_filter(udp: bool) -> Result<seccompiler::BpfProgram, String> {
+pub(crate) fn socket_filter(udp: bool) -> Result<seccompiler::BpfProgram, String> {
     use seccompiler::{
         SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
         SeccompFilter, SeccompRule, TargetArch,
@@ -558,7 +558,7 @@ pub fn socket_filter(udp: bool) -> Result<seccompiler::BpfProgram, String> {
 
 /// What the child installs before exec: the Landlock ruleset and the
 /// socket filter, both built by the runner.
-pub struct ChildRestrictions {
+pub(crate) struct ChildRestrictions {
     pub ruleset: OwnedFd,
     pub filter: seccompiler::BpfProgram,
 }
@@ -570,7 +570,7 @@ pub struct ChildRestrictions {
 /// # Safety
 /// `fd` must be a Landlock ruleset descriptor that stays open for the call;
 /// `filter` must stay alive for the call.
-pub unsafe fn restrict_in_child(
+pub(crate) unsafe fn restrict_in_child(
     fd: RawFd,
     filter: &[seccompiler::sock_filter],
 ) -> std::io::Result<()> {

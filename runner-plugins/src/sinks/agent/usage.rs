@@ -17,7 +17,7 @@ const MAX_PARSE_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Usage {
+pub(crate) struct Usage {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub cache_read_tokens: Option<u64>,
@@ -37,12 +37,12 @@ pub struct Usage {
 
 impl Usage {
     /// True when the agent tried kubectl and not one call succeeded.
-    pub fn no_cluster_data(&self) -> bool {
+    pub(crate) fn no_cluster_data(&self) -> bool {
         self.kubectl_calls > 0 && self.kubectl_failed == self.kubectl_calls
     }
 
     /// One line for reports and logs.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut parts = Vec::new();
         if let (Some(i), Some(o)) = (self.input_tokens, self.output_tokens) {
             parts.push(format!("{i} input / {o} output tokens"));
@@ -106,7 +106,7 @@ fn text_of(v: &Value) -> String {
 
 /// Parses a CLI's stdout log; `None` for free-text formats or when the log
 /// cannot be read.
-pub fn parse_file(format: OutputFormat, path: &Path) -> Option<Usage> {
+pub(crate) fn parse_file(format: OutputFormat, path: &Path) -> Option<Usage> {
     use std::io::Read;
     if format == OutputFormat::Text {
         return None;
@@ -119,7 +119,7 @@ pub fn parse_file(format: OutputFormat, path: &Path) -> Option<Usage> {
     ))
 }
 
-pub fn parse_lines(format: OutputFormat, lines: impl Iterator<Item = String>) -> Usage {
+pub(crate) fn parse_lines(format: OutputFormat, lines: impl Iterator<Item = String>) -> Usage {
     let mut usage = Usage::default();
     // Tool call ids that ran kubectl, waiting for their results.
     let mut pending: Vec<String> = Vec::new();

@@ -16,7 +16,7 @@ use runner_core::Event;
 /// Lifecycle of an incident, as written to `incident.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     Created,
     Running,
     Completed,
@@ -32,7 +32,7 @@ pub enum Status {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ResourceDoc {
+pub(crate) struct ResourceDoc {
     pub api_version: String,
     pub kind: String,
     pub name: String,
@@ -43,7 +43,7 @@ pub struct ResourceDoc {
 /// `incident.json`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct IncidentDoc {
+pub(crate) struct IncidentDoc {
     pub id: String,
     pub fault_id: Option<String>,
     pub cluster: String,
@@ -81,7 +81,7 @@ pub struct IncidentDoc {
 
 /// One note on a running incident.
 #[derive(Debug, Clone, Serialize)]
-pub struct NoteDoc {
+pub(crate) struct NoteDoc {
     /// RFC 3339, when the runner received it.
     pub time: String,
     /// The source's words (untrusted, cleaned of control characters).
@@ -89,14 +89,14 @@ pub struct NoteDoc {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LeftoverProcess {
+pub(crate) struct LeftoverProcess {
     pub pid: i32,
     /// The kernel's short name of the program (untrusted, cleaned).
     pub name: String,
 }
 
 impl IncidentDoc {
-    pub fn new(id: &str, ev: &Event) -> Self {
+    pub(crate) fn new(id: &str, ev: &Event) -> Self {
         let r = &ev.resource;
         IncidentDoc {
             id: id.to_string(),
@@ -132,13 +132,13 @@ impl IncidentDoc {
 }
 
 /// Now, as UTC `2026-11-27T12:15:00.123Z`.
-pub fn rfc3339_now() -> String {
+pub(crate) fn rfc3339_now() -> String {
     runner_core::date::rfc3339_millis(SystemTime::now())
 }
 
 /// Time-sortable id `20261127T121500Z-000042-9f3a1c2e`: wall time, the
 /// event's intake sequence and randomness. Nothing from the event's text.
-pub fn incident_id(t: SystemTime, seq: u64) -> String {
+pub(crate) fn incident_id(t: SystemTime, seq: u64) -> String {
     let u = runner_core::date::Utc::of(t);
     let rnd: u32 = rand::random();
     format!(
@@ -149,7 +149,7 @@ pub fn incident_id(t: SystemTime, seq: u64) -> String {
 
 /// Paths of one workspace.
 #[derive(Debug, Clone)]
-pub struct Workspace {
+pub(crate) struct Workspace {
     pub id: String,
     pub dir: PathBuf,
 }
@@ -157,7 +157,7 @@ pub struct Workspace {
 impl Workspace {
     /// Creates `root/<id>/` (0700) with `output/`, `logs/` and `tmp/`. The root is
     /// created if missing. A new id is drawn if the name is taken.
-    pub fn create(root: &Path, seq: u64) -> std::io::Result<Workspace> {
+    pub(crate) fn create(root: &Path, seq: u64) -> std::io::Result<Workspace> {
         fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
         let mut last = None;
@@ -181,41 +181,38 @@ impl Workspace {
         Err(last.unwrap_or_else(|| std::io::Error::other("no free incident id")))
     }
 
-    pub fn event_file(&self) -> PathBuf {
+    pub(crate) fn event_file(&self) -> PathBuf {
         self.dir.join("event.json")
     }
-    pub fn prompt_file(&self) -> PathBuf {
+    pub(crate) fn prompt_file(&self) -> PathBuf {
         self.dir.join("prompt.md")
     }
-    pub fn incident_file(&self) -> PathBuf {
+    pub(crate) fn incident_file(&self) -> PathBuf {
         self.dir.join("incident.json")
     }
-    pub fn investigation(&self) -> PathBuf {
+    pub(crate) fn investigation(&self) -> PathBuf {
         self.dir.join("output").join("investigation.md")
     }
-    pub fn stdout_log(&self) -> PathBuf {
+    pub(crate) fn stdout_log(&self) -> PathBuf {
         self.dir.join("logs").join("agent-stdout.log")
     }
     /// The agent's TMPDIR (the sandbox gives it no other writable temp).
-    pub fn tmp_dir(&self) -> PathBuf {
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
     }
-    pub fn stderr_log(&self) -> PathBuf {
+    pub(crate) fn stderr_log(&self) -> PathBuf {
         self.dir.join("logs").join("agent-stderr.log")
     }
-    pub fn report_md(&self) -> PathBuf {
+    pub(crate) fn report_md(&self) -> PathBuf {
         self.dir.join("report.md")
     }
-    pub fn report_html(&self) -> PathBuf {
-        self.dir.join("report.html")
-    }
     /// The private HOME of a preset agent (only the files its CLI needs).
-    pub fn agent_home(&self) -> PathBuf {
+    pub(crate) fn agent_home(&self) -> PathBuf {
         self.dir.join("home")
     }
 
     /// Creates the private HOME (0700) with `files` (0600) in it.
-    pub fn write_home(&self, files: &[(&str, String)]) -> std::io::Result<PathBuf> {
+    pub(crate) fn write_home(&self, files: &[(&str, String)]) -> std::io::Result<PathBuf> {
         let home = self.agent_home();
         fs::DirBuilder::new().mode(0o700).create(&home)?;
         for (rel, content) in files {
@@ -232,13 +229,16 @@ impl Workspace {
     }
 
     /// Writes a file of the workspace (0600), replacing it atomically.
-    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn write_atomic(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         write_atomic(&self.dir.join(name), bytes)
     }
 
     /// The files an agent reads at start, written without fsync (see
     /// [`write_unsynced`]); returns their paths for [`sync_files`].
-    pub fn write_inputs_unsynced(&self, files: &[(&str, &[u8])]) -> std::io::Result<Vec<PathBuf>> {
+    pub(crate) fn write_inputs_unsynced(
+        &self,
+        files: &[(&str, &[u8])],
+    ) -> std::io::Result<Vec<PathBuf>> {
         let mut written = Vec::with_capacity(files.len());
         for (name, bytes) in files {
             let path = self.dir.join(name);
@@ -248,13 +248,8 @@ impl Workspace {
         Ok(written)
     }
 
-    pub fn write_event(&self, raw: &Value) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(raw).map_err(std::io::Error::other)?;
-        self.write_atomic("event.json", &bytes)
-    }
-
     /// `incident.json`: readers see the old or the new document, never half.
-    pub fn write_incident(&self, doc: &IncidentDoc) -> std::io::Result<()> {
+    pub(crate) fn write_incident(&self, doc: &IncidentDoc) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
         let _g = INCIDENT_FILE.lock().unwrap_or_else(|p| p.into_inner());
         self.write_atomic("incident.json", &bytes)
@@ -263,7 +258,7 @@ impl Workspace {
     /// Changes part of `incident.json` in place (read, `f`, atomic write),
     /// never interleaved with [`write_incident`](Self::write_incident): a
     /// grouped incident's counts are updated while the sink owns the rest.
-    pub fn update_incident(&self, f: impl FnOnce(&mut Value)) -> std::io::Result<()> {
+    pub(crate) fn update_incident(&self, f: impl FnOnce(&mut Value)) -> std::io::Result<()> {
         use std::io::Read;
         let _g = INCIDENT_FILE.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.incident_file();
@@ -286,7 +281,7 @@ impl Workspace {
 static INCIDENT_FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Temp file in the same directory, fsync, rename over the target.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     replace(path, bytes, true)
 }
 
@@ -294,12 +289,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// but without the fsync: for files the agent must see before it starts,
 /// made durable by [`sync_files`] once it runs, so the fsyncs stay off the
 /// spawn path.
-pub fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     replace(path, bytes, false)
 }
 
 /// Flushes files written by [`write_unsynced`] to disk.
-pub fn sync_files(paths: &[PathBuf]) -> std::io::Result<()> {
+pub(crate) fn sync_files(paths: &[PathBuf]) -> std::io::Result<()> {
     for p in paths {
         fs::File::open(p)?.sync_all()?;
     }

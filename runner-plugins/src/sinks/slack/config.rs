@@ -13,7 +13,7 @@ use crate::sinks::notice::{Notice, Notify};
 
 /// A validated Slack sink.
 #[derive(Clone)]
-pub struct SlackSinkConfig {
+pub(crate) struct SlackSinkConfig {
     /// Name of the variable holding the webhook (for messages only).
     pub webhook_env: String,
     /// The webhook itself, read from the environment; never logged unmasked.
@@ -119,7 +119,7 @@ impl SlackSink {
 
     /// A notifier over any transport; `masked` is the webhook as it may
     /// appear in logs.
-    pub fn with_transport(
+    pub(crate) fn with_transport(
         transport: Arc<dyn Transport>,
         opts: SlackOptions,
         masked: String,

@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 
 mod config;
 
-pub use config::{SlackSink, SlackSinkConfig};
+pub use config::SlackSink;
+pub(crate) use config::SlackSinkConfig;
 
 use crate::retry::Backoff;
 use crate::sinks::agent::report::RootCause;
@@ -67,13 +68,13 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// The real webhook client.
-pub struct Webhook {
+pub(crate) struct Webhook {
     client: reqwest::Client,
     url: String,
 }
 
 impl Webhook {
-    pub fn new(url: String, timeout: Duration) -> Result<Webhook, String> {
+    pub(crate) fn new(url: String, timeout: Duration) -> Result<Webhook, String> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
@@ -241,7 +242,7 @@ impl Notifier {
 
 /// Slack `mrkdwn` escaping: untrusted text cannot mention `@channel` or
 /// forge links.
-pub fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     clean_line(s, 1000)
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -258,7 +259,7 @@ fn fmt_duration(ms: u64) -> String {
 }
 
 /// One Block Kit message for a finished incident.
-pub fn incident_message(doc: &IncidentDoc, rc: Option<&RootCause>, report: &Path) -> Value {
+pub(crate) fn incident_message(doc: &IncidentDoc, rc: Option<&RootCause>, report: &Path) -> Value {
     let (emoji, verdict) = match doc.status {
         Status::Completed => (":white_check_mark:", "triaged"),
         Status::TimedOut => (":hourglass:", "triage timed out"),
@@ -321,7 +322,7 @@ pub fn incident_message(doc: &IncidentDoc, rc: Option<&RootCause>, report: &Path
 }
 
 /// The circuit breaker's "agents degraded" message.
-pub fn degraded_message(consecutive: u32, last_reason: &str) -> Value {
+pub(crate) fn degraded_message(consecutive: u32, last_reason: &str) -> Value {
     let text = format!(
         "{consecutive} consecutive agent runs failed. Last failure: {}",
         esc(last_reason)
@@ -336,7 +337,7 @@ pub fn degraded_message(consecutive: u32, last_reason: &str) -> Value {
 }
 
 /// The circuit breaker's "recovered" message.
-pub fn recovered_message(failures: u32) -> Value {
+pub(crate) fn recovered_message(failures: u32) -> Value {
     let text = format!("An agent completed again after {failures} consecutive failures.");
     json!({
         "text": format!("AI agents recovered: {text}"),

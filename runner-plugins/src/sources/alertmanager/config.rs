@@ -14,7 +14,7 @@ use crate::component::{BuildContext, ComponentConfig, KeyError, ReadContext};
 /// Resource labels understood without an explicit kind, in the default
 /// precedence order (most specific first; first label present wins).
 /// `job_name` is the Kubernetes Job: `job` is Prometheus' scrape job.
-pub const KNOWN_RESOURCE_LABELS: &[(&str, &str)] = &[
+pub(crate) const KNOWN_RESOURCE_LABELS: &[(&str, &str)] = &[
     ("pod", "Pod"),
     ("deployment", "Deployment"),
     ("statefulset", "StatefulSet"),
@@ -29,11 +29,11 @@ pub const KNOWN_RESOURCE_LABELS: &[(&str, &str)] = &[
     ("node", "Node"),
 ];
 
-pub const DEFAULT_NAMESPACE_LABELS: &[&str] = &["namespace"];
-pub const DEFAULT_CONTEXT_ANNOTATIONS: &[&str] =
+pub(crate) const DEFAULT_NAMESPACE_LABELS: &[&str] = &["namespace"];
+pub(crate) const DEFAULT_CONTEXT_ANNOTATIONS: &[&str] =
     &["summary", "description", "message", "runbook_url"];
 /// `severity` label values (lowercase) → the runner's scale.
-pub const DEFAULT_SEVERITY_MAP: &[(&str, Severity)] = &[
+pub(crate) const DEFAULT_SEVERITY_MAP: &[(&str, Severity)] = &[
     ("critical", Severity::Critical),
     ("page", Severity::Critical),
     ("error", Severity::Error),
@@ -49,7 +49,7 @@ pub const DEFAULT_SEVERITY_MAP: &[(&str, Severity)] = &[
 
 /// How the sender must authenticate (as Alertmanager's `http_config` sends it).
 #[derive(Clone)]
-pub enum Auth {
+pub(crate) enum Auth {
     /// Only allowed on a loopback `listen` address.
     None,
     /// `Authorization: Bearer <token>` (`authorization` or `bearer_token`).
@@ -62,7 +62,7 @@ pub enum Auth {
 }
 
 impl Auth {
-    pub fn describe(&self) -> &'static str {
+    pub(crate) fn describe(&self) -> &'static str {
         match self {
             Auth::None => "none (loopback only)",
             Auth::Bearer(_) => "bearer",
@@ -73,7 +73,7 @@ impl Auth {
 
 /// How alert labels become an event's fields. See `docs/alertmanager.md`.
 #[derive(Debug, Clone)]
-pub struct Mapping {
+pub(crate) struct Mapping {
     /// Label naming the cluster; when absent on an alert, the source's `cluster`.
     pub cluster_label: String,
     pub namespace_labels: Vec<String>,
@@ -115,7 +115,7 @@ impl Default for Mapping {
 
 /// A validated Alertmanager source configuration.
 #[derive(Clone)]
-pub struct AlertmanagerSourceConfig {
+pub(crate) struct AlertmanagerSourceConfig {
     pub name: String,
     pub listen: SocketAddr,
     /// Fills the cluster of alerts without the cluster label.

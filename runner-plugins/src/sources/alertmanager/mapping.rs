@@ -13,7 +13,7 @@ use super::config::Mapping;
 /// The webhook body. Unknown fields are ignored; a wrong type is malformed.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Webhook {
+pub(crate) struct Webhook {
     pub version: String,
     #[serde(default)]
     pub group_key: String,
@@ -28,7 +28,7 @@ pub struct Webhook {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Alert {
+pub(crate) struct Alert {
     pub status: AlertStatus,
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -44,13 +44,13 @@ pub struct Alert {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AlertStatus {
+pub(crate) enum AlertStatus {
     Firing,
     Resolved,
 }
 
 /// Parses and checks a body. The error is the reason sent back with 400.
-pub fn parse(body: &[u8]) -> Result<Webhook, String> {
+pub(crate) fn parse(body: &[u8]) -> Result<Webhook, String> {
     let w: Webhook =
         serde_json::from_slice(body).map_err(|e| format!("not an Alertmanager webhook: {e}"))?;
     if w.version != "4" {
@@ -66,7 +66,7 @@ pub fn parse(body: &[u8]) -> Result<Webhook, String> {
 }
 
 /// Kind used when no resource label matches: the alert itself is the subject.
-pub const ALERT_KIND: &str = "Alert";
+pub(crate) const ALERT_KIND: &str = "Alert";
 
 fn first<'a>(labels: &'a BTreeMap<String, String>, names: &[String]) -> Option<&'a str> {
     names
@@ -80,7 +80,7 @@ fn first<'a>(labels: &'a BTreeMap<String, String>, names: &[String]) -> Option<&
 /// Without the cluster label (or an empty one) the source's `cluster_fill`
 /// is written in, so the stored event names it; without either the event is
 /// `invalid` (missing cluster), never guessed.
-pub fn to_payload(m: &Mapping, w: &Webhook, a: &Alert, cluster_fill: Option<&str>) -> Value {
+pub(crate) fn to_payload(m: &Mapping, w: &Webhook, a: &Alert, cluster_fill: Option<&str>) -> Value {
     let alertname = a.labels.get("alertname").map_or("", String::as_str);
     let cluster = a
         .labels

@@ -15,8 +15,8 @@
 //! a body read deadline, and a cap on requests handled at once (503 beyond).
 //! Mapping and setup: `docs/alertmanager.md`.
 
-pub mod config;
-pub mod mapping;
+pub(crate) mod config;
+pub(crate) mod mapping;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,15 +33,15 @@ use runner_core::{Intake, Source, SourceContext, SourceError};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-pub use config::{AlertmanagerSourceConfig, Auth, Mapping};
+pub(crate) use config::{AlertmanagerSourceConfig, Auth, Mapping};
 use mapping::AlertStatus;
 
-pub struct AlertmanagerSource {
+pub(crate) struct AlertmanagerSource {
     cfg: AlertmanagerSourceConfig,
 }
 
 impl AlertmanagerSource {
-    pub fn new(cfg: AlertmanagerSourceConfig) -> Self {
+    pub(crate) fn new(cfg: AlertmanagerSourceConfig) -> Self {
         AlertmanagerSource { cfg }
     }
 }
@@ -49,7 +49,7 @@ impl AlertmanagerSource {
 /// Request counters of one receiver (logged when it stops). Alerts are
 /// counted by the pipeline's `Recorder` like every source's payloads.
 #[derive(Default, Debug)]
-pub struct ReceiverStats {
+pub(crate) struct ReceiverStats {
     pub requests: AtomicU64,
     pub unauthorized: AtomicU64,
     /// 503 because `max_concurrent_requests` were already being handled.

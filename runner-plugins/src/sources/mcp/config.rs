@@ -9,30 +9,30 @@ use serde_json::{Map, Value};
 use crate::component::{BuildContext, ComponentConfig, KeyError, ReadContext};
 use crate::settings as env;
 
-pub const MODES: &str = "faults, events, resource-faults";
+pub(crate) const MODES: &str = "faults, events, resource-faults";
 
 /// A validated MCP source configuration.
 #[derive(Clone)]
 pub struct McpSourceConfig {
-    pub name: String,
-    pub endpoint: String,
-    pub mode: String,
+    pub(crate) name: String,
+    pub(crate) endpoint: String,
+    pub(crate) mode: String,
     /// Fills an empty `cluster` in payloads (server running in-cluster).
-    pub cluster: Option<String>,
+    pub(crate) cluster: Option<String>,
     /// Extra `events_subscribe` arguments besides `mode` (context, filters).
-    pub arguments: Map<String, Value>,
+    pub(crate) arguments: Map<String, Value>,
     /// Bearer token (never logged; see `token_origin`).
-    pub token: Option<Arc<str>>,
+    pub(crate) token: Option<Arc<str>>,
     /// Where the token came from, for the startup log.
-    pub token_origin: String,
-    pub reconnect_initial: Duration,
-    pub reconnect_max: Duration,
-    pub ping_interval: Duration,
-    pub subscription_check: Duration,
-    pub subscribe_timeout: Duration,
-    pub request_timeout: Duration,
+    pub(crate) token_origin: String,
+    pub(crate) reconnect_initial: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) ping_interval: Duration,
+    pub(crate) subscription_check: Duration,
+    pub(crate) subscribe_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Consecutive failed attempts before failures are logged at error level.
-    pub failure_alert_after: u32,
+    pub(crate) failure_alert_after: u32,
 }
 
 impl std::fmt::Debug for McpSourceConfig {
@@ -53,7 +53,7 @@ fn secs(r: &mut TableReader<'_>, setting: &env::Setting) -> Duration {
 }
 
 /// Validates an http(s) URL with a host; returns a description of what is wrong.
-pub fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
     let url = reqwest::Url::parse(endpoint).map_err(|_| "not a URL")?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("scheme must be http or https");
@@ -68,14 +68,14 @@ impl McpSourceConfig {
     /// The settings (flags and environment variables) of this kind, by
     /// their `pipeline.toml` key: the demo drops them, its sources being its
     /// own simulated servers.
-    pub fn settings() -> impl Iterator<Item = &'static env::Setting> {
+    pub(crate) fn settings() -> impl Iterator<Item = &'static env::Setting> {
         env::SETTINGS
             .iter()
             .filter(|s| s.key.starts_with("source."))
     }
 
     /// The logger whose notifications carry this mode's payloads.
-    pub fn logger(&self) -> String {
+    pub(crate) fn logger(&self) -> String {
         format!("kubernetes/{}", self.mode)
     }
 }

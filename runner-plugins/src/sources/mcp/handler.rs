@@ -21,12 +21,12 @@ use super::watch::StreamWatchState;
 /// The protocol version the events server speaks (rmcp's default
 /// 2026-07-28 has no sessions, and notifications never arrive; see
 /// docs/mcp-events-protocol.md).
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+pub(crate) const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 
-pub const SUBSCRIPTION_ERROR_LOGGER: &str = "kubernetes/subscription_error";
+pub(crate) const SUBSCRIPTION_ERROR_LOGGER: &str = "kubernetes/subscription_error";
 
 /// State shared by every session of one source.
-pub struct SourceShared {
+pub(crate) struct SourceShared {
     pub intake: Intake,
     pub source: Arc<str>,
     pub cluster_fill: Option<Arc<str>>,
@@ -43,7 +43,7 @@ pub struct SourceShared {
 /// Signals from inside one session (handler, GET-stream watch) to the
 /// session's supervisor loop. The first reason wins.
 #[derive(Default)]
-pub struct SessionSignals {
+pub(crate) struct SessionSignals {
     trouble: CancellationToken,
     reason: Mutex<Option<String>>,
     /// Set once `events_subscribe` succeeded.
@@ -61,7 +61,7 @@ impl std::fmt::Debug for SessionSignals {
 }
 
 impl SessionSignals {
-    pub fn raise(&self, reason: impl Into<String>) {
+    pub(crate) fn raise(&self, reason: impl Into<String>) {
         let mut r = self.reason.lock().expect("signal lock");
         if r.is_none() {
             *r = Some(reason.into());
@@ -69,7 +69,7 @@ impl SessionSignals {
         drop(r);
         self.trouble.cancel();
     }
-    pub async fn raised(&self) -> String {
+    pub(crate) async fn raised(&self) -> String {
         self.trouble.cancelled().await;
         self.reason
             .lock()
@@ -80,7 +80,7 @@ impl SessionSignals {
 }
 
 #[derive(Clone)]
-pub struct Handler {
+pub(crate) struct Handler {
     pub shared: Arc<SourceShared>,
     pub signals: Arc<SessionSignals>,
 }

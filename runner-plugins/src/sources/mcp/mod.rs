@@ -24,10 +24,10 @@
 //! docs/performance.md). The hand-off into the intake is a non-blocking
 //! `try_send`, which works across runtimes.
 
-pub mod config;
-pub mod handler;
-pub mod session;
-pub mod watch;
+pub(crate) mod config;
+pub(crate) mod handler;
+pub(crate) mod session;
+pub(crate) mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,12 +45,12 @@ use session::{Attempt, Cause, End};
 /// Longest honoured `Retry-After` (a broken server must not park us for days).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-pub struct McpSource {
+pub(crate) struct McpSource {
     cfg: McpSourceConfig,
 }
 
 impl McpSource {
-    pub fn new(cfg: McpSourceConfig) -> Self {
+    pub(crate) fn new(cfg: McpSourceConfig) -> Self {
         McpSource { cfg }
     }
 }
@@ -97,7 +97,7 @@ impl Source for McpSource {
 }
 
 /// Most threads the MCP sources of one process run on.
-pub const MAX_SOURCE_THREADS: usize = 4;
+pub(crate) const MAX_SOURCE_THREADS: usize = 4;
 
 struct AbortOnDrop(tokio::task::JoinHandle<Result<(), SourceError>>);
 

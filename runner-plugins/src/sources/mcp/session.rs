@@ -45,7 +45,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 /// How a session ended.
 #[derive(Debug)]
-pub enum End {
+pub(crate) enum End {
     Shutdown,
     /// Transient: start a fresh session after a delay.
     Retry {
@@ -64,7 +64,7 @@ pub enum End {
 /// Failures that are more likely a configuration mistake than a flaky
 /// network: the supervisor says so in a line of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     Other,
     /// HTTP 404 to `initialize`: nothing serves MCP at that path.
     NotFound,
@@ -74,7 +74,7 @@ pub enum Cause {
 
 /// What an error means for the reconnect loop.
 #[derive(Debug, PartialEq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// 401/403: the credentials are wrong.
     Auth(String),
     RateLimited(Option<Duration>),
@@ -88,7 +88,7 @@ pub enum Failure {
 }
 
 /// Classifies a transport error by walking its source chain.
-pub fn classify(err: &(dyn std::error::Error + 'static)) -> Failure {
+pub(crate) fn classify(err: &(dyn std::error::Error + 'static)) -> Failure {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     // The root cause reads best ("Connection refused (os error 111)");
     // the outer layers repeat rmcp's generic transport type names.
@@ -190,7 +190,7 @@ fn end_for(f: Failure, what: &str, startup: bool, subscribed_at: Option<Instant>
 }
 
 /// Message for a server without `events_subscribe` (upstream build).
-pub fn no_event_streaming(endpoint: &str, detail: &str) -> String {
+pub(crate) fn no_event_streaming(endpoint: &str, detail: &str) -> String {
     format!(
         "the MCP server at {} lacks event streaming (no events_subscribe tool: {detail}); \
          this is the upstream kubernetes-mcp-server. Run the events-enabled build \
@@ -200,7 +200,7 @@ pub fn no_event_streaming(endpoint: &str, detail: &str) -> String {
 }
 
 /// The JSON object between the first `{` and the last `}` of a tool text.
-pub fn json_in_text(text: &str) -> Option<Value> {
+pub(crate) fn json_in_text(text: &str) -> Option<Value> {
     let start = text.find('{')?;
     let end = text.rfind('}')?;
     if end < start {
@@ -258,7 +258,7 @@ where
     }
 }
 
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     pub cfg: &'a McpSourceConfig,
     pub shared: &'a Arc<SourceShared>,
     pub http: &'a reqwest::Client,
@@ -269,7 +269,7 @@ pub struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    pub async fn run(self) -> End {
+    pub(crate) async fn run(self) -> End {
         let signals = Arc::new(SessionSignals::default());
         let mut tcfg = StreamableHttpClientTransportConfig::with_uri(self.cfg.endpoint.as_str())
             // A silently re-initialized session has no level and no

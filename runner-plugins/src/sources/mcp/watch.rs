@@ -30,7 +30,7 @@ use super::handler::SessionSignals;
 
 /// What the session knows about its GET stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StreamState {
+pub(crate) struct StreamState {
     /// A stream is open right now.
     pub open: bool,
     /// Streams opened so far in this session (1 = the first one).
@@ -43,7 +43,7 @@ pub struct StreamState {
 
 /// Shared between the HTTP client wrapper (writer) and the session (reader).
 #[derive(Debug)]
-pub struct StreamWatchState(watch::Sender<StreamState>);
+pub(crate) struct StreamWatchState(watch::Sender<StreamState>);
 
 impl Default for StreamWatchState {
     fn default() -> Self {
@@ -52,11 +52,8 @@ impl Default for StreamWatchState {
 }
 
 impl StreamWatchState {
-    pub fn subscribe(&self) -> watch::Receiver<StreamState> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<StreamState> {
         self.0.subscribe()
-    }
-    pub fn get(&self) -> StreamState {
-        self.0.borrow().clone()
     }
     fn opened(&self) {
         self.0.send_modify(|s| {
@@ -75,7 +72,7 @@ impl StreamWatchState {
 
 /// reqwest with a report of every GET stream's opening and end.
 #[derive(Clone)]
-pub struct WatchedClient {
+pub(crate) struct WatchedClient {
     pub http: reqwest::Client,
     pub signals: Arc<SessionSignals>,
 }
@@ -238,7 +235,7 @@ impl StreamableHttpClient for WatchedClient {
 /// the stream is back. A failed reopen (`n >= 1`) ends the session, which is
 /// then replaced by a fresh one.
 #[derive(Debug)]
-pub struct StreamRetry(pub Arc<SessionSignals>);
+pub(crate) struct StreamRetry(pub Arc<SessionSignals>);
 
 impl SseRetryPolicy for StreamRetry {
     fn retry(&self, current_times: usize) -> Option<Duration> {

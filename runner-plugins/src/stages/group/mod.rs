@@ -22,8 +22,8 @@
 //! The key (`key`): `cluster`, `namespace`, `workload` (the owning
 //! workload, see [`workload`]), `kind`, `name`, `fault_type`.
 
-pub mod table;
-pub mod workload;
+pub(crate) mod table;
+pub(crate) mod workload;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ use table::GroupTable;
 
 /// A field of the group key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyField {
+pub(crate) enum KeyField {
     Cluster,
     Namespace,
     /// The owning workload's kind and name.
@@ -51,9 +51,9 @@ pub enum KeyField {
 }
 
 impl KeyField {
-    pub const ALLOWED: &'static str = "cluster, namespace, workload, kind, name, fault_type";
+    pub(crate) const ALLOWED: &'static str = "cluster, namespace, workload, kind, name, fault_type";
 
-    pub fn parse(s: &str) -> Option<KeyField> {
+    pub(crate) fn parse(s: &str) -> Option<KeyField> {
         Some(match s.trim() {
             "cluster" => KeyField::Cluster,
             "namespace" => KeyField::Namespace,
@@ -66,19 +66,20 @@ impl KeyField {
     }
 }
 
-pub const DEFAULT_KEY: [KeyField; 3] = [KeyField::Cluster, KeyField::Namespace, KeyField::Workload];
+pub(crate) const DEFAULT_KEY: [KeyField; 3] =
+    [KeyField::Cluster, KeyField::Namespace, KeyField::Workload];
 
 /// Upper bound of `group_wait_seconds` (an hour: longer leaves a storm
 /// uninvestigated for too long).
-pub const MAX_WAIT_SECONDS: u64 = 3600;
+pub(crate) const MAX_WAIT_SECONDS: u64 = 3600;
 /// Upper bound of `group_interval_seconds` (a week).
-pub const MAX_INTERVAL_SECONDS: u64 = 7 * 86_400;
+pub(crate) const MAX_INTERVAL_SECONDS: u64 = 7 * 86_400;
 /// Upper bound of `max_groups`.
-pub const MAX_GROUPS_LIMIT: usize = 10_000_000;
+pub(crate) const MAX_GROUPS_LIMIT: usize = 10_000_000;
 
 /// Config type.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupConfig {
+pub(crate) struct GroupConfig {
     pub key: Vec<KeyField>,
     pub group_wait_seconds: u64,
     pub group_interval_seconds: u64,
@@ -195,7 +196,7 @@ const ATTACHED: &str = "attached to the queued or running incident of its group"
 const RECURRENCE: &str = "recurrence within group_interval of its group's incident";
 
 /// Runtime type.
-pub struct GroupStage {
+pub(crate) struct GroupStage {
     key: Vec<KeyField>,
     wait: Duration,
     interval: Duration,
@@ -203,7 +204,7 @@ pub struct GroupStage {
 }
 
 impl GroupStage {
-    pub fn new(cfg: &GroupConfig) -> GroupStage {
+    pub(crate) fn new(cfg: &GroupConfig) -> GroupStage {
         GroupStage {
             key: if cfg.key.is_empty() {
                 DEFAULT_KEY.to_vec()
@@ -216,13 +217,14 @@ impl GroupStage {
         }
     }
 
-    /// The group state (for tests and a state store).
-    pub fn table(&self) -> &GroupTable {
+    /// The group state (for tests).
+    #[cfg(test)]
+    pub(crate) fn table(&self) -> &GroupTable {
         &self.table
     }
 
     /// The group key of `ev`.
-    pub fn key_of(&self, ev: &Event) -> GroupKey {
+    pub(crate) fn key_of(&self, ev: &Event) -> GroupKey {
         let wl = workload::derive(ev);
         let r = &ev.resource;
         let mut fields: Vec<&str> = Vec::with_capacity(self.key.len() + 1);
@@ -248,7 +250,7 @@ impl GroupStage {
     }
 
     /// Decides for one event at `now`.
-    pub fn decide(&self, ev: &mut Event, now: Instant) -> Verdict {
+    pub(crate) fn decide(&self, ev: &mut Event, now: Instant) -> Verdict {
         let key = self.key_of(ev);
         let canonical = key.canonical.clone();
         let (wait, interval) = (self.wait, self.interval);

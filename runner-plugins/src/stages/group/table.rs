@@ -13,14 +13,14 @@ use runner_core::group::{Incident, Phase};
 use tokio::time::Instant;
 
 /// See the module docs.
-pub struct GroupTable {
+pub(crate) struct GroupTable {
     map: Mutex<HashMap<String, Arc<Incident>>>,
     max: usize,
     evictions: AtomicU64,
 }
 
 impl GroupTable {
-    pub fn new(max: usize) -> GroupTable {
+    pub(crate) fn new(max: usize) -> GroupTable {
         GroupTable {
             map: Mutex::new(HashMap::new()),
             max: max.max(1),
@@ -34,7 +34,7 @@ impl GroupTable {
 
     /// Runs `f` with the current incident of `canonical` (if any) under the
     /// table's lock; `f` may return a new incident to replace it.
-    pub fn with<R>(
+    pub(crate) fn with<R>(
         &self,
         canonical: &str,
         now: Instant,
@@ -53,7 +53,7 @@ impl GroupTable {
 
     /// Removes `inc` if it is still the current incident of its key (its
     /// leader never ran: the next event opens a new one).
-    pub fn forget(&self, inc: &Arc<Incident>) {
+    pub(crate) fn forget(&self, inc: &Arc<Incident>) {
         let mut map = self.lock();
         if map
             .get(&inc.key.canonical)
@@ -89,17 +89,15 @@ impl GroupTable {
     }
 
     /// Keys in the table.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Ended incidents evicted (before their cooldown was over) because the
     /// table was full.
-    pub fn evictions(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
 }

@@ -37,7 +37,7 @@ const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 /// An owning workload and how it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Workload {
+pub(crate) struct Workload {
     pub kind: String,
     pub name: String,
     /// `owner_reference`, `name`, or `resource` (the resource itself).
@@ -137,7 +137,7 @@ fn from_pod_name(name: &str) -> Option<Workload> {
 }
 
 /// The owning workload of `ev`'s resource (see the module docs).
-pub fn derive(ev: &Event) -> Workload {
+pub(crate) fn derive(ev: &Event) -> Workload {
     let r = &ev.resource;
     if let Some((kind, name)) = owner_reference(&ev.raw) {
         return lift(kind, name, "owner_reference");

@@ -6,7 +6,7 @@
 //! at startup, and the file is left exactly as it was.
 
 pub mod query;
-pub mod schema;
+pub(crate) mod schema;
 
 use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
@@ -21,9 +21,9 @@ use runner_core::state::{
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 /// File name of the database inside the state directory.
-pub const DB_FILE: &str = "state.db";
+pub(crate) const DB_FILE: &str = "state.db";
 /// Held (flock) while a runner uses the directory.
-pub const LOCK_FILE: &str = "lock";
+pub(crate) const LOCK_FILE: &str = "lock";
 
 pub struct SqliteStore {
     conn: Connection,
@@ -136,10 +136,6 @@ impl SqliteStore {
         };
         store.migrate(version)?;
         Ok(store)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn migrate(&mut self, from: i64) -> Result<(), StateError> {

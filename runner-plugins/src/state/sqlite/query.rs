@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::DB_FILE;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct IncidentRow {
+pub(crate) struct IncidentRow {
     pub seq: u64,
     pub incident_id: Option<String>,
     pub fault_id: Option<String>,
@@ -38,7 +38,7 @@ pub struct IncidentRow {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct EventRow {
+pub(crate) struct EventRow {
     pub seq: u64,
     pub fault_id: Option<String>,
     pub received_ms: i64,
@@ -47,7 +47,7 @@ pub struct EventRow {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub cluster: Option<String>,
     pub status: Option<String>,
     /// Incidents started at or after this (ms since the epoch).
@@ -126,7 +126,7 @@ pub fn open_read_only(dir: &Path) -> Result<Connection, String> {
 }
 
 /// Incidents, newest first.
-pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<IncidentRow>, String> {
+pub(crate) fn list(conn: &Connection, f: &Filter) -> Result<Vec<IncidentRow>, String> {
     let mut sql = format!("SELECT {COLUMNS} FROM incidents WHERE 1=1");
     let mut args: Vec<Sql> = Vec::new();
     if let Some(c) = &f.cluster {
@@ -153,7 +153,10 @@ pub fn list(conn: &Connection, f: &Filter) -> Result<Vec<IncidentRow>, String> {
 
 /// One incident by its incident id (the workspace name) or its number
 /// (`seq`), with its events.
-pub fn show(conn: &Connection, id: &str) -> Result<Option<(IncidentRow, Vec<EventRow>)>, String> {
+pub(crate) fn show(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<(IncidentRow, Vec<EventRow>)>, String> {
     let by_id = conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM incidents WHERE incident_id = ?1"),

@@ -3,7 +3,7 @@
 //! in one transaction. A file from a newer runner is refused, untouched.
 
 /// Migrations in order: `MIGRATIONS[i]` upgrades version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: counters, the queue of admitted events, incidents, their events,
     // and the stages' and sinks' key-value state.
     r#"
@@ -68,4 +68,4 @@ CREATE INDEX kv_expires ON kv (expires_ms) WHERE expires_ms IS NOT NULL;
 ];
 
 /// The schema version this build writes.
-pub const VERSION: i64 = MIGRATIONS.len() as i64;
+pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
