@@ -5,6 +5,9 @@
 
 use std::sync::{Arc, Mutex};
 
+// Plugin text may echo event data: log lines stay on one line and bounded.
+use runner_core::text::excerpt;
+
 /// Longest log line kept from a plugin.
 pub(crate) const MAX_LOG_LEN: usize = 1024;
 /// Log lines kept per call; the rest are counted and dropped so a chatty
@@ -38,19 +41,6 @@ pub struct PluginLogLine {
     pub message: String,
 }
 
-/// Keeps log lines on one line and bounded: plugin text may echo event data.
-pub(crate) fn clean_line(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .take(max)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if s.chars().nth(max).is_some() {
-        out.push('…');
-    }
-    out
-}
-
 /// Which standard stream a write came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stdio {
@@ -75,7 +65,7 @@ pub(crate) type SharedLog = Arc<Mutex<CallLog>>;
 
 impl CallLog {
     pub(crate) fn push(&mut self, level: LogLevel, message: &str) {
-        let message = clean_line(message, MAX_LOG_LEN);
+        let message = excerpt(message, MAX_LOG_LEN);
         if level == LogLevel::Error {
             self.last_error = Some(message.clone());
         }
@@ -123,7 +113,7 @@ impl CallLog {
             Stdio::Stderr => LogLevel::Warn,
         };
         if stream == Stdio::Stderr {
-            self.last_error = Some(clean_line(text, MAX_LOG_LEN));
+            self.last_error = Some(excerpt(text, MAX_LOG_LEN));
         }
         self.push(level, text);
     }

@@ -18,9 +18,10 @@ use crate::bindings::exports::event_runner::plugin::filter as wit;
 use crate::bindings::{Plugin, PluginPre};
 use crate::cache::CacheOutcome;
 use crate::epoch::InFlight;
-use crate::log::{LogLevel, MAX_LOG_LEN, PluginLogLine, SharedLog, clean_line};
+use crate::log::{LogLevel, MAX_LOG_LEN, PluginLogLine, SharedLog};
 use crate::view::severity_from_wit;
 use crate::{EPOCH_TICK, INIT_TIMEOUT, WasmStageConfig, engine};
+use runner_core::text::excerpt;
 
 /// What happens to an event when the plugin fails on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -447,11 +448,7 @@ impl WasmStage {
                 s.dropped.fetch_add(1, Ordering::Relaxed);
                 Verdict::drop(
                     Outcome::PluginDropped,
-                    format!(
-                        "{}: {}",
-                        self.core.name,
-                        clean_line(&reason, MAX_REASON_LEN)
-                    ),
+                    format!("{}: {}", self.core.name, excerpt(&reason, MAX_REASON_LEN)),
                 )
             }
             Ok(wit::Verdict::Replace(new)) => match apply(event, new, &view.raw_json) {
@@ -583,7 +580,7 @@ impl Core {
             Ok(Err(msg)) => {
                 return Err(format!(
                     "a plugin whose init succeeds (init returned an error: {})",
-                    clean_line(&msg, MAX_LOG_LEN)
+                    excerpt(&msg, MAX_LOG_LEN)
                 ));
             }
             Err(e) => {
@@ -645,7 +642,7 @@ impl Core {
             Ok(Ok(verdict)) => Ok(verdict),
             Ok(Err(msg)) => Err((
                 FailKind::Error,
-                format!("returned an error: {}", clean_line(&msg, MAX_REASON_LEN)),
+                format!("returned an error: {}", excerpt(&msg, MAX_REASON_LEN)),
             )),
             Err(e) => {
                 let failure = describe_trap(&e, live.store.data(), self.timeout_ms);

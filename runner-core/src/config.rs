@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 /// One configuration mistake.
@@ -62,9 +61,6 @@ impl ConfigErrors {
     }
     pub fn len(&self) -> usize {
         self.0.len()
-    }
-    pub fn into_result<T>(self, ok: T) -> Result<T, ConfigErrors> {
-        if self.0.is_empty() { Ok(ok) } else { Err(self) }
     }
 }
 
@@ -668,7 +664,7 @@ impl<'a> TableReader<'a> {
     /// must lie in `range`: a value outside is an error naming the key, the
     /// value and the range (`unit` says what the number means), and the
     /// default is returned so compilation can go on collecting errors.
-    pub fn layered_in<T>(
+    pub(crate) fn layered_in<T>(
         &mut self,
         key: &'static str,
         env: &str,
@@ -718,7 +714,7 @@ impl<'a> TableReader<'a> {
     }
 
     /// Like [`layered`](Self::layered) without a default.
-    pub fn layered_opt<T: ConfigValue>(
+    pub(crate) fn layered_opt<T: ConfigValue>(
         &mut self,
         key: &'static str,
         env: &str,
@@ -730,7 +726,7 @@ impl<'a> TableReader<'a> {
 
     /// An endpoint URL without a default: shown everywhere through
     /// [`mask_url`] (credentials and query values hidden).
-    pub fn layered_url(&mut self, key: &'static str, env: &str) -> Option<String> {
+    pub(crate) fn layered_url(&mut self, key: &'static str, env: &str) -> Option<String> {
         self.layered_shown(key, env, Shown::Url)
     }
 
@@ -910,22 +906,6 @@ enum Shown {
     Plain,
     Secret,
     Url,
-}
-
-/// Parses a `FromStr` value or records an error; convenience for validators.
-pub fn parse_or_err<T: FromStr>(
-    errors: &mut ConfigErrors,
-    key: &str,
-    value: &str,
-    allowed: &str,
-) -> Option<T> {
-    match value.parse::<T>() {
-        Ok(v) => Some(v),
-        Err(_) => {
-            errors.push(key, format!("{value:?}"), allowed);
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ impl Envelope {
     /// written inside it. An enabled span costs an allocation: build it
     /// where a line is written (after checking that the line's level is
     /// enabled) or around a sink call, not for every event.
-    pub fn span(&self) -> tracing::Span {
+    pub(crate) fn span(&self) -> tracing::Span {
         let e = &self.event;
         tracing::error_span!(
             target: "audit",

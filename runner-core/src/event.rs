@@ -23,7 +23,7 @@ use crate::severity::Severity;
 /// names are at most 253 bytes; anything longer is not from a real cluster.
 pub const MAX_NAME_LEN: usize = 253;
 /// `context` longer than this is truncated (it may embed captured logs).
-pub const MAX_CONTEXT_LEN: usize = 64 * 1024;
+pub(crate) const MAX_CONTEXT_LEN: usize = 64 * 1024;
 
 /// Default of the largest payload accepted at intake (`MAX_PAYLOAD_BYTES`).
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
@@ -47,7 +47,7 @@ pub fn set_max_payload_bytes(n: usize) {
 /// produce), counted by walking the tree: no text is built and strings are
 /// scanned once, a table lookup per byte. Runs for every payload on the
 /// source's thread, so it is kept cheap.
-pub fn json_size(v: &Value) -> usize {
+pub(crate) fn json_size(v: &Value) -> usize {
     match v {
         Value::Null => 4,
         Value::Bool(true) => 4,

@@ -34,9 +34,9 @@ use crate::event::Event;
 /// beyond this, or beyond [`MAX_PENDING_BYTES`] of payload, they are
 /// counted, not kept: a storm must not make memory grow, and merged events
 /// no longer count against the payload budget.
-pub const MAX_PENDING: usize = 2_000;
+pub(crate) const MAX_PENDING: usize = 2_000;
 /// Payload bytes (compact JSON) of the events an incident holds in memory.
-pub const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 
 /// The identity of a group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -315,10 +315,6 @@ impl Incident {
 
     pub fn set_incident_id(&self, id: &str) {
         self.lock().incident_id = Some(id.to_string());
-    }
-
-    pub fn incident_id(&self) -> Option<String> {
-        self.lock().incident_id.clone()
     }
 }
 

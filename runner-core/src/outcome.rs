@@ -97,29 +97,29 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn received(&self) {
+    pub(crate) fn received(&self) {
         self.received.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn record(&self, outcome: Outcome) {
+    pub(crate) fn record(&self, outcome: Outcome) {
         self.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// An event a previous run left in the state store entered this run.
-    pub fn recovered(&self) {
+    pub(crate) fn recovered(&self) {
         self.recovered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An event left in the state store for the next run (no outcome here).
-    pub fn deferred(&self) {
+    pub(crate) fn deferred(&self) {
         self.deferred.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self) -> StatsSnapshot {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
         let mut outcomes = [0u64; Outcome::ALL.len()];
         for (i, c) in self.outcomes.iter().enumerate() {
             outcomes[i] = c.load(Ordering::Relaxed);

@@ -154,10 +154,6 @@ impl PipelineHandle {
             self.graceful.cancel();
         }
     }
-    pub fn force(&self) {
-        self.graceful.cancel();
-        self.force.cancel();
-    }
     pub fn is_shutting_down(&self) -> bool {
         self.graceful.is_cancelled()
     }
@@ -196,15 +192,11 @@ impl StageChain {
 
     /// Numbers events from `first_seq` on (above every seq a previous run
     /// left in the state store, so seqs stay unique across restarts).
-    pub fn starting_at(recorder: Arc<Recorder>, first_seq: u64) -> Self {
+    pub(crate) fn starting_at(recorder: Arc<Recorder>, first_seq: u64) -> Self {
         StageChain {
             recorder,
             seq: AtomicU64::new(first_seq),
         }
-    }
-
-    pub fn recorder(&self) -> &Arc<Recorder> {
-        &self.recorder
     }
 
     /// Parses, validates and runs the stages for one received payload.
@@ -215,7 +207,7 @@ impl StageChain {
 
     /// Like [`process`](Self::process) for a payload whose `bytes` were
     /// charged to the recorder's byte budget at intake.
-    pub async fn process_charged(&self, raw: RawPayload, bytes: usize) -> ChainResult {
+    pub(crate) async fn process_charged(&self, raw: RawPayload, bytes: usize) -> ChainResult {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let event = match Event::from_json(raw.data, raw.cluster_fill.as_deref()) {
             Ok(e) => e,

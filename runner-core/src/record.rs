@@ -12,7 +12,7 @@ use crate::status::{DEFAULT_CLUSTER_LABELS, OutcomeBreakdown};
 
 /// Per-stage counters.
 #[derive(Debug, Default)]
-pub struct StageCounters {
+pub(crate) struct StageCounters {
     pub passed: AtomicU64,
     pub modified: AtomicU64,
     pub dropped: AtomicU64,
@@ -47,7 +47,10 @@ impl Recorder {
 
     /// `cluster_labels`: how many clusters get their own label value in the
     /// outcome breakdown (the rest count as `other`).
-    pub fn with_cluster_labels(stages: Arc<[Box<dyn Stage>]>, cluster_labels: usize) -> Self {
+    pub(crate) fn with_cluster_labels(
+        stages: Arc<[Box<dyn Stage>]>,
+        cluster_labels: usize,
+    ) -> Self {
         let stage_counters = stages.iter().map(|_| StageCounters::default()).collect();
         Recorder {
             counters: Counters::new(),
@@ -66,25 +69,25 @@ impl Recorder {
         let _ = self.journal.set(journal);
     }
 
-    pub fn journal(&self) -> Option<&Arc<Journal>> {
+    pub(crate) fn journal(&self) -> Option<&Arc<Journal>> {
         self.journal.get()
     }
 
     /// True for an event that passed every stage, i.e. was admitted to the
     /// router (the chain stops an event at the stage that drops it).
-    pub fn is_admitted(&self, env: &Envelope) -> bool {
+    pub(crate) fn is_admitted(&self, env: &Envelope) -> bool {
         env.passed_stages == self.stages.len()
     }
 
     /// An event from a previous run (state store) entered this run.
-    pub fn recovered(&self) {
+    pub(crate) fn recovered(&self) {
         self.counters.recovered();
     }
 
     /// Leaves an admitted event in the state store for the next run: no
     /// outcome, no `Stage::finished` (its dedup key stays in flight until
     /// the process ends, and the next run restores it).
-    pub fn defer(&self, env: &Envelope, interrupted: bool) {
+    pub(crate) fn defer(&self, env: &Envelope, interrupted: bool) {
         self.counters.deferred();
         self.release(env.bytes);
         if let Some(j) = self.journal.get() {
@@ -102,12 +105,12 @@ impl Recorder {
     }
 
     /// Bounds the payload bytes held by events in flight (`PAYLOAD_BUDGET_BYTES`).
-    pub fn set_byte_budget(&self, bytes: usize) {
+    pub(crate) fn set_byte_budget(&self, bytes: usize) {
         self.bytes_budget.store(bytes, Ordering::Relaxed);
     }
 
     /// `(in use, budget)` in payload bytes.
-    pub fn bytes(&self) -> (usize, usize) {
+    pub(crate) fn bytes(&self) -> (usize, usize) {
         (
             self.bytes_used.load(Ordering::Relaxed),
             self.bytes_budget.load(Ordering::Relaxed),
@@ -115,7 +118,7 @@ impl Recorder {
     }
 
     /// Charges `n` payload bytes if they fit in the budget.
-    pub fn try_charge(&self, n: usize) -> bool {
+    pub(crate) fn try_charge(&self, n: usize) -> bool {
         let budget = self.bytes_budget.load(Ordering::Relaxed);
         self.bytes_used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -140,7 +143,7 @@ impl Recorder {
         &self.stages
     }
 
-    pub fn stage_counters(&self, i: usize) -> &StageCounters {
+    pub(crate) fn stage_counters(&self, i: usize) -> &StageCounters {
         &self.stage_counters[i]
     }
 
@@ -194,7 +197,7 @@ impl Recorder {
 
     /// Terminal outcome of a stored event that cannot be rebuilt (counted;
     /// its pending row goes).
-    pub fn finish_stored(&self, seq: u64, source: &str, outcome: Outcome, reason: &str) {
+    pub(crate) fn finish_stored(&self, seq: u64, source: &str, outcome: Outcome, reason: &str) {
         self.counters.record(outcome);
         if let Some(j) = self.journal.get() {
             j.finish(seq, outcome, reason);

@@ -301,7 +301,7 @@ impl Router {
 
     /// Queues an event a previous run left in the state store (it is
     /// already there: no new admission is written).
-    pub fn admit_recovered(&self, env: Envelope) {
+    pub(crate) fn admit_recovered(&self, env: Envelope) {
         self.admit_inner(env)
     }
 
@@ -479,7 +479,7 @@ impl Router {
     }
 
     /// Stops admitting: later `admit` calls record `abandoned`.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.inner.state.lock().unwrap().closed = true;
     }
 

@@ -15,7 +15,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub const ALL: [Severity; 5] = [
+    pub(crate) const ALL: [Severity; 5] = [
         Severity::Debug,
         Severity::Info,
         Severity::Warning,

@@ -83,7 +83,7 @@ impl Intake {
     }
 
     /// Shared depth counter: the consumer subtracts what it took.
-    pub fn depth(&self) -> Arc<AtomicUsize> {
+    pub(crate) fn depth(&self) -> Arc<AtomicUsize> {
         self.depth.clone()
     }
 

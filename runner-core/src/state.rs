@@ -51,7 +51,7 @@ pub enum PendingState {
 }
 
 impl PendingState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PendingState::Queued => "queued",
             PendingState::Running => "running",
@@ -115,7 +115,7 @@ impl StoredEvent {
 
     /// The event back; `None` when a field no longer parses (a store
     /// written by a build with other severities).
-    pub fn to_event(&self) -> Option<Event> {
+    pub(crate) fn to_event(&self) -> Option<Event> {
         Some(Event {
             shape: match self.shape.as_str() {
                 "flat" => Shape::Flat,
@@ -241,14 +241,14 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.received == 0 && self.outcomes.iter().all(|n| *n == 0)
     }
 
     /// Drops the admissions that ended in this same batch without running
     /// (a storm's overflow): the store never sees their rows, only their
     /// counts. Returns how many were dropped.
-    pub fn coalesce(&mut self) -> usize {
+    pub(crate) fn coalesce(&mut self) -> usize {
         let started: HashSet<u64> = self
             .ops
             .iter()
@@ -343,13 +343,15 @@ pub trait StateStore: Send {
 /// A store that keeps everything in memory (tests; `STATE_DIR=off` uses no
 /// store at all). Clones share the same state, so a test can "restart" a
 /// pipeline on it and look inside.
+#[cfg(test)]
 #[derive(Clone, Default)]
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     inner: Arc<Mutex<MemoryState>>,
 }
 
+#[cfg(test)]
 #[derive(Default, Debug)]
-pub struct MemoryState {
+pub(crate) struct MemoryState {
     pub counters: StoredCounters,
     pub pending: std::collections::BTreeMap<u64, PendingEvent>,
     /// seq → (status, runs, meta)
@@ -358,12 +360,14 @@ pub struct MemoryState {
     pub batches: u64,
 }
 
+#[cfg(test)]
 impl MemoryStore {
-    pub fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         self.inner.lock().expect("memory store lock")
     }
 }
 
+#[cfg(test)]
 impl StateStore for MemoryStore {
     fn recover(&mut self) -> Result<Recovered, StateError> {
         let st = self.state();
@@ -489,14 +493,14 @@ pub struct Journal {
 }
 
 /// How often the writer commits at the latest.
-pub const COMMIT_INTERVAL: Duration = Duration::from_millis(20);
+pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_millis(20);
 /// Ops after which the writer commits at once.
-pub const COMMIT_OPS: usize = 4096;
+pub(crate) const COMMIT_OPS: usize = 4096;
 /// Default bound of the journal (ops waiting for the writer).
 pub const JOURNAL_CAPACITY: usize = 65_536;
 /// Bound of the payload bytes the journal's admissions hold (besides the
 /// payload budget: an event that ended may still be in the journal).
-pub const JOURNAL_MAX_BYTES: usize = 64 << 20;
+pub(crate) const JOURNAL_MAX_BYTES: usize = 64 << 20;
 
 impl Journal {
     pub fn new(capacity: usize) -> Arc<Journal> {
@@ -539,7 +543,7 @@ impl Journal {
     }
 
     /// An event that ended without reaching the router (filtered, invalid…).
-    pub fn outcome_only(&self, outcome: Outcome) {
+    pub(crate) fn outcome_only(&self, outcome: Outcome) {
         self.with(|b| {
             b.received += 1;
             b.outcomes[outcome as usize] += 1;
@@ -547,7 +551,7 @@ impl Journal {
     }
 
     /// `bytes`: the payload's size (as charged at intake), for the bound.
-    pub fn admit(&self, seq: u64, source: &Arc<str>, event: &Event, bytes: usize) {
+    pub(crate) fn admit(&self, seq: u64, source: &Arc<str>, event: &Event, bytes: usize) {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         let op = StateOp::Admit {
             bytes,
@@ -562,7 +566,7 @@ impl Journal {
         });
     }
 
-    pub fn start(&self, seq: u64) {
+    pub(crate) fn start(&self, seq: u64) {
         let op = StateOp::Start {
             seq,
             at_ms: now_ms(),
@@ -570,12 +574,12 @@ impl Journal {
         self.with(|b| b.ops.push(op));
     }
 
-    pub fn incident(&self, seq: u64, meta: IncidentMeta) {
+    pub(crate) fn incident(&self, seq: u64, meta: IncidentMeta) {
         self.with(|b| b.ops.push(StateOp::Incident { seq, meta }));
     }
 
     /// The outcome of an admitted event.
-    pub fn finish(&self, seq: u64, outcome: Outcome, reason: &str) {
+    pub(crate) fn finish(&self, seq: u64, outcome: Outcome, reason: &str) {
         let op = StateOp::Finish {
             seq,
             outcome,
@@ -588,15 +592,21 @@ impl Journal {
         });
     }
 
-    pub fn defer(&self, seq: u64, interrupted: bool) {
+    pub(crate) fn defer(&self, seq: u64, interrupted: bool) {
         self.with(|b| b.ops.push(StateOp::Defer { seq, interrupted }));
     }
 
-    pub fn requeue(&self, seq: u64, reruns: u32) {
+    pub(crate) fn requeue(&self, seq: u64, reruns: u32) {
         self.with(|b| b.ops.push(StateOp::Requeue { seq, reruns }));
     }
 
-    pub fn put(&self, scope: &Arc<str>, key: &[u8], value: Vec<u8>, expires_ms: Option<i64>) {
+    pub(crate) fn put(
+        &self,
+        scope: &Arc<str>,
+        key: &[u8],
+        value: Vec<u8>,
+        expires_ms: Option<i64>,
+    ) {
         let op = StateOp::Put {
             scope: scope.clone(),
             key: key.to_vec(),
@@ -606,7 +616,7 @@ impl Journal {
         self.with(|b| b.ops.push(op));
     }
 
-    pub fn delete(&self, scope: &Arc<str>, key: &[u8]) {
+    pub(crate) fn delete(&self, scope: &Arc<str>, key: &[u8]) {
         let op = StateOp::Delete {
             scope: scope.clone(),
             key: key.to_vec(),
@@ -633,7 +643,8 @@ impl Journal {
 
     /// Waits until everything appended before the call is committed (or
     /// `timeout`). Blocking: call it off the async runtime's workers.
-    pub fn flush_blocking(&self, timeout: Duration) -> bool {
+    #[cfg(test)]
+    pub(crate) fn flush_blocking(&self, timeout: Duration) -> bool {
         let target = self.committed.load(Ordering::Relaxed) + 1;
         self.cv.notify_one();
         let deadline = std::time::Instant::now() + timeout;
@@ -666,7 +677,7 @@ pub struct Writer {
 }
 
 /// How often [`StateStore::maintain`] runs.
-pub const MAINTAIN_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const MAINTAIN_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Writer {
     pub fn spawn(journal: Arc<Journal>, mut store: Box<dyn StateStore>) -> Writer {
@@ -778,9 +789,6 @@ impl StateScope {
             scope: Arc::from(scope),
             journal,
         }
-    }
-    pub fn name(&self) -> &str {
-        &self.scope
     }
     /// Stores `value` under `key` (replacing); the store may forget it after
     /// `expires_ms`. Never waits on disk.

@@ -16,9 +16,9 @@ use crate::outcome::Outcome;
 use crate::sink::UsageTotals;
 
 /// Label value for clusters beyond the label limit.
-pub const OTHER: &str = "other";
+pub(crate) const OTHER: &str = "other";
 /// Label value when an outcome has no cluster (invalid or refused payloads).
-pub const NO_CLUSTER: &str = "none";
+pub(crate) const NO_CLUSTER: &str = "none";
 /// Default number of clusters that get their own label value.
 pub const DEFAULT_CLUSTER_LABELS: usize = 50;
 /// Sources and stage names are configured, hence bounded; this bound only
@@ -46,7 +46,7 @@ pub enum SourcePhase {
 }
 
 impl SourcePhase {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SourcePhase::Starting => "starting",
             SourcePhase::Connecting => "connecting",
@@ -96,10 +96,6 @@ impl SourceStatus {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn update(&self, f: impl FnOnce(&mut SourceState)) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut st);
@@ -140,7 +136,7 @@ impl SourceStatus {
         });
     }
 
-    pub fn stopped(&self) {
+    pub(crate) fn stopped(&self) {
         self.update(|s| {
             s.phase = SourcePhase::Stopped;
             s.backoff_until = None;
@@ -210,7 +206,7 @@ pub struct Readiness {
 
 /// Readiness rules: every source subscribed at least once and not down for
 /// longer than `max_down`; the intake below 90 % full; not shutting down.
-pub fn readiness(
+pub(crate) fn readiness(
     sources: Vec<SourceHealth>,
     intake_depth: usize,
     intake_capacity: usize,
@@ -325,7 +321,7 @@ impl Serialize for Outcome {
 }
 
 impl OutcomeBreakdown {
-    pub fn new(cluster_limit: usize) -> OutcomeBreakdown {
+    pub(crate) fn new(cluster_limit: usize) -> OutcomeBreakdown {
         OutcomeBreakdown {
             inner: Mutex::new(BreakdownInner {
                 clusters: Interner::new(cluster_limit, OTHER),
@@ -336,7 +332,7 @@ impl OutcomeBreakdown {
         }
     }
 
-    pub fn record(&self, outcome: Outcome, cluster: &str, source: &str, stage: &str) {
+    pub(crate) fn record(&self, outcome: Outcome, cluster: &str, source: &str, stage: &str) {
         let cluster = if cluster.is_empty() {
             NO_CLUSTER
         } else {
@@ -395,7 +391,7 @@ impl OutcomeBreakdown {
 }
 
 /// Upper bounds (seconds) of the agent duration histogram buckets.
-pub const DURATION_BUCKETS: [f64; 11] = [
+pub(crate) const DURATION_BUCKETS: [f64; 11] = [
     1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
 ];
 
@@ -424,25 +420,10 @@ impl HistogramData {
             .zip(self.buckets.iter().copied())
             .collect()
     }
-
-    /// `(upper bound, cumulative count)` pairs, +Inf last.
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut acc = 0;
-        DURATION_BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .zip(self.buckets.iter())
-            .map(|(le, n)| {
-                acc += n;
-                (le, acc)
-            })
-            .collect()
-    }
 }
 
 impl DurationHistogram {
-    pub fn observe(&self, outcome: Outcome, d: Duration) {
+    pub(crate) fn observe(&self, outcome: Outcome, d: Duration) {
         let secs = d.as_secs_f64();
         let i = DURATION_BUCKETS
             .iter()
@@ -548,17 +529,18 @@ mod tests {
     }
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
+    fn histogram_counts_each_observation_in_its_bucket() {
         let h = DurationHistogram::default();
         h.observe(Outcome::Completed, Duration::from_millis(500));
         h.observe(Outcome::Completed, Duration::from_secs(7));
         h.observe(Outcome::Completed, Duration::from_secs(99_999));
         let s = h.snapshot();
-        let c = s[0].1.cumulative();
-        assert_eq!(c[0], (1.0, 1));
-        assert_eq!(c[2], (10.0, 2));
-        assert_eq!(c.last().unwrap().1, 3);
-        assert!(c.last().unwrap().0.is_infinite());
+        let b = s[0].1.per_bucket();
+        assert_eq!(b[0], (1.0, 1));
+        assert_eq!(b[1], (5.0, 0));
+        assert_eq!(b[2], (10.0, 1));
+        assert_eq!(b.last().unwrap().1, 1);
+        assert!(b.last().unwrap().0.is_infinite());
         assert_eq!(s[0].1.count, 3);
     }
 

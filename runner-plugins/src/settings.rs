@@ -6,7 +6,7 @@
 //! test checks that the document did not drift and that every setting is
 //! read with its registry default.
 
-pub(crate) use runner_core::config::Setting;
+pub use runner_core::config::Setting;
 
 /// Declares each setting as a constant named after its environment
 /// variable, and [`SETTINGS`], every one in the reference's order.

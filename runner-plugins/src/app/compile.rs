@@ -70,7 +70,7 @@ pub struct Compiled {
     /// startup check.
     pub(crate) clusters: Option<Arc<ClusterGuard>>,
     /// The opened state store (`runner run` opens it after compiling).
-    pub(crate) state: Option<runner_core::pipeline::DurableState>,
+    pub state: Option<runner_core::pipeline::DurableState>,
 }
 
 impl Compiled {
