@@ -601,7 +601,7 @@ impl Core {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let result = self.call_locked(&mut inner, view);
         drop(inner);
-        let nanos = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        let nanos = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
         self.stats.call_nanos.fetch_add(nanos, Ordering::Relaxed);
         self.stats
             .max_call_nanos

@@ -44,6 +44,7 @@ impl fmt::Display for ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
+    /// Records one mistake: the key, the bad value and what is allowed.
     pub fn push(
         &mut self,
         key: impl Into<String>,
@@ -56,9 +57,11 @@ impl ConfigErrors {
             allowed: allowed.into(),
         });
     }
+    /// True when nothing was wrong.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// Number of mistakes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -79,13 +82,18 @@ impl std::error::Error for ConfigErrors {}
 /// Where an effective value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Origin {
+    /// The built-in default.
     Default,
+    /// `pipeline.toml`.
     File,
+    /// An environment variable.
     Env,
+    /// A command-line flag.
     Flag,
 }
 
 impl Origin {
+    /// The name logged with an effective value: `default`, `file`, `env`, `flag`.
     pub fn as_str(self) -> &'static str {
         match self {
             Origin::Default => "default",
@@ -112,6 +120,7 @@ impl Environment {
         )
     }
 
+    /// An environment of exactly these variables (tests, `runner demo`).
     pub fn from_pairs<K: Into<String>, V: Into<String>>(
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Environment {
@@ -123,6 +132,7 @@ impl Environment {
         ))
     }
 
+    /// The value of variable `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
@@ -150,13 +160,16 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// No overrides and an empty environment.
     pub fn new() -> Self {
         Self::default()
     }
+    /// The same overrides reading `environment` for what is not a setting.
     pub fn with_environment(mut self, environment: Environment) -> Self {
         self.environment = environment;
         self
     }
+    /// The environment the process started with (or a test's).
     pub fn environment(&self) -> &Environment {
         &self.environment
     }
@@ -165,6 +178,7 @@ impl Overrides {
     pub fn without_values(&self) -> Overrides {
         Overrides::new().with_environment(self.environment.clone())
     }
+    /// Sets setting `name` unless a stronger origin already set it (flags win over env).
     pub fn set(&mut self, name: &str, value: impl Into<String>, origin: Origin) {
         let value = value.into();
         match self.values.get(name) {
@@ -174,9 +188,11 @@ impl Overrides {
             }
         }
     }
+    /// Forgets the override of `name` (the reader falls back to the file or default).
     pub fn remove(&mut self, name: &str) {
         self.values.remove(name);
     }
+    /// The override of `name` and where it came from.
     pub fn get(&self, name: &str) -> Option<(&str, Origin)> {
         self.values.get(name).map(|(v, o)| (v.as_str(), *o))
     }
@@ -296,8 +312,11 @@ impl Setting {
 /// One effective setting, for the startup log and `runner validate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Effective {
+    /// Full key, e.g. `sink.timeout_seconds` (or the variable of a setting).
     pub key: String,
+    /// The value in effect, secrets masked.
     pub value: String,
+    /// Where the value came from.
     pub origin: Origin,
 }
 
@@ -316,8 +335,11 @@ pub struct TableReader<'a> {
 pub trait ConfigValue: Sized {
     /// Human description of what is allowed (for error messages).
     fn allowed() -> String;
+    /// Reads the value from its TOML form; `Err` says what is allowed.
     fn from_toml(v: &toml::Value) -> Result<Self, String>;
+    /// Reads the value from a flag or environment variable; `Err` says what is allowed.
     fn from_text(s: &str) -> Result<Self, String>;
+    /// The value as logged among the effective settings.
     fn render(&self) -> String;
 }
 
@@ -500,6 +522,7 @@ fn render_toml(v: &toml::Value) -> String {
 }
 
 impl<'a> TableReader<'a> {
+    /// A reader of `table`, whose keys are reported as `prefix.key`; errors and effective values are appended to the caller's lists.
     pub fn new(
         prefix: impl Into<String>,
         table: toml::Table,
@@ -525,6 +548,7 @@ impl<'a> TableReader<'a> {
         }
     }
 
+    /// The error list, for checks that span several keys.
     pub fn errors(&mut self) -> &mut ConfigErrors {
         self.errors
     }

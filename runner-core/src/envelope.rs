@@ -6,13 +6,16 @@ use tokio::time::Instant;
 
 use crate::event::Event;
 
+/// An [`Event`] with its sequence number, source, arrival time and budget charge.
 #[derive(Debug)]
 pub struct Envelope {
     /// Process-unique sequence number, assigned at intake (arrival order).
     pub seq: u64,
+    /// The validated event (stages may modify it).
     pub event: Event,
     /// Name of the source that produced it.
     pub source: Arc<str>,
+    /// When intake received it (queue and run durations start here).
     pub received_at: Instant,
     /// Number of stages the event has passed (for `Stage::finished`).
     pub passed_stages: usize,

@@ -104,6 +104,7 @@ fn number_len(n: &serde_json::Number) -> usize {
     c.0
 }
 
+/// Which payload layout the server sent (several server versions are in use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// Current flat payload with `faultId`.
@@ -114,13 +115,18 @@ pub enum Shape {
     Nested,
 }
 
+/// The Kubernetes object a fault is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resource {
+    /// `apiVersion`, e.g. `apps/v1`.
     pub api_version: String,
+    /// `kind`, e.g. `Pod`.
     pub kind: String,
+    /// The object's name.
     pub name: String,
     /// Empty for cluster-scoped objects (Nodes).
     pub namespace: String,
+    /// The object's UID.
     pub uid: String,
 }
 
@@ -128,13 +134,21 @@ pub struct Resource {
 /// use them unsanitized in paths or command lines.
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// The payload layout it arrived in.
     pub shape: Shape,
+    /// The server's id of this fault (`None` from older servers).
     pub fault_id: Option<String>,
+    /// The subscription that delivered it, if the server says.
     pub subscription_id: Option<String>,
+    /// The cluster it happened in (the routing key).
     pub cluster: String,
+    /// What went wrong, e.g. `CrashLoopBackOff`.
     pub fault_type: String,
+    /// How bad it is.
     pub severity: Severity,
+    /// The object concerned.
     pub resource: Resource,
+    /// Free text the server attached (logs, messages); untrusted.
     pub context: String,
     /// Detection time as sent by the server (RFC 3339), if any.
     pub timestamp: Option<String>,
@@ -148,20 +162,29 @@ pub struct Event {
 /// Why a payload did not become an [`Event`]. Either way the outcome is `invalid`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidEvent {
+    /// The payload is JSON but not an object (the JSON type it was).
     #[error("payload is not a JSON object (got {0})")]
     NotAnObject(&'static str),
+    /// The payload is not JSON, or a field has the wrong type.
     #[error("malformed payload: {0}")]
     Malformed(String),
+    /// A required field is absent or empty.
     #[error("missing required field `{0}`")]
     Missing(&'static str),
+    /// A field is longer than its bound.
     #[error("field `{field}` is too long ({len} bytes, max {max})")]
     TooLong {
+        /// The field's name.
         field: &'static str,
+        /// Its length in bytes.
         len: usize,
+        /// The bound in bytes.
         max: usize,
     },
+    /// The severity is not one of the known levels.
     #[error("field `severity`: {0}")]
     Severity(String),
+    /// A field that must be one line contains a control character.
     #[error("field `{0}` contains a control character")]
     ControlChar(&'static str),
 }
@@ -275,7 +298,7 @@ fn truncate_utf8(s: &mut String, max: usize) {
 fn has_control(s: &str) -> bool {
     let outside = s
         .bytes()
-        .fold(0u8, |acc, c| acc | (c.wrapping_sub(0x20) > 0x5e) as u8);
+        .fold(0u8, |acc, c| acc | u8::from(c.wrapping_sub(0x20) > 0x5e));
     outside != 0 && s.chars().any(char::is_control)
 }
 

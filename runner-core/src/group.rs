@@ -47,10 +47,13 @@ pub struct GroupKey {
     /// Short stable digest of `canonical` (16 hex digits), for indexes. Not
     /// unique under attack: lookups compare `canonical`.
     pub id: String,
+    /// The cluster of the group's events.
     pub cluster: String,
+    /// Their namespace (empty for cluster-scoped objects).
     pub namespace: String,
     /// The owning workload the key was derived from (`Deployment`, …).
     pub workload_kind: String,
+    /// The owning workload's name.
     pub workload_name: String,
     /// How the workload was found (`owner_reference`, `pod_name`, …).
     pub derivation: &'static str,
@@ -100,6 +103,7 @@ pub enum Joined {
 }
 
 impl Joined {
+    /// The name in reports and `incident.json`: `first`, `attached`, `recurrence`.
     pub fn as_str(self) -> &'static str {
         match self {
             Joined::First => "first",
@@ -112,7 +116,9 @@ impl Joined {
 /// One event of an incident, as the sink reads it.
 #[derive(Debug, Clone)]
 pub struct Member {
+    /// How the event joined the incident.
     pub joined: Joined,
+    /// When it joined.
     pub at: SystemTime,
     /// The event (its `group` is always `None`).
     pub event: Event,
@@ -125,7 +131,10 @@ pub enum Phase {
     Open,
     /// Its leader reached an outcome at `at`: events attach as recurrences
     /// until `at + cooldown`.
-    Ended { at: Instant },
+    Ended {
+        /// When the leader's outcome was recorded.
+        at: Instant,
+    },
     /// No more events attach (cooldown over, or it never ran).
     Closed,
 }
@@ -152,7 +161,9 @@ impl Counts {
 /// What [`Incident::attach`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attach {
+    /// The incident was open: the event joined it.
     Attached,
+    /// The incident had ended within its cooldown: the event joined as a recurrence.
     Recurrence,
     /// The incident takes no more events: open a new one.
     Closed,
@@ -171,6 +182,7 @@ struct State {
 /// One incident: a group key, its leader and the events attached to it.
 /// Shared (`Arc`) by the grouping stage, the leader event and the sink.
 pub struct Incident {
+    /// The group this incident belongs to.
     pub key: GroupKey,
     /// When the leader arrived.
     pub opened: Instant,
@@ -238,6 +250,7 @@ impl Incident {
         Self::effective(&st, now, self.cooldown)
     }
 
+    /// The phase now (see [`Incident::phase_at`]).
     pub fn phase(&self) -> Phase {
         self.phase_at(Instant::now())
     }
@@ -304,6 +317,7 @@ impl Incident {
         st.pending.drain(..).collect()
     }
 
+    /// The incident's counts so far.
     pub fn counts(&self) -> Counts {
         self.lock().counts
     }
@@ -313,6 +327,7 @@ impl Incident {
         self.changed.notified().await
     }
 
+    /// Records the sink's id for the incident (its workspace name).
     pub fn set_incident_id(&self, id: &str) {
         self.lock().incident_id = Some(id.to_string());
     }
@@ -321,6 +336,7 @@ impl Incident {
 /// An earlier incident of a group, as the history knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PastIncident {
+    /// The incident's id (its workspace name).
     pub id: String,
     /// Its workspace (reports, `incident.json`, the agent's investigation).
     pub dir: PathBuf,

@@ -3,6 +3,9 @@
 //!
 //! This crate knows no concrete plugin. See `docs/ARCHITECTURE.md`.
 
+// Every public item is API for the other crates: say what it is for.
+#![warn(missing_docs)]
+
 mod catch;
 pub mod config;
 pub mod date;

@@ -41,6 +41,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in counter order.
     pub const ALL: [Outcome; 13] = [
         Outcome::Invalid,
         Outcome::Filtered,
@@ -136,7 +137,9 @@ impl Counters {
 /// A point-in-time copy of the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatsSnapshot {
+    /// Events received (each ends in exactly one outcome).
     pub received: u64,
+    /// Events per outcome, indexed like [`Outcome::ALL`].
     pub outcomes: [u64; Outcome::ALL.len()],
     /// Events a previous run left in the state store (queued, or whose agent
     /// was interrupted) that entered this run; they were counted `received`
@@ -148,10 +151,12 @@ pub struct StatsSnapshot {
 }
 
 impl StatsSnapshot {
+    /// The count of one outcome.
     pub fn get(&self, outcome: Outcome) -> u64 {
         self.outcomes[outcome.index()]
     }
 
+    /// Events that reached an outcome (any).
     pub fn terminal(&self) -> u64 {
         self.outcomes.iter().sum()
     }

@@ -28,9 +28,13 @@ const INTAKE_BATCH: usize = 64;
 
 /// Everything a pipeline is made of, as produced by the config compiler.
 pub struct PipelineParts {
+    /// The sources, each run on its own task.
     pub sources: Vec<Box<dyn Source>>,
+    /// The stage chain, in order.
     pub stages: Vec<Box<dyn Stage>>,
+    /// Where routed events go.
     pub sink: Arc<dyn Sink>,
+    /// Concurrency and queue bounds of the router.
     pub limits: RouterLimits,
     /// Bound of the queue between sources and the stage chain.
     pub intake_capacity: usize,
@@ -47,7 +51,9 @@ pub struct PipelineParts {
 
 /// A state store opened (and read) before the pipeline starts.
 pub struct DurableState {
+    /// The opened store (the writer task owns it from the start).
     pub store: Box<dyn StateStore>,
+    /// What the store held: counters, pending events.
     pub recovered: Recovered,
     /// How often an event whose agent was interrupted (crash, or killed at
     /// shutdown) is run again; after that it ends `abandoned`.
@@ -60,20 +66,25 @@ pub struct DurableState {
 /// What the state store held when this run started (for the final statistics).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CarriedOver {
+    /// The counters the store held.
     pub counters: StoredCounters,
     /// Pending events found (queued, running or interrupted).
     pub pending: u64,
     /// Of those, re-runs of interrupted agents, and the ones that were
     /// interrupted too often and ended `abandoned`.
     pub reruns: u64,
+    /// Interrupted too often: ended `abandoned` instead of running again.
     pub gave_up: u64,
 }
 
 /// Result of a whole run.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// The counters at the end.
     pub stats: StatsSnapshot,
+    /// Per-stage counters.
     pub stages: Vec<StageStats>,
+    /// How the router's shutdown went.
     pub shutdown: ShutdownReport,
     /// Set when a source failed fatally (the run should exit non-zero).
     pub fatal: Option<SourceError>,
@@ -99,9 +110,11 @@ pub struct PipelineHandle {
 }
 
 impl PipelineHandle {
+    /// The counters now.
     pub fn stats(&self) -> StatsSnapshot {
         self.recorder.snapshot()
     }
+    /// The router's counts now (running, queued).
     pub fn router(&self) -> RouterSnapshot {
         self.router.snapshot()
     }
@@ -114,6 +127,7 @@ impl PipelineHandle {
     pub fn recorder(&self) -> &Arc<Recorder> {
         &self.recorder
     }
+    /// Every source's health now.
     pub fn sources(&self) -> Vec<SourceHealth> {
         self.sources.iter().map(|s| s.snapshot()).collect()
     }
@@ -132,6 +146,7 @@ impl PipelineHandle {
             .map(|s| (s.name().to_string(), s.health()))
             .collect()
     }
+    /// The sink's incident history, if it keeps one (the admin server's pages).
     pub fn incident_log(&self) -> Option<Arc<dyn IncidentLog>> {
         self.sink.incident_log()
     }
@@ -154,6 +169,7 @@ impl PipelineHandle {
             self.graceful.cancel();
         }
     }
+    /// True once shutdown began.
     pub fn is_shutting_down(&self) -> bool {
         self.graceful.is_cancelled()
     }
@@ -186,6 +202,7 @@ pub enum ChainResult {
 }
 
 impl StageChain {
+    /// A chain numbering events from 0 (no state store).
     pub fn new(recorder: Arc<Recorder>) -> Self {
         Self::starting_at(recorder, 0)
     }
@@ -284,12 +301,14 @@ async fn guarded(stage: &dyn Stage, event: &mut crate::event::Event) -> Result<V
     }
 }
 
+/// A pipeline ready to run: sources, stage chain, router and sink.
 pub struct Pipeline {
     parts: PipelineParts,
     recorder: Arc<Recorder>,
 }
 
 impl Pipeline {
+    /// Builds the recorder and router from `parts`; nothing runs yet.
     pub fn new(parts: PipelineParts) -> Pipeline {
         let mut parts = parts;
         let stages: Arc<[Box<dyn Stage>]> = std::mem::take(&mut parts.stages).into();

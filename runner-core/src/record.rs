@@ -18,11 +18,16 @@ pub(crate) struct StageCounters {
     pub dropped: AtomicU64,
 }
 
+/// Counters of one stage, for statistics and `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageStats {
+    /// The stage's name.
     pub name: String,
+    /// Events it let through unchanged.
     pub passed: u64,
+    /// Events it let through modified.
     pub modified: u64,
+    /// Events it stopped (with whatever outcome).
     pub dropped: u64,
 }
 
@@ -41,6 +46,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder for these stages, with the default number of cluster labels.
     pub fn new(stages: Arc<[Box<dyn Stage>]>) -> Self {
         Self::with_cluster_labels(stages, DEFAULT_CLUSTER_LABELS)
     }
@@ -139,6 +145,7 @@ impl Recorder {
         &self.breakdown
     }
 
+    /// The stage chain, in order.
     pub fn stages(&self) -> &Arc<[Box<dyn Stage>]> {
         &self.stages
     }
@@ -147,14 +154,17 @@ impl Recorder {
         &self.stage_counters[i]
     }
 
+    /// Counts one payload received (before it is parsed).
     pub fn received(&self) {
         self.counters.received();
     }
 
+    /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
         self.counters.snapshot()
     }
 
+    /// Every stage's counters now, in chain order.
     pub fn stage_stats(&self) -> Vec<StageStats> {
         self.stages
             .iter()

@@ -40,6 +40,7 @@ use crate::status::{DurationHistogram, WorkItem};
 /// its future is dropped and the event recorded `abandoned`.
 pub const KILL_WAIT: Duration = Duration::from_secs(10);
 
+/// What a full queue does with a new event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverflowPolicy {
     /// Remove the oldest queued event to admit the new one.
@@ -83,11 +84,16 @@ pub const MAX_QUEUE_LIMIT: usize = 1_000_000;
 /// keeps deadline arithmetic far from overflow.
 pub const MAX_SECONDS_LIMIT: u64 = 86_400;
 
+/// The router's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouterLimits {
+    /// Sink calls running at once, across all clusters.
     pub max_concurrent: usize,
+    /// Events queued across all clusters.
     pub global_queue: usize,
+    /// Events queued per cluster.
     pub cluster_queue: usize,
+    /// What a full queue does.
     pub policy: OverflowPolicy,
     /// A cluster worker with nothing to do exits after this long.
     pub idle_reap: Duration,
@@ -108,11 +114,15 @@ impl Default for RouterLimits {
 /// Live view for status output and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RouterSnapshot {
+    /// Sink calls running.
     pub running: usize,
+    /// Events waiting.
     pub queued: usize,
+    /// Live per-cluster workers.
     pub workers: usize,
 }
 
+/// What happened to queued and running events at shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ShutdownReport {
     /// Queued events that never started.
@@ -201,6 +211,7 @@ pub struct Router {
 }
 
 impl Router {
+    /// A router calling `sink` under `limits`; panics on a zero bound (the config compiler refuses those).
     pub fn new(limits: RouterLimits, sink: Arc<dyn Sink>, recorder: Arc<Recorder>) -> Router {
         assert!(
             limits.max_concurrent >= 1 && limits.global_queue >= 1 && limits.cluster_queue >= 1
@@ -236,6 +247,7 @@ impl Router {
         st.clusters.get(cluster).map_or(0, |c| c.events.len())
     }
 
+    /// The counts now.
     pub fn snapshot(&self) -> RouterSnapshot {
         let st = self.inner.state.lock().unwrap();
         RouterSnapshot {

@@ -7,10 +7,15 @@ use std::str::FromStr;
 /// parsing is case-insensitive. An unknown string is an error, never a default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
+    /// `DEBUG`.
     Debug,
+    /// `INFO`.
     Info,
+    /// `WARNING`.
     Warning,
+    /// `ERROR`.
     Error,
+    /// `CRITICAL`.
     Critical,
 }
 
@@ -22,8 +27,10 @@ impl Severity {
         Severity::Error,
         Severity::Critical,
     ];
+    /// The allowed names, for error messages.
     pub const ALLOWED: &'static str = "DEBUG, INFO, WARNING, ERROR, CRITICAL";
 
+    /// The upper-case name.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Debug => "DEBUG",
@@ -41,6 +48,7 @@ impl fmt::Display for Severity {
     }
 }
 
+/// A severity name that is not one of [`Severity::ALLOWED`] (the text received).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown severity {0:?} (allowed: DEBUG, INFO, WARNING, ERROR, CRITICAL, any case)")]
 pub struct UnknownSeverity(pub String);

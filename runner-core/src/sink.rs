@@ -20,6 +20,7 @@ pub struct SinkResult {
 }
 
 impl SinkResult {
+    /// The event's incident was investigated.
     pub fn completed() -> Self {
         SinkResult {
             outcome: Outcome::Completed,
@@ -27,6 +28,7 @@ impl SinkResult {
             incident: None,
         }
     }
+    /// The sink failed on this event, for `reason`.
     pub fn failed(reason: impl Into<String>) -> Self {
         SinkResult {
             outcome: Outcome::Failed,
@@ -34,6 +36,7 @@ impl SinkResult {
             incident: None,
         }
     }
+    /// The sink's work ran past its deadline.
     pub fn timed_out(reason: impl Into<String>) -> Self {
         SinkResult {
             outcome: Outcome::TimedOut,
@@ -41,6 +44,7 @@ impl SinkResult {
             incident: None,
         }
     }
+    /// A budget (tokens, cost, runs) did not allow the work.
     pub fn over_budget(reason: impl Into<String>) -> Self {
         SinkResult {
             outcome: Outcome::OverBudget,
@@ -53,6 +57,7 @@ impl SinkResult {
         self.incident = Some(meta);
         self
     }
+    /// The work was given up (shutdown, or interrupted too often).
     pub fn abandoned(reason: impl Into<String>) -> Self {
         SinkResult {
             outcome: Outcome::Abandoned,
@@ -62,8 +67,10 @@ impl SinkResult {
     }
 }
 
+/// Where routed events end: one call per event, under the router's limits.
 #[async_trait]
 pub trait Sink: Send + Sync {
+    /// The sink's name, for logs and outcome reasons.
     fn name(&self) -> &str;
 
     /// Handles one event. `kill` is cancelled when the shutdown grace period
@@ -106,10 +113,13 @@ pub trait Sink: Send + Sync {
 pub struct UsageTotals {
     /// Runs whose agent reported usage.
     pub reported: u64,
+    /// Input tokens.
     pub input_tokens: u64,
+    /// Output tokens.
     pub output_tokens: u64,
     /// Only what CLIs reported; runs without a cost add nothing.
     pub cost_usd: f64,
+    /// Model turns.
     pub turns: u64,
 }
 

@@ -16,16 +16,20 @@ use crate::status::SourceStatus;
 /// A payload as it arrived, before parsing.
 #[derive(Debug)]
 pub struct RawPayload {
+    /// The payload's JSON.
     pub data: Value,
+    /// The name of the source that received it.
     pub source: Arc<str>,
     /// Cluster name to use when the payload's `cluster` is empty.
     pub cluster_fill: Option<Arc<str>>,
+    /// When it arrived.
     pub received_at: Instant,
 }
 
 /// A payload in the intake queue with the bytes charged for it.
 #[derive(Debug)]
 pub struct Queued {
+    /// The payload.
     pub raw: RawPayload,
     /// Charged to the recorder's byte budget; released with the outcome.
     pub bytes: usize,
@@ -37,7 +41,9 @@ pub struct Queued {
 /// only noted (see `Router::cancel`).
 #[derive(Debug, Clone)]
 pub struct CancelRequest {
+    /// The source whose events it withdraws.
     pub source: Arc<str>,
+    /// The fault id they were sent under.
     pub fault_id: String,
     /// Why, for the audit line and the incident (e.g. "alert resolved at …").
     pub reason: String,
@@ -48,7 +54,9 @@ pub struct CancelRequest {
 /// cancel can never overtake the event it withdraws.
 #[derive(Debug)]
 pub enum IntakeItem {
+    /// A payload to parse and filter.
     Payload(Queued),
+    /// A withdrawal of earlier payloads.
     Cancel(CancelRequest),
 }
 
@@ -65,6 +73,7 @@ pub struct Intake {
 }
 
 impl Intake {
+    /// An intake feeding `tx` and counting into `recorder`.
     pub fn new(tx: mpsc::Sender<IntakeItem>, recorder: Arc<Recorder>) -> Self {
         Intake {
             tx,
@@ -191,6 +200,7 @@ impl Intake {
 
 /// What a source gets to run with.
 pub struct SourceContext {
+    /// Where the source hands in payloads.
     pub intake: Intake,
     /// Cancelled when intake stops (shutdown): close sessions and return.
     pub shutdown: CancellationToken,
@@ -205,12 +215,16 @@ pub struct SourceContext {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("source {source_name}: {message}")]
 pub struct SourceError {
+    /// The source's name.
     pub source_name: String,
+    /// What went wrong.
     pub message: String,
 }
 
+/// Something that produces fault payloads (an MCP session, a webhook).
 #[async_trait]
 pub trait Source: Send {
+    /// The source's name, for logs, counters and the `source` of its payloads.
     fn name(&self) -> &str;
 
     /// Runs until `ctx.shutdown` is cancelled (then returns `Ok`) or a fatal

@@ -17,12 +17,15 @@ pub enum Verdict {
     /// Stop here. `outcome` is the terminal outcome to record (`Filtered`,
     /// `Duplicate`, `PluginDropped`, or `Invalid`).
     Drop {
+        /// The terminal outcome to record.
         outcome: Outcome,
+        /// Why, for the outcome's log line.
         reason: Cow<'static, str>,
     },
 }
 
 impl Verdict {
+    /// A [`Verdict::Drop`] with `outcome` and `reason`.
     pub fn drop(outcome: Outcome, reason: impl Into<Cow<'static, str>>) -> Verdict {
         Verdict::Drop {
             outcome,
@@ -34,11 +37,14 @@ impl Verdict {
 /// A stage's answer: synchronous stages answer `Ready` without allocating;
 /// stages that must wait return a boxed future.
 pub enum StageFuture<'a> {
+    /// The verdict, known at once.
     Ready(Verdict),
+    /// The verdict, once the stage's future completes.
     Pending(Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>),
 }
 
 impl StageFuture<'_> {
+    /// The verdict (awaits a pending one).
     pub async fn resolve(self) -> Verdict {
         match self {
             StageFuture::Ready(v) => v,
@@ -53,6 +59,7 @@ pub trait Stage: Send + Sync {
     /// The stage's name in logs and counters (e.g. `severity`, `wasm:deny-ns`).
     fn name(&self) -> &str;
 
+    /// Decides what happens to `event` (it may modify it in place).
     fn process<'a>(&'a self, event: &'a mut Event) -> StageFuture<'a>;
 
     /// Called once for every event this stage passed, when that event reaches
@@ -82,6 +89,7 @@ pub trait Stage: Send + Sync {
 pub struct StageHealth {
     /// Failed calls (timeouts, traps, memory limits, error results).
     pub errors: u64,
+    /// The stage disabled itself (too many consecutive errors).
     pub disabled: bool,
     /// Whether this is a plugin stage (the counters below are kept).
     pub plugin: bool,
@@ -89,5 +97,6 @@ pub struct StageHealth {
     pub calls: u64,
     /// Time spent in plugin calls, summed, and the longest single call.
     pub call_nanos: u64,
+    /// The longest single call.
     pub max_call_nanos: u64,
 }

@@ -58,6 +58,7 @@ impl PendingState {
             PendingState::Interrupted => "interrupted",
         }
     }
+    /// The state a name from [`PendingState::as_str`] stands for.
     pub fn parse(s: &str) -> Option<PendingState> {
         Some(match s {
             "queued" => PendingState::Queued,
@@ -72,23 +73,38 @@ impl PendingState {
 /// the one the stages passed (a WASM stage may have changed it).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StoredEvent {
+    /// [`Shape`] as text (`flat`, `flat_no_fault_id`, `nested`).
     pub shape: String,
+    /// See [`Event::fault_id`].
     pub fault_id: Option<String>,
+    /// See [`Event::subscription_id`].
     pub subscription_id: Option<String>,
+    /// See [`Event::cluster`].
     pub cluster: String,
+    /// See [`Event::fault_type`].
     pub fault_type: String,
+    /// The severity's name ([`Severity::as_str`](crate::Severity::as_str)).
     pub severity: String,
+    /// The resource's `apiVersion`.
     pub api_version: String,
+    /// The resource's kind.
     pub kind: String,
+    /// The resource's name.
     pub name: String,
+    /// The resource's namespace.
     pub namespace: String,
+    /// The resource's UID.
     pub uid: String,
+    /// See [`Event::context`].
     pub context: String,
+    /// See [`Event::timestamp`].
     pub timestamp: Option<String>,
+    /// The original payload.
     pub raw: serde_json::Value,
 }
 
 impl StoredEvent {
+    /// The stored form of `e`.
     pub fn of(e: &Event) -> StoredEvent {
         StoredEvent {
             shape: match e.shape {
@@ -148,10 +164,15 @@ impl StoredEvent {
 /// An admitted event not yet at its outcome.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {
+    /// Its sequence number (unique across runs).
     pub seq: u64,
+    /// The source that received it.
     pub source: String,
+    /// The event as the stages passed it.
     pub event: StoredEvent,
+    /// When it was admitted (ms since the epoch).
     pub admitted_ms: i64,
+    /// Where it was when the previous run ended.
     pub state: PendingState,
     /// How often it was re-run after an interruption.
     pub reruns: u32,
@@ -162,10 +183,13 @@ pub struct PendingEvent {
 pub struct IncidentMeta {
     /// The sink's incident id (the workspace's name).
     pub id: String,
+    /// The workspace directory.
     pub workspace: String,
     /// Reported cost in millionths of a US dollar.
     pub cost_micro_usd: Option<u64>,
+    /// Input tokens the agent reported.
     pub input_tokens: Option<u64>,
+    /// Output tokens the agent reported.
     pub output_tokens: Option<u64>,
 }
 
@@ -175,58 +199,81 @@ pub enum StateOp {
     /// The event entered a router queue: the store keeps it until its
     /// outcome (counted `received`).
     Admit {
+        /// The event's sequence number.
         seq: u64,
+        /// The source that received it.
         source: Arc<str>,
         /// Serialized by the writer thread, not on the hot path.
         event: Box<Event>,
+        /// When (ms since the epoch).
         at_ms: i64,
         /// Payload size, released from the journal's bound once written.
         bytes: usize,
     },
     /// Its sink call began: it is an incident from now on.
     Start {
+        /// The event's sequence number.
         seq: u64,
+        /// When (ms since the epoch).
         at_ms: i64,
     },
     /// What the sink said about the incident (before its `Finish`).
     Incident {
+        /// The event's sequence number.
         seq: u64,
+        /// What the sink reported.
         meta: IncidentMeta,
     },
     /// The admitted event reached its outcome (counted; the pending row goes).
     Finish {
+        /// The event's sequence number.
         seq: u64,
+        /// Its outcome.
         outcome: Outcome,
+        /// Why (empty for `completed`).
         reason: String,
+        /// When (ms since the epoch).
         at_ms: i64,
     },
     /// Left for the next run: queued at shutdown, or its agent was killed
     /// at shutdown (`interrupted`).
     Defer {
+        /// The event's sequence number.
         seq: u64,
+        /// Its agent was killed (not merely queued).
         interrupted: bool,
     },
     /// A recovered event was queued again; `reruns` counts re-runs after
     /// an interruption.
     Requeue {
+        /// The event's sequence number.
         seq: u64,
+        /// Re-runs after an interruption so far.
         reruns: u32,
     },
     /// Key-value state of a stage or sink (see [`StateScope`]).
     Put {
+        /// The stage's or sink's scope.
         scope: Arc<str>,
+        /// The key.
         key: Vec<u8>,
+        /// The value.
         value: Vec<u8>,
         /// The store may delete the entry after this (ms since the epoch).
         expires_ms: Option<i64>,
     },
+    /// Removes a key-value entry of a stage or sink.
     Delete {
+        /// The stage's or sink's scope.
         scope: Arc<str>,
+        /// The key.
         key: Vec<u8>,
     },
     /// Retention deleted the incident's workspace.
     Pruned {
+        /// The incident's id.
         incident_id: String,
+        /// When (ms since the epoch).
         at_ms: i64,
     },
 }
@@ -234,9 +281,11 @@ pub enum StateOp {
 /// What the writer hands the store in one transaction.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// The changes, in order.
     pub ops: Vec<StateOp>,
     /// Events first counted in this batch (see the module docs).
     pub received: u64,
+    /// Outcomes first counted in this batch, indexed like [`Outcome::ALL`].
     pub outcomes: [u64; OUTCOMES],
 }
 
@@ -290,14 +339,18 @@ pub type KvEntries = Vec<(Vec<u8>, Vec<u8>)>;
 /// Cumulative counters as stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoredCounters {
+    /// Events received, over every run.
     pub received: u64,
+    /// Events per outcome, indexed like [`Outcome::ALL`].
     pub outcomes: [u64; OUTCOMES],
 }
 
 impl StoredCounters {
+    /// Events that reached an outcome (any).
     pub fn terminal(&self) -> u64 {
         self.outcomes.iter().sum()
     }
+    /// The count of one outcome.
     pub fn get(&self, o: Outcome) -> u64 {
         self.outcomes[o as usize]
     }
@@ -310,11 +363,13 @@ pub struct Recovered {
     pub next_seq: u64,
     /// Admitted events without an outcome, oldest first.
     pub pending: Vec<PendingEvent>,
+    /// The counters over every previous run.
     pub counters: StoredCounters,
     /// Key-value state per scope.
     pub kv: HashMap<String, KvEntries>,
 }
 
+/// A store that cannot be opened, read or written (the message says which file and why).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateError(pub String);
 
@@ -503,6 +558,7 @@ pub const JOURNAL_CAPACITY: usize = 65_536;
 pub(crate) const JOURNAL_MAX_BYTES: usize = 64 << 20;
 
 impl Journal {
+    /// A journal holding up to `capacity` changes before writers wait.
     pub fn new(capacity: usize) -> Arc<Journal> {
         Arc::new(Journal {
             buf: Mutex::new(Batch::default()),
@@ -680,6 +736,7 @@ pub struct Writer {
 pub(crate) const MAINTAIN_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Writer {
+    /// Starts the writer thread, which owns `store` from now on.
     pub fn spawn(journal: Arc<Journal>, mut store: Box<dyn StateStore>) -> Writer {
         let j = journal.clone();
         let thread = std::thread::Builder::new()
@@ -760,6 +817,7 @@ impl Writer {
         }
     }
 
+    /// The journal this writer drains.
     pub fn journal(&self) -> &Arc<Journal> {
         &self.journal
     }
@@ -784,6 +842,7 @@ pub struct StateScope {
 }
 
 impl StateScope {
+    /// The share `scope` of the store behind `journal`.
     pub fn new(scope: &str, journal: Arc<Journal>) -> StateScope {
         StateScope {
             scope: Arc::from(scope),
@@ -795,6 +854,7 @@ impl StateScope {
     pub fn put(&self, key: &[u8], value: Vec<u8>, expires_ms: Option<i64>) {
         self.journal.put(&self.scope, key, value, expires_ms);
     }
+    /// Removes `key`. Never waits on disk.
     pub fn delete(&self, key: &[u8]) {
         self.journal.delete(&self.scope, key);
     }

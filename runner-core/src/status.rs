@@ -80,6 +80,7 @@ pub struct SourceStatus {
 }
 
 impl SourceStatus {
+    /// The status of a new source named `name` (connecting, never subscribed).
     pub fn new(name: &str) -> Arc<SourceStatus> {
         Arc::new(SourceStatus {
             name: Arc::from(name),
@@ -150,6 +151,7 @@ impl SourceStatus {
             .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
     }
 
+    /// A copy of the status now.
     pub fn snapshot(&self) -> SourceHealth {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -177,12 +179,17 @@ impl SourceStatus {
 /// A point-in-time copy of one source's status.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceHealth {
+    /// The source's name.
     pub name: String,
+    /// Where its session is (connecting, subscribed, backing off, …).
     pub phase: SourcePhase,
+    /// It has subscribed at least once since startup.
     pub subscribed_once: bool,
     /// How long the source has been without a subscription (None: subscribed).
     pub down_for_seconds: Option<f64>,
+    /// Seconds until the next session attempt, while backing off.
     pub next_attempt_in_seconds: Option<f64>,
+    /// The last error, cleaned for display.
     pub last_error: Option<String>,
     /// Session attempts so far.
     pub sessions: u64,
@@ -190,17 +197,24 @@ pub struct SourceHealth {
     pub reconnects: u64,
     /// Payloads handed to the intake.
     pub received: u64,
+    /// Seconds since the last payload (None: none yet).
     pub seconds_since_last_event: Option<f64>,
 }
 
 /// The answer of a readiness check, with every reason it is not ready.
 #[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
+    /// True when every rule holds.
     pub ready: bool,
+    /// Every rule that does not hold, in words.
     pub reasons: Vec<String>,
+    /// Shutdown has begun.
     pub shutting_down: bool,
+    /// Payloads waiting for the stage chain.
     pub intake_depth: usize,
+    /// The intake queue's bound.
     pub intake_capacity: usize,
+    /// Every source's status.
     pub sources: Vec<SourceHealth>,
 }
 
@@ -307,10 +321,15 @@ pub struct OutcomeBreakdown {
 /// One row of [`OutcomeBreakdown::rows`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutcomeRow {
+    /// The outcome.
     pub outcome: Outcome,
+    /// The cluster label ([`OTHER`] past the limit).
     pub cluster: Arc<str>,
+    /// The source that received the events.
     pub source: Arc<str>,
+    /// The stage that stopped them (empty when none did).
     pub stage: Arc<str>,
+    /// Events counted.
     pub count: u64,
 }
 
@@ -365,6 +384,7 @@ impl OutcomeBreakdown {
         g.clusters.names[id as usize].clone()
     }
 
+    /// Every non-zero count, sorted by its labels.
     pub fn rows(&self) -> Vec<OutcomeRow> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut rows: Vec<OutcomeRow> = g
@@ -404,7 +424,9 @@ pub struct DurationHistogram {
 /// Cumulative counts per bucket (`le` = [`DURATION_BUCKETS`], then +Inf).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct HistogramData {
+    /// Sum of the observed durations.
     pub sum_seconds: f64,
+    /// Observations.
     pub count: u64,
     /// Non-cumulative counts per bucket; the last is +Inf.
     pub buckets: [u64; DURATION_BUCKETS.len() + 1],
@@ -436,6 +458,7 @@ impl DurationHistogram {
         h.buckets[i] += 1;
     }
 
+    /// Every outcome's histogram, sorted by outcome name.
     pub fn snapshot(&self) -> Vec<(Outcome, HistogramData)> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<_> = g.iter().map(|(o, h)| (*o, h.clone())).collect();
@@ -447,12 +470,19 @@ impl DurationHistogram {
 /// An event waiting in a cluster queue or being handled by the sink.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkItem {
+    /// The event's sequence number.
     pub seq: u64,
+    /// Its cluster.
     pub cluster: String,
+    /// Its namespace.
     pub namespace: String,
+    /// Its resource kind.
     pub kind: String,
+    /// Its resource name.
     pub name: String,
+    /// Its severity.
     pub severity: String,
+    /// Its fault type.
     pub fault_type: String,
     /// Seconds since it was received (queued) or started (running).
     pub seconds: f64,
@@ -461,22 +491,33 @@ pub struct WorkItem {
 /// What a sink knows about one incident, for the incidents page.
 #[derive(Debug, Clone, Serialize)]
 pub struct IncidentView {
+    /// The incident's id (its workspace name).
     pub id: String,
     /// The event's pipeline sequence number (joins with [`WorkItem::seq`]).
     pub seq: u64,
+    /// The cluster of the leading event.
     pub cluster: String,
+    /// Its namespace.
     pub namespace: String,
+    /// Its resource kind.
     pub kind: String,
+    /// Its resource name.
     pub name: String,
+    /// Its severity.
     pub severity: String,
+    /// Its fault type.
     pub fault_type: String,
     /// created, running, completed, failed, timed_out, abandoned.
     pub status: String,
+    /// When the agent started (RFC 3339).
     pub started_at: Option<String>,
+    /// How long the agent ran.
     pub duration_ms: Option<u64>,
     /// Agent cost in US dollars, when the agent reports it.
     pub cost_usd: Option<f64>,
+    /// Input tokens the agent reported.
     pub input_tokens: Option<u64>,
+    /// Output tokens the agent reported.
     pub output_tokens: Option<u64>,
     /// A report exists and can be served.
     pub has_report: bool,

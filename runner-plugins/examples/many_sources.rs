@@ -114,7 +114,7 @@ fn mem() -> (u64, u64, u64) {
 
 fn report(label: &str, a: Usage, b: Usage) {
     let wall = (b.at - a.at).as_secs_f64();
-    let cpu = (b.cpu - a.cpu).as_secs_f64();
+    let cpu = b.cpu.checked_sub(a.cpu).unwrap().as_secs_f64();
     let (rss, hwm, threads) = mem();
     println!(
         "{label:<6} {wall:>6.1} s wall  CPU {cpu:>7.3} s ({:>6.2} % of a core)  context switches {:>8.1}/s  RSS {:>7} kB  peak {:>7} kB  threads {threads}",

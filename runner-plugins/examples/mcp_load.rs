@@ -134,7 +134,7 @@ async fn raw(events: u64) -> (f64, f64) {
     let cpu0 = thread_cpu("mcpbench-raw");
     server.control().storm(events, 0).await;
     counting.wait(events).await;
-    let cpu = thread_cpu("mcpbench-raw") - cpu0;
+    let cpu = thread_cpu("mcpbench-raw").checked_sub(cpu0).unwrap();
     let _ = done_tx.send(());
     client.join().unwrap();
     server.shutdown().await;
@@ -207,7 +207,7 @@ async fn source(events: u64, parse: bool, lazy: bool) -> (f64, f64) {
     let cpu0 = thread_cpu("mcp-sources");
     server.control().storm(events, 0).await;
     counting.wait(events).await;
-    let cpu = thread_cpu("mcp-sources") - cpu0;
+    let cpu = thread_cpu("mcp-sources").checked_sub(cpu0).unwrap();
     shutdown.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(drain.await.unwrap(), 0, "every generated fault parses");

@@ -357,9 +357,8 @@ mod tests {
         let text = "[[source]]\nkind = \"mcp\"\n\n[[stage]]\nkind = \"severity\"\n\n\
                     [[stage]]\nkind = \"dedup\"\n\n[[stage]]\nkind = \"group\"\n\n[[sink]]\nkind = \"agent\"\ncommand = [\"true\"]\n";
         // The endpoint is required: an error naming it, and nothing else.
-        let errs = match compile(text, &Overrides::new(), &CompileOptions::default()) {
-            Ok(_) => panic!("compiled without an endpoint"),
-            Err(e) => e,
+        let Err(errs) = compile(text, &Overrides::new(), &CompileOptions::default()) else {
+            panic!("compiled without an endpoint")
         };
         assert_eq!(errs.len(), 1, "{errs}");
         assert_eq!(errs.0[0].key, "source[0].endpoint");

@@ -91,7 +91,10 @@ async fn backoff_honours_retry_after_and_doubles() {
 
 /// The waits between consecutive attempts.
 fn gaps(offsets: &[Duration]) -> Vec<Duration> {
-    offsets.windows(2).map(|w| w[1] - w[0]).collect()
+    offsets
+        .windows(2)
+        .map(|w| w[1].checked_sub(w[0]).unwrap())
+        .collect()
 }
 
 /// `d` is `secs` give or take the backoff's 10 % jitter.

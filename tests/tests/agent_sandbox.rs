@@ -373,7 +373,7 @@ async fn hostile_agent_is_contained_by_the_sandbox() {
         .map(|x| x["pid"].as_i64().unwrap())
         .collect();
     for pid in &pids[1..] {
-        assert!(left.contains(&(*pid as i64)), "{pid} not reported: {inc}");
+        assert!(left.contains(&i64::from(*pid)), "{pid} not reported: {inc}");
     }
     let md = read(&dir.join("report.md"));
     assert!(md.contains("left 3 process(es) behind"), "{md}");
@@ -498,7 +498,7 @@ async fn sigkilled_runner_leaves_no_agent_after_restart() {
             .as_array()
             .map(|a| a.iter().filter_map(|x| x[0].as_i64()).collect())
             .unwrap_or_default();
-        pids.iter().all(|p| known.contains(&(*p as i64)))
+        pids.iter().all(|p| known.contains(&i64::from(*p)))
     })
     .await;
     r.signal(libc::SIGKILL);

@@ -49,7 +49,7 @@ fn fault(cluster: &str, n: u32, spec: Spec<'_>) -> Value {
         "apiVersion": match kind { "Deployment" => "apps/v1", "Job" => "batch/v1", _ => "v1" },
         "kind": kind,
         "name": name,
-        "uid": format!("{:08x}-0000-4000-8000-{:012x}", n, n as u64 * 7919),
+        "uid": format!("{:08x}-0000-4000-8000-{:012x}", n, u64::from(n) * 7919),
     });
     if !ns.is_empty() {
         resource["namespace"] = json!(ns);
@@ -57,7 +57,7 @@ fn fault(cluster: &str, n: u32, spec: Spec<'_>) -> Value {
     json!({
         "subscriptionId": "sub-00000000",
         "cluster": cluster,
-        "faultId": format!("{:016x}", (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        "faultId": format!("{:016x}", u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         "faultType": fault_type,
         "severity": severity,
         "resource": resource,

@@ -113,10 +113,7 @@ pub(crate) fn parse_file(format: OutputFormat, path: &Path) -> Option<Usage> {
     }
     let f = std::fs::File::open(path).ok()?;
     let reader = std::io::BufReader::new(f.take(MAX_PARSE_BYTES));
-    Some(parse_lines(
-        format,
-        reader.lines().map_while(Result::ok).map(|l| l.to_string()),
-    ))
+    Some(parse_lines(format, reader.lines().map_while(Result::ok)))
 }
 
 pub(crate) fn parse_lines(format: OutputFormat, lines: impl Iterator<Item = String>) -> Usage {

@@ -238,7 +238,7 @@ proptest! {
                             }
                             _ => {
                                 prop_assert!(matches!(v, Verdict::Drop { outcome: Outcome::Merged, .. }), "{:?} expected {}", v, expect);
-                                let why = match v { Verdict::Drop { reason, .. } => reason, _ => unreachable!() };
+                                let Verdict::Drop { reason: why, .. } = v else { unreachable!() };
                                 prop_assert_eq!(why.contains("recurrence"), expect == "recurrence");
                                 merged += 1;
                             }
