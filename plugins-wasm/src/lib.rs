@@ -40,7 +40,7 @@ mod wasi;
 
 pub use cache::{CacheOutcome, CompileCache};
 pub use log::{LogLevel, PluginLogLine};
-pub use stage::{OnError, WasmStage, WasmStats};
+pub use stage::{OnError, WasmStage, WasmStats, remember_compiled};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

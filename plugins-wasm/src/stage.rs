@@ -303,8 +303,51 @@ fn read_component(cfg: &WasmStageConfig) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Compiles `bytes`, through the cache when one is configured and usable.
+/// Compiled components kept in memory for the rest of the process, when
+/// [`remember_compiled`] turned it on.
+static MEMO: Mutex<Vec<(Vec<u8>, Component)>> = Mutex::new(Vec::new());
+static MEMO_ON: AtomicBool = AtomicBool::new(false);
+/// Distinct components remembered at most (each holds its machine code).
+const MEMO_MAX: usize = 16;
+
+/// Keeps every component this process compiles in memory, so building the
+/// same stages again (`runner test` builds a fresh chain per case) only
+/// instantiates. Off by default: `run` builds each stage once and would
+/// only hold a second copy of the file's bytes.
+pub fn remember_compiled(on: bool) {
+    MEMO_ON.store(on, Ordering::Relaxed);
+    if !on {
+        MEMO.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Compiles `bytes`, from memory (see [`remember_compiled`]) or through the
+/// cache when one is configured and usable.
 fn compile(cfg: &WasmStageConfig, bytes: &[u8]) -> Result<(Component, CacheOutcome), String> {
+    if !MEMO_ON.load(Ordering::Relaxed) {
+        return compile_uncached(cfg, bytes);
+    }
+    // Compared by content, not path: a rebuilt file is compiled again.
+    if let Some((_, c)) = MEMO
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(b, _)| b == bytes)
+    {
+        return Ok((c.clone(), CacheOutcome::Hit));
+    }
+    let (component, outcome) = compile_uncached(cfg, bytes)?;
+    let mut memo = MEMO.lock().unwrap_or_else(|p| p.into_inner());
+    if memo.len() < MEMO_MAX {
+        memo.push((bytes.to_vec(), component.clone()));
+    }
+    Ok((component, outcome))
+}
+
+fn compile_uncached(
+    cfg: &WasmStageConfig,
+    bytes: &[u8],
+) -> Result<(Component, CacheOutcome), String> {
     let engine = engine();
     let compile = || {
         Component::new(engine, bytes)

@@ -297,3 +297,32 @@ timeout_seconds = 60
     assert_eq!(num(&plugin[0], "calls"), 12, "{plugin:?}");
     assert_eq!(num(&plugin[0], "failures"), 6, "{plugin:?}");
 }
+
+/// The declarative cases CI runs for the TypeScript and Python examples
+/// (`plugins-wasm/examples/tests/guest-examples.toml`), through `runner test`.
+#[test]
+fn runner_test_passes_the_guest_examples_cases() {
+    guests();
+    let file = workspace_root().join("plugins-wasm/examples/tests/guest-examples.toml");
+    let out = Command::new(runner_bin())
+        .arg("test")
+        .arg(&file)
+        .env(
+            "WASM_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-cache"),
+        )
+        .output()
+        .expect("runner runs");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("4 cases: 4 passed, 0 failed"), "{stdout}");
+    for name in [
+        "ok    python: an OOMKilled warning is raised to critical and passes",
+        "ok    typescript: a denied namespace is dropped even when raised",
+    ] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
+    // The plugins really ran: their own log lines, from init and per event.
+    assert!(stderr.contains("escalating OOMKilled in shop"), "{stderr}");
+    assert!(stderr.contains("namespace-deny: 2 pattern(s)"), "{stderr}");
+}

@@ -15,6 +15,7 @@ Examples:
   K8S_CLUSTER_MCP_ENDPOINT=http://127.0.0.1:8080/mcp runner run
   runner run --severity-threshold WARNING --max-concurrent-agents 2
   runner replay recorded.jsonl --config pipeline.toml
+  runner test plugin-tests.toml                # declarative cases for stages and plugins
   runner status                                # a running instance's state (admin server)
   runner incidents --since 1d --status failed  # incident history (state store)
 ";
@@ -74,6 +75,11 @@ pub(crate) fn command() -> Command {
                         .help("After each line, print what each stage changed in the event (field by field)"),
                 )
                 .arg(config_arg()),
+        ))
+        .subcommand(with_setting_flags(
+            Command::new("test")
+                .about("Run declarative test cases (payload, expected outcome and stage, field values) through a pipeline's stages; exit 0 all pass, 1 a case failed, 2 bad test file")
+                .arg(Arg::new("file").required(true).value_name("FILE.toml")),
         ))
         .subcommand(with_setting_flags(
             Command::new("demo")

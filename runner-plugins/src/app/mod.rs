@@ -3,6 +3,7 @@
 //! `sinks`, `cluster`) never import from here.
 
 pub(crate) mod admin;
+mod cases;
 mod changes;
 pub(crate) mod cli;
 pub mod compile;
@@ -65,6 +66,11 @@ pub fn main() -> ExitCode {
                 &ov,
                 show_changes,
             ))
+        }
+        "test" => {
+            let file = sub.get_one::<String>("file").expect("required");
+            let rt = runtime();
+            rt.block_on(cases::run(Path::new(file), &ov))
         }
         "demo" => {
             let dir = sub
