@@ -14,6 +14,7 @@ Examples:
   runner validate --config pipeline.toml       # check a pipeline, list every error
   K8S_CLUSTER_MCP_ENDPOINT=http://127.0.0.1:8080/mcp runner run
   runner run --severity-threshold WARNING --max-concurrent-agents 2
+  runner record --out recorded.jsonl --max-events 500   # capture live payloads
   runner replay recorded.jsonl --config pipeline.toml
   runner test plugin-tests.toml                # declarative cases for stages and plugins
   runner status                                # a running instance's state (admin server)
@@ -80,6 +81,23 @@ pub(crate) fn command() -> Command {
             Command::new("test")
                 .about("Run declarative test cases (payload, expected outcome and stage, field values) through a pipeline's stages; exit 0 all pass, 1 a case failed, 2 bad test file")
                 .arg(Arg::new("file").required(true).value_name("FILE.toml")),
+        ))
+        .subcommand(with_setting_flags(
+            Command::new("record")
+                .about("Run only the pipeline's sources and write every payload they receive to a JSON-lines file (for `replay` and `test`); stops at SIGINT/SIGTERM, --max-events or the size cap")
+                .arg(Arg::new("out").long("out").short('o').required(true).value_name("FILE.jsonl").help("Where to write (mode 0600; refused if it exists, unless --append)"))
+                .arg(
+                    Arg::new("max-bytes")
+                        .long("max-bytes")
+                        .value_name("BYTES")
+                        .value_parser(clap::value_parser!(u64).range(1..))
+                        // 64 MiB
+                        .default_value("67108864")
+                        .help("Size cap of the file: the payload that would pass it is not written and recording stops (one warning)"),
+                )
+                .arg(Arg::new("max-events").long("max-events").value_name("N").value_parser(clap::value_parser!(u64).range(1..)).help("Stop after N payloads"))
+                .arg(Arg::new("append").long("append").action(ArgAction::SetTrue).help("Append to an existing file (its size counts toward the cap)"))
+                .arg(config_arg()),
         ))
         .subcommand(with_setting_flags(
             Command::new("demo")

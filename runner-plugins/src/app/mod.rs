@@ -10,6 +10,7 @@ pub mod compile;
 pub(crate) mod demo;
 pub(crate) mod incidents;
 pub(crate) mod logfmt;
+mod record;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -66,6 +67,17 @@ pub fn main() -> ExitCode {
                 &ov,
                 show_changes,
             ))
+        }
+        "record" => {
+            let out = sub.get_one::<String>("out").expect("required");
+            let opts = record::RecordOptions {
+                out: Path::new(out),
+                max_bytes: *sub.get_one::<u64>("max-bytes").expect("default"),
+                max_events: sub.get_one::<u64>("max-events").copied(),
+                append: sub.get_flag("append"),
+            };
+            let rt = runtime();
+            rt.block_on(record::run(&cli::config_path(sub), &ov, opts))
         }
         "test" => {
             let file = sub.get_one::<String>("file").expect("required");
