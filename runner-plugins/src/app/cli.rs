@@ -17,6 +17,7 @@ Examples:
   runner record --out recorded.jsonl --max-events 500   # capture live payloads
   runner replay recorded.jsonl --config pipeline.toml
   runner test plugin-tests.toml                # declarative cases for stages and plugins
+  runner plugin new --lang python drop-noise   # scaffold a plugin that builds and passes its test
   runner status                                # a running instance's state (admin server)
   runner incidents --since 1d --status failed  # incident history (state store)
 ";
@@ -131,6 +132,18 @@ pub(crate) fn command() -> Command {
                         .about("One incident: its fields, events and report path")
                         .arg(Arg::new("id").required(true).value_name("ID").help("The incident id (workspace name) or its number"))
                         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print JSON")),
+                ),
+        )
+        .subcommand(
+            Command::new("plugin")
+                .about("WASM plugin authoring")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("new")
+                        .about("Scaffold a plugin folder (source, WIT, build script, runner test cases) that builds and passes its own test")
+                        .arg(Arg::new("lang").long("lang").required(true).value_name("LANG").help("rust, ts or python"))
+                        .arg(Arg::new("name").required(true).value_name("NAME").help("Plugin name: a-z 0-9 -, starting with a letter"))
+                        .arg(Arg::new("dir").long("dir").value_name("DIR").default_value(".").help("Where to create the NAME folder")),
                 ),
         )
         .subcommand(Command::new("config-reference").about("Print the configuration reference table (docs/configuration.md)"))

@@ -11,6 +11,7 @@ pub(crate) mod demo;
 pub(crate) mod incidents;
 pub(crate) mod logfmt;
 mod record;
+mod scaffold;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -67,6 +68,11 @@ pub fn main() -> ExitCode {
                 &ov,
                 show_changes,
             ))
+        }
+        "plugin" => {
+            let (_, new) = sub.subcommand().expect("subcommand required");
+            let get = |k: &str| new.get_one::<String>(k).expect("required").as_str();
+            scaffold::run(get("lang"), get("name"), Path::new(get("dir")))
         }
         "record" => {
             let out = sub.get_one::<String>("out").expect("required");
