@@ -1,7 +1,10 @@
 //! Per-event cost of a WASM filter next to the same logic as a native stage.
 //!
 //! `cargo bench -p plugins-wasm --bench filter` (builds the example plugins
-//! first with plugins-wasm/build-examples.sh; needs wasm32-wasip2).
+//! first with plugins-wasm/build-examples.sh, needs wasm32-wasip2, and the
+//! TypeScript and Python ones with build-guest-examples.sh, needs the
+//! toolchains `.ci/run` installs; `NODE_BIN`, `COMPONENTIZE_PY` point
+//! elsewhere).
 
 use std::process::Command;
 
@@ -130,6 +133,71 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.finish();
+
+    // The same kind of work in each language: the Rust and TypeScript
+    // namespace filters (deny by namespace; pass and drop), the Python
+    // escalate plugin (keep, and replace with a raised severity).
+    let status = Command::new("bash")
+        .arg(root.join("build-guest-examples.sh"))
+        .status()
+        .expect("run build-guest-examples.sh");
+    assert!(
+        status.success(),
+        "building the TypeScript/Python examples failed (toolchains: see docs/plugins.md)"
+    );
+    let guest = |file: &str, config: &[(&str, &str)]| {
+        let mut cfg = WasmStageConfig::new(root.join("examples/dist").join(file));
+        cfg.config = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        // The interpreters' runtimes: see docs/plugins.md, §3.
+        cfg.max_memory_mb = 128;
+        cfg.timeout_ms = 1000;
+        cfg.build().unwrap_or_else(|e| panic!("{file} loads: {e}"))
+    };
+    let ts = guest(
+        "ts-namespace-deny.wasm",
+        &[("deny_namespaces", "kube-*,sandbox")],
+    );
+    let py = guest(
+        "python-escalate.wasm",
+        &[("fault_types", "CrashLoop"), ("to", "critical")],
+    );
+    let mut g = c.benchmark_group("per_event_by_language");
+    for (label, ns) in [("pass", "payments"), ("drop", "kube-system")] {
+        let ev = sample(ns);
+        for (lang, stage) in [("rust", &wasm), ("typescript", &ts)] {
+            g.bench_function(format!("{lang}_namespace_filter/{label}"), |b| {
+                b.iter_batched_ref(
+                    || ev.clone(),
+                    |e| verdict(&**stage, e),
+                    criterion::BatchSize::SmallInput,
+                )
+            });
+        }
+    }
+    let keep = sample("payments"); // already critical: kept
+    let mut raise = sample("payments");
+    raise.severity = runner_core::Severity::Warning;
+    for (label, ev) in [("keep", keep), ("replace", raise)] {
+        g.bench_function(format!("python_escalate/{label}"), |b| {
+            b.iter_batched_ref(
+                || ev.clone(),
+                |e| verdict(&*py, e),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+    // A call that failed would be measured as a fast trap, not as work.
+    for (name, s) in [("typescript", &ts), ("python", &py)] {
+        assert_eq!(
+            s.health().errors,
+            0,
+            "{name} plugin calls failed during the bench"
+        );
+    }
 }
 
 criterion_group!(benches, bench);
