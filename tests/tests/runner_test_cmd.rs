@@ -181,3 +181,50 @@ stage = "severity"
         "{stderr}"
     );
 }
+
+/// `pipeline = "FILE"`: the stages of a real pipeline file (its source and
+/// sink are not used), native stages included; its errors carry its name.
+#[test]
+fn a_pipeline_file_is_tested_by_its_own_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = |threshold: &str| {
+        format!(
+            "[[source]]\nkind = \"mcp\"\nendpoint = \"http://127.0.0.1:1/mcp\"\n\n\
+             [[stage]]\nkind = \"severity\"\nthreshold = \"{threshold}\"\n\n\
+             [[stage]]\nkind = \"group\"\n\n\
+             [sink]\nkind = \"agent\"\npreset = \"demo\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("p.toml"), pipeline("ERROR")).unwrap();
+    let ev = |sev: &str, ft: &str| {
+        format!(
+            "{{ cluster = \"c\", faultType = \"{ft}\", severity = \"{sev}\", resource = {{ kind = \"Pod\", name = \"a\", namespace = \"n\" }} }}"
+        )
+    };
+    let file = dir.path().join("t.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "pipeline = \"p.toml\"\n\n\
+             [[case]]\nname = \"low is filtered\"\ninput = {}\nexpect = \"filtered\"\nstage = \"severity\"\n\n\
+             [[case]]\nname = \"an error passes\"\ninput = {}\nexpect = \"passed\"\n\n\
+             [[case]]\nname = \"the next fault of the same pod joins its incident\"\nbefore = [{}]\ninput = {}\nexpect = \"merged\"\nstage = \"group\"\n",
+            ev("info", "X"),
+            ev("error", "X"),
+            ev("error", "X"),
+            ev("error", "Y")
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = runner_test(&file);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("3 cases: 3 passed, 0 failed"), "{stdout}");
+
+    std::fs::write(dir.path().join("p.toml"), pipeline("LOUD")).unwrap();
+    let (code, _, stderr) = runner_test(&file);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("p.toml: stage[0].threshold: invalid value \"LOUD\""),
+        "{stderr}"
+    );
+}
