@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use runner_core::CancellationToken;
-use runner_core::Recorder;
 use runner_core::config::Overrides;
 use runner_core::source::{Intake, IntakeItem, SourceContext};
 use runner_core::status::SourceStatus;
+use runner_core::{Outcome, Recorder};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
@@ -199,7 +199,17 @@ pub async fn run(config: &Path, ov: &Overrides, opts: RecordOptions<'_>) -> Exit
     .await;
     tasks.abort_all();
     let _ = file.sync_all();
-    tracing::info!(events, bytes = written, reason = %why, "recording ended");
+    // Refused at intake (over max_payload_bytes, or the queue or byte
+    // budget full because writing fell behind): received, never in the file.
+    let snap = recorder.snapshot();
+    let refused = snap.get(Outcome::Invalid) + snap.get(Outcome::Rejected);
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            "payloads refused at intake (too large, or the intake queue was full) are not in the recording"
+        );
+    }
+    tracing::info!(events, bytes = written, refused, reason = %why, "recording ended");
     super::print_stdout(&format!(
         "recorded {events} payload{} ({written} bytes) to {}; stopped: {why}\n",
         if events == 1 { "" } else { "s" },
