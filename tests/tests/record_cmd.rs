@@ -143,7 +143,14 @@ async fn the_size_cap_stops_recording_once_with_whole_lines() {
     // A fault payload is ~400 bytes: two fit, the third does not.
     let one = serde_json::to_vec(&fault(0)).unwrap().len() as u64 + 1;
     let cap = 2 * one + one / 2;
-    let mut r = Runner::builder(&config(&server.url()))
+    // Recording runs the sources only: a plugin that does not load (the
+    // one being debugged) does not stop it.
+    let cfg = config(&server.url()).replace(
+        "\n\n[sink]",
+        "\n\n[[stage]]\nkind = \"wasm\"\npath = \"not-built-yet.wasm\"\n\n[sink]",
+    );
+    assert!(cfg.contains("not-built-yet.wasm"), "{cfg}");
+    let mut r = Runner::builder(&cfg)
         .subcommand("record")
         .arg("--out")
         .arg("rec.jsonl")

@@ -68,11 +68,47 @@ fn open(opts: &RecordOptions<'_>) -> Result<std::fs::File, String> {
     })
 }
 
+/// Compiles `config` without its `[[stage]]` tables: recording needs the
+/// sources only, and a plugin that does not load (the one being debugged,
+/// say) must not stop it.
+fn compile_sources(
+    config: &Path,
+    ov: &Overrides,
+) -> Result<compile::Compiled, runner_core::config::ConfigErrors> {
+    let text = std::fs::read_to_string(config).map_err(|e| {
+        let mut errs = runner_core::config::ConfigErrors::default();
+        errs.push(
+            "--config",
+            format!("{:?}", config.display().to_string()),
+            format!("a readable pipeline.toml ({e})"),
+        );
+        errs
+    })?;
+    // Text that does not parse goes to the compiler as it is, which
+    // reports the syntax error.
+    let text = match text.parse::<toml::Table>() {
+        Ok(mut t) => {
+            t.remove("stage");
+            t.to_string()
+        }
+        Err(_) => text,
+    };
+    let base_dir = match config.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let opts = compile::CompileOptions {
+        base_dir,
+        skip_sources: false,
+    };
+    compile::compile(&text, ov, &opts)
+}
+
 /// `runner record`. Exit 0 when stopped by a signal, the size cap or
 /// `--max-events`; 1 on a fatal source error or a write error; 2 on a bad
 /// config or output file.
 pub async fn run(config: &Path, ov: &Overrides, opts: RecordOptions<'_>) -> ExitCode {
-    let c = match compile::compile_file(config, ov, false) {
+    let c = match compile_sources(config, ov) {
         Ok(c) => c,
         Err(errs) => {
             super::print_errors(&errs);
