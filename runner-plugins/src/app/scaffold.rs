@@ -79,8 +79,8 @@ fn valid_name(n: &str) -> bool {
 }
 
 fn render(template: &str, name: &str, lang: &str) -> String {
-    // Interpreted guests start their runtime in tens of MiB and take
-    // milliseconds per call (docs/plugins.md, "Choosing timeout_ms").
+    // Interpreted guests need 10-13 MiB to start and ~20x a Rust plugin's
+    // time per call (docs/plugins.md, "Choosing timeout_ms").
     let (timeout, memory, lang_name, toolchain) = match lang {
         "rust" => (
             "20",
@@ -89,14 +89,14 @@ fn render(template: &str, name: &str, lang: &str) -> String {
             "# Rust: rustup (rust-toolchain.toml adds the wasm32-wasip2 target)",
         ),
         "ts" => (
-            "200",
-            "128",
+            "50",
+            "64",
             "TypeScript",
             "npm install                     # tsc and componentize-js, versions from package.json",
         ),
         _ => (
-            "200",
-            "128",
+            "50",
+            "64",
             "Python",
             "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt\nexport COMPONENTIZE_PY=.venv/bin/componentize-py",
         ),
