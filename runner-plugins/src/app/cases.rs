@@ -66,7 +66,7 @@ struct Case {
 }
 
 /// A parsed test file: the pipeline text to compile and the cases.
-pub struct TestFile {
+pub(super) struct TestFile {
     pipeline_text: String,
     /// What relative paths in the pipeline resolve against.
     base_dir: PathBuf,
@@ -117,7 +117,11 @@ impl TestFile {
     #[cfg(test)]
     fn read(path: &Path) -> Result<TestFile, ConfigErrors> {
         let (file, errors) = TestFile::parse(path)?;
-        errors.into_result(file)
+        if errors.is_empty() {
+            Ok(file)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Reads `path`: `Err` when it cannot be read as TOML at all, else
@@ -678,7 +682,7 @@ async fn run_case(case: &Case, stages: Vec<Box<dyn Stage>>) -> Vec<String> {
 
 /// `runner test FILE`. Exit 0: every case passed; 1: a case failed;
 /// 2: the test file (or the pipeline it names) is invalid.
-pub async fn run(path: &Path, ov: &Overrides) -> ExitCode {
+pub(super) async fn run(path: &Path, ov: &Overrides) -> ExitCode {
     let format = ov
         .get(crate::settings::LOG_FORMAT.env)
         .map_or("text", |(v, _)| v)

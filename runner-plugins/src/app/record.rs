@@ -6,7 +6,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use runner_core::CancellationToken;
 use runner_core::config::Overrides;
@@ -18,11 +17,11 @@ use tokio::task::JoinSet;
 
 use super::{EXIT_CONFIG, EXIT_FATAL, EXIT_OK, compile};
 
-pub struct RecordOptions<'a> {
-    pub out: &'a Path,
-    pub max_bytes: u64,
-    pub max_events: Option<u64>,
-    pub append: bool,
+pub(super) struct RecordOptions<'a> {
+    pub(super) out: &'a Path,
+    pub(super) max_bytes: u64,
+    pub(super) max_events: Option<u64>,
+    pub(super) append: bool,
 }
 
 /// The line recorded for one payload: as received, with the cluster a
@@ -107,7 +106,7 @@ fn compile_sources(
 /// `runner record`. Exit 0 when stopped by a signal, the size cap or
 /// `--max-events`; 1 on a fatal source error or a write error; 2 on a bad
 /// config or output file.
-pub async fn run(config: &Path, ov: &Overrides, opts: RecordOptions<'_>) -> ExitCode {
+pub(super) async fn run(config: &Path, ov: &Overrides, opts: RecordOptions<'_>) -> ExitCode {
     let c = match compile_sources(config, ov) {
         Ok(c) => c,
         Err(errs) => {
@@ -140,7 +139,6 @@ pub async fn run(config: &Path, ov: &Overrides, opts: RecordOptions<'_>) -> Exit
     let (tx, mut rx) = tokio::sync::mpsc::channel(c.settings.intake_queue_size);
     let recorder = Arc::new(Recorder::new(Arc::from(Vec::new())));
     let intake = Intake::new(tx, recorder.clone());
-    let depth = intake.depth();
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let names: Vec<String> = c.sources.iter().map(|s| s.name().to_string()).collect();
@@ -194,12 +192,9 @@ pub async fn run(config: &Path, ov: &Overrides, opts: RecordOptions<'_>) -> Exit
             }
             item = rx.recv() => {
                 let Some(item) = item else { break "every source ended".into() };
-                let IntakeItem::Payload(q) = item else {
-                    // A cancellation request is not a payload.
-                    depth.fetch_sub(1, Ordering::Relaxed);
-                    continue;
-                };
-                depth.fetch_sub(1, Ordering::Relaxed);
+                // A cancellation request is not a payload. (The intake's
+                // depth counter feeds readiness, which recording has none of.)
+                let IntakeItem::Payload(q) = item else { continue };
                 recorder.release(q.bytes);
                 let l = line(q.raw.data, q.raw.cluster_fill.as_deref());
                 if written + l.len() as u64 > opts.max_bytes {

@@ -18,7 +18,7 @@ const TS_HOST: &str =
 const TS_CONFIG: &str =
     include_str!("../../../plugins-wasm/examples/typescript/namespace-deny/tsconfig.json");
 
-pub const LANGS: &str = "rust, ts, python";
+const LANGS: &str = "rust, ts, python";
 
 /// Files of a language's scaffold: (path in the folder, template, executable).
 fn files(lang: &str) -> Option<Vec<(&'static str, &'static str, bool)>> {
@@ -112,7 +112,7 @@ fn render(template: &str, name: &str, lang: &str) -> String {
 }
 
 /// Writes the scaffold into `dir/NAME`; the folder must not exist.
-pub fn create(lang: &str, name: &str, dir: &Path) -> Result<PathBuf, Vec<String>> {
+fn create(lang: &str, name: &str, dir: &Path) -> Result<PathBuf, Vec<String>> {
     let mut errors = Vec::new();
     let files = files(lang);
     if files.is_none() {
@@ -155,7 +155,7 @@ pub fn create(lang: &str, name: &str, dir: &Path) -> Result<PathBuf, Vec<String>
 }
 
 /// `runner plugin new`.
-pub fn run(lang: &str, name: &str, dir: &Path) -> ExitCode {
+pub(super) fn run(lang: &str, name: &str, dir: &Path) -> ExitCode {
     match create(lang, name, dir) {
         Ok(root) => {
             super::print_stdout(&format!(
