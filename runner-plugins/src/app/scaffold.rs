@@ -196,7 +196,7 @@ mod tests {
         let root = create("rust", "my-filter", dir.path()).unwrap();
         let build = std::fs::read_to_string(root.join("build.sh")).unwrap();
         assert!(
-            build.contains("release/my_filter.wasm my-filter.wasm"),
+            build.contains("release/my_filter.wasm\" my-filter.wasm"),
             "{build}"
         );
     }
