@@ -1199,20 +1199,23 @@ impl Sink for AgentSink {
         }
         let records = ws.dir.parent().map(contain::records_dir);
         clock.timings.prepare_us = clock.lap();
-        let running = match process::spawn(&launch, &ws.id, ruleset, records.as_deref()) {
-            Ok(r) => r,
-            Err(e) => {
-                return self.finish_blocking(
-                    envelope.seq,
-                    &ws,
-                    &mut doc,
-                    Status::Failed,
-                    SinkResult::failed(format!("cannot start agent: {e}")),
-                    Some(started),
-                    None,
-                );
-            }
-        };
+        // The fork happens on the spawner thread; waiting for it must not
+        // hold up the other tasks of this worker.
+        let running =
+            match blocking(|| process::spawn(&launch, &ws.id, ruleset, records.as_deref())) {
+                Ok(r) => r,
+                Err(e) => {
+                    return self.finish_blocking(
+                        envelope.seq,
+                        &ws,
+                        &mut doc,
+                        Status::Failed,
+                        SinkResult::failed(format!("cannot start agent: {e}")),
+                        Some(started),
+                        None,
+                    );
+                }
+            };
         clock.timings.spawn_us = clock.lap();
         doc.timings = Some(clock.finish());
         // incident.json (the last input) is replaced, with fsync, just below.
