@@ -26,6 +26,8 @@
 //!
 //! Printed: p50 / p90 / p99 / max per phase over all events, and the total
 //! from `sent` to `started`. The runner's log goes to DIR/runner.log.
+//! `RUNNER_BIN=path` runs another runner build (phases it does not report
+//! print as `-`; the end-to-end row is always measured).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -131,10 +133,14 @@ impl Drop for Runner {
 
 async fn run(events: u64, rate: u64, sandbox: &str, dir: &Path) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let runner = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("runner"))
+    // RUNNER_BIN: another build of the runner (before/after comparisons).
+    let runner = std::env::var_os("RUNNER_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            exe.parent()
+                .and_then(Path::parent)
+                .map(|d| d.join("runner"))
+        })
         .filter(|p| p.exists())
         .ok_or("the runner binary is not built next to this example (cargo build --bin runner)")?;
     let server = TestServer::start(Scenario::empty())
@@ -238,11 +244,11 @@ sandbox = "{sandbox}"
     Ok(())
 }
 
-/// One event's phases in microseconds, named as printed.
-type Row = Vec<(&'static str, u64)>;
+/// One event's phases in microseconds, named as printed (`None`: a runner
+/// without the `timings` object, e.g. an older build for a before/after).
+type Row = Vec<(&'static str, Option<u64>)>;
 
-/// Rows of every workspace whose agent has stamped and whose incident.json
-/// carries timings.
+/// Rows of every workspace whose agent has stamped.
 fn collect(root: &Path, sent: &HashMap<String, u64>) -> Vec<Row> {
     let Ok(dirs) = std::fs::read_dir(root) else {
         return Vec::new();
@@ -263,15 +269,16 @@ fn collect(root: &Path, sent: &HashMap<String, u64>) -> Vec<Row> {
             continue;
         };
         let t = &doc["timings"];
-        let (Some(fid), true) = (doc["faultId"].as_str(), t.is_object()) else {
+        let Some(fid) = doc["faultId"].as_str() else {
             continue;
         };
         let Some(&sent) = sent.get(fid) else { continue };
-        let f = |k: &str| t[k].as_u64().unwrap_or(0);
+        let f = |k: &str| t[k].as_u64();
+        let (spawned, spawn) = (f("spawnedUnixUs"), f("spawnUs"));
         rows.push(vec![
             (
                 "server send -> intake (network, source)",
-                f("receivedUnixUs").saturating_sub(sent),
+                f("receivedUnixUs").map(|r| r.saturating_sub(sent)),
             ),
             ("intake wait", f("intakeWaitUs")),
             ("parse + stages", f("stagesUs")),
@@ -286,12 +293,14 @@ fn collect(root: &Path, sent: &HashMap<String, u64>) -> Vec<Row> {
             // call's start instead.
             (
                 "spawn call -> agent main",
-                started.saturating_sub(f("spawnedUnixUs").saturating_sub(f("spawnUs"))),
+                spawned
+                    .zip(spawn)
+                    .map(|(end, d)| started.saturating_sub(end.saturating_sub(d))),
             ),
             ("runner total (intake -> spawned)", f("totalUs")),
             (
                 "END TO END (send -> agent main)",
-                started.saturating_sub(sent),
+                Some(started.saturating_sub(sent)),
             ),
         ]);
     }
@@ -308,7 +317,11 @@ fn report(rows: &[Row]) {
         "phase", "p50", "p90", "p99", "max"
     );
     for (i, (name, _)) in rows[0].iter().enumerate() {
-        let mut v: Vec<u64> = rows.iter().map(|r| r[i].1).collect();
+        let mut v: Vec<u64> = rows.iter().filter_map(|r| r[i].1).collect();
+        if v.is_empty() {
+            println!("{name:<42} {:>8}", "-");
+            continue;
+        }
         v.sort_unstable();
         let q = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
         println!(
