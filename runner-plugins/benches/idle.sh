@@ -42,6 +42,9 @@ cat >"$dir/pipeline.toml" <<EOF
 [settings]
 log_level = "info"
 
+[server]
+listen = "127.0.0.1:0"
+
 [[source]]
 kind = "mcp"
 name = "idle"

@@ -4,15 +4,17 @@
 //! ```sh
 //! cargo build --release -p runner-plugins --bin runner --example latency
 //! target/release/examples/latency [EVENTS] [RATE] [LOAD] [SANDBOX] [DIR]
-//! # e.g. latency 1200 100 0 off          (idle machine)
-//! #      latency 1200 100 2 off          (2 busy-looping processes)
+//! # e.g. latency 1200 20 0 off           (idle machine)
+//! #      latency 1200 20 2 off           (2 busy-looping processes)
 //! ```
 //!
 //! EVENTS faults (default 1,200) are sent one by one, RATE per second
-//! (default 100), through the in-process test MCP server to the real
-//! `runner` binary (next to this example in the target dir), on distinct
-//! clusters with free agent capacity, through a `severity` and a `dedup`
-//! stage. LOAD (default 0) child processes spin in a loop meanwhile, like
+//! (default 20), through the in-process test MCP server to the real
+//! `runner` binary (next to this example in the target dir), each on a
+//! cluster of its own with free agent capacity (up to 256 agents at once),
+//! through a `severity` and a `dedup` stage. An agent slot stays taken for
+//! the whole incident (agent exit, containment sweep, reports, fsyncs), so
+//! a RATE far above what the machine finishes per second measures queueing. LOAD (default 0) child processes spin in a loop meanwhile, like
 //! `stress -c LOAD`. SANDBOX is the sink's `sandbox` (`off` by default;
 //! `enforce` adds the Landlock policy to the spawn). DIR holds the workspaces
 //! (default: a temp dir; pass a tmpfs or ext4 path to compare).
@@ -59,7 +61,7 @@ fn main() {
             .unwrap_or(d)
     };
     let events = num(1, 1200);
-    let rate = num(2, 100).max(1);
+    let rate = num(2, 20).max(1);
     let load = num(3, 0);
     let sandbox = args.get(4).cloned().unwrap_or_else(|| "off".into());
     let tmp;
@@ -153,6 +155,9 @@ log_level = "warn"
 log_format = "json"
 intake_queue_size = 4096
 
+[server]
+listen = "off"
+
 [[source]]
 kind = "mcp"
 name = "latency"
@@ -166,7 +171,7 @@ threshold = "ERROR"
 kind = "dedup"
 
 [router]
-max_concurrent_agents = 64
+max_concurrent_agents = 256
 global_queue_size = 1000
 cluster_queue_size = 10
 
@@ -215,7 +220,8 @@ sandbox = "{sandbox}"
             // Every event should reach an agent: no `warning` ones.
             p["severity"] = "critical".into();
         }
-        p["cluster"] = format!("latency-{}", i % 64).into();
+        // A cluster of its own: no event waits for another's agent.
+        p["cluster"] = format!("latency-{i}").into();
         let id = p["faultId"].as_str().expect("fault id").to_string();
         tokio::time::sleep_until(next).await;
         next += period;
