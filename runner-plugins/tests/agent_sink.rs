@@ -94,7 +94,9 @@ async fn completed_incident_has_full_workspace() {
         let name = e.unwrap().file_name().into_string().unwrap();
         assert!(!name.starts_with('.'), "leftover {name}");
     }
-    assert_eq!(mode(&dir.join("incident.json")), 0o600);
+    for f in ["incident.json", "event.json", "prompt.md", "kubeconfig"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
     assert_eq!(mode(&dir.join("logs/agent-stdout.log")), 0o600);
 }
 

@@ -276,6 +276,14 @@ impl Workspace {
 
     /// The files an agent reads at start, written without fsync (see
     /// [`write_unsynced`]); returns their paths for [`sync_files`].
+    ///
+    /// Only `incident.json` has readers besides the agent (the incidents
+    /// page, group updates), so only it is replaced atomically. The others
+    /// are new files of a workspace nobody else has written yet and the
+    /// agent starts after they are complete: they are created in place
+    /// (`O_EXCL`, never through a link), which saves a temp file and a
+    /// rename each, metadata operations that cost ~0.3 ms apiece on a busy
+    /// ext4 disk.
     pub(crate) fn write_inputs_unsynced(
         &self,
         files: &[(&str, &[u8])],
@@ -283,7 +291,16 @@ impl Workspace {
         let mut written = Vec::with_capacity(files.len());
         for (name, bytes) in files {
             let path = self.dir.join(name);
-            write_unsynced(&path, bytes)?;
+            if *name == "incident.json" {
+                write_unsynced(&path, bytes)?;
+            } else {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?
+                    .write_all(bytes)?;
+            }
             written.push(path);
         }
         Ok(written)
