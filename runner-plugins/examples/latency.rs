@@ -2,7 +2,7 @@
 //! process running its first line, with the runner's own phases.
 //!
 //! ```sh
-//! cargo build --release -p runner-plugins --bin runner --example latency
+//! cargo build --release -p runner-plugins --bins --example latency
 //! target/release/examples/latency [EVENTS] [RATE] [LOAD] [SANDBOX] [DIR]
 //! # e.g. latency 1200 20 0 off           (idle machine)
 //! #      latency 1200 20 2 off           (2 busy-looping processes)
@@ -14,8 +14,9 @@
 //! cluster of its own with free agent capacity (up to 256 agents at once),
 //! through a `severity` and a `dedup` stage. An agent slot stays taken for
 //! the whole incident (agent exit, containment sweep, reports, fsyncs), so
-//! a RATE far above what the machine finishes per second measures queueing. LOAD (default 0) child processes spin in a loop meanwhile, like
-//! `stress -c LOAD`. SANDBOX is the sink's `sandbox` (`off` by default;
+//! a RATE far above what the machine finishes per second measures
+//! queueing. LOAD (default 0) child processes spin in a loop meanwhile,
+//! like `stress -c LOAD`. SANDBOX is the sink's `sandbox` (`off` by default;
 //! `enforce` adds the Landlock policy to the spawn). DIR holds the workspaces
 //! (default: a temp dir; pass a tmpfs or ext4 path to compare).
 //!
@@ -50,9 +51,19 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("agent") => agent(),
-        Some("spin") => loop {
-            std::hint::black_box(0u64);
-        },
+        Some("spin") => {
+            // Dies with the harness, whatever way it ends.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            }
+            let parent = args.get(2).and_then(|p| p.parse::<i32>().ok());
+            if parent != Some(unsafe { libc::getppid() }) {
+                std::process::exit(0);
+            }
+            loop {
+                std::hint::black_box(0u64);
+            }
+        }
         _ => {}
     }
     let num = |i: usize, d: u64| {
@@ -79,7 +90,7 @@ fn main() {
     let spinners: Vec<Child> = (0..load)
         .map(|_| {
             Command::new(std::env::current_exe().expect("own path"))
-                .arg("spin")
+                .args(["spin", &std::process::id().to_string()])
                 .spawn()
                 .expect("start a busy loop")
         })
