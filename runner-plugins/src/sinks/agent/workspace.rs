@@ -88,7 +88,7 @@ pub(crate) struct IncidentDoc {
 /// is `totalUs`. A phase the event did not pass through is absent.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Timings {
+pub(crate) struct Timings {
     /// Wall clock (µs since the Unix epoch) when the source handed the
     /// payload to the intake, and when the agent process was spawned: to
     /// line them up with clocks outside the runner.
