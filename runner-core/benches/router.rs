@@ -58,6 +58,7 @@ fn env(seq: u64, e: &Event, src: &Arc<str>) -> Envelope {
         received_at: tokio::time::Instant::now(),
         passed_stages: 0,
         bytes: 0,
+        chain: None,
     }
 }
 

@@ -22,6 +22,20 @@ pub struct Envelope {
     /// Payload bytes charged to the byte budget at intake; the recorder
     /// releases them with the terminal outcome (0 when not charged).
     pub bytes: usize,
+    /// When the chain started on it and when it passed the last stage (for
+    /// the per-phase timings an agent sink reports); `None` where an event
+    /// did not come through the chain (recovered from the state store).
+    pub chain: Option<ChainTimes>,
+}
+
+/// Two clock reads per event on the chain; see [`Envelope::chain`].
+#[derive(Debug, Clone, Copy)]
+pub struct ChainTimes {
+    /// Taken off the intake queue: `received_at` to here is the intake wait.
+    pub started: Instant,
+    /// Passed every stage (parse, validation and stages took `passed - started`);
+    /// from here it waits in the router.
+    pub passed: Instant,
 }
 
 impl Envelope {

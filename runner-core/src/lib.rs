@@ -24,7 +24,7 @@ pub mod state;
 pub mod status;
 pub mod text;
 
-pub use envelope::Envelope;
+pub use envelope::{ChainTimes, Envelope};
 pub use event::{Event, InvalidEvent, Resource, Shape};
 pub use outcome::{Counters, Outcome, StatsSnapshot};
 pub use record::Recorder;

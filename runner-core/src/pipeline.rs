@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::catch::{catch, catch_future};
-use crate::envelope::Envelope;
+use crate::envelope::{ChainTimes, Envelope};
 use crate::event::Event;
 use crate::outcome::{Outcome, StatsSnapshot};
 use crate::record::{Recorder, StageStats};
@@ -226,6 +226,7 @@ impl StageChain {
     /// charged to the recorder's byte budget at intake.
     pub(crate) async fn process_charged(&self, raw: RawPayload, bytes: usize) -> ChainResult {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
         let event = match Event::from_json(raw.data, raw.cluster_fill.as_deref()) {
             Ok(e) => e,
             Err(err) => {
@@ -248,6 +249,7 @@ impl StageChain {
             received_at: raw.received_at,
             passed_stages: 0,
             bytes,
+            chain: None,
         };
         if tracing::enabled!(target: "audit", tracing::Level::DEBUG) {
             env.span()
@@ -289,6 +291,10 @@ impl StageChain {
             }
             env.passed_stages = i + 1;
         }
+        env.chain = Some(ChainTimes {
+            started,
+            passed: tokio::time::Instant::now(),
+        });
         ChainResult::Passed(env)
     }
 }
@@ -562,6 +568,7 @@ fn recover(
             received_at: tokio::time::Instant::now(),
             passed_stages: all_stages,
             bytes: 0,
+            chain: None,
         };
         for s in recorder.stages().iter() {
             s.readmitted(&env.event);

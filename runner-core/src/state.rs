@@ -589,11 +589,14 @@ impl Journal {
                 .expect("journal lock")
                 .0;
         }
+        let was_empty = b.is_empty();
         f(&mut b);
         let n = b.ops.len();
         drop(b);
         self.appended.fetch_add(1, Ordering::Relaxed);
-        if n >= COMMIT_OPS {
+        // The first change wakes an idle writer (it keeps no timer while
+        // nothing is pending); a full batch is committed at once.
+        if was_empty || n >= COMMIT_OPS {
             self.cv.notify_one();
         }
     }
@@ -753,12 +756,27 @@ impl Writer {
                         Some(c) => c,
                         None => {
                             let mut b = j.buf.lock().expect("journal lock");
-                            if b.is_empty() && !closing {
+                            if b.is_empty() && !j.closing.load(Ordering::Relaxed) {
+                                // Idle: no periodic wake-up. The first change,
+                                // a flush, close or the maintenance time
+                                // ends the wait…
                                 b = j
                                     .cv
-                                    .wait_timeout(b, COMMIT_INTERVAL)
+                                    .wait_timeout(b, MAINTAIN_INTERVAL)
                                     .expect("journal lock")
                                     .0;
+                                // …and a change gets a commit interval to
+                                // batch with the ones that follow it.
+                                if !b.is_empty()
+                                    && b.ops.len() < COMMIT_OPS
+                                    && !j.closing.load(Ordering::Relaxed)
+                                {
+                                    b = j
+                                        .cv
+                                        .wait_timeout(b, COMMIT_INTERVAL)
+                                        .expect("journal lock")
+                                        .0;
+                                }
                             }
                             let mut batch = std::mem::take(&mut *b);
                             drop(b);
@@ -824,7 +842,12 @@ impl Writer {
 
     /// Commits what is left and stops the thread (blocking).
     pub fn close(mut self) {
-        self.journal.closing.store(true, Ordering::Relaxed);
+        {
+            // Under the lock: the idle writer checks `closing` under it
+            // before waiting, so this wake-up cannot fall between the two.
+            let _b = self.journal.buf.lock().expect("journal lock");
+            self.journal.closing.store(true, Ordering::Relaxed);
+        }
         self.journal.cv.notify_all();
         self.journal.space.notify_all();
         if let Some(t) = self.thread.take() {
@@ -940,5 +963,27 @@ mod tests {
             st.counters.terminal() + st.pending.len() as u64
         );
         assert_eq!(st.pending.len(), 333);
+    }
+
+    #[test]
+    fn an_idle_writer_wakes_for_the_first_change() {
+        // The idle writer keeps no timer (only the maintenance interval, a
+        // minute): the append itself must wake it, no flush asked.
+        let store = MemoryStore::default();
+        let j = Journal::new(JOURNAL_CAPACITY);
+        let w = Writer::spawn(j.clone(), Box::new(store.clone()));
+        for round in 1..=3u64 {
+            j.outcome_only(Outcome::Filtered);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while store.state().counters.received < round {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "change {round} not committed without a flush"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        w.close();
+        assert_eq!(store.state().counters.received, 3);
     }
 }

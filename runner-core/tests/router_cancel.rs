@@ -66,6 +66,7 @@ fn env(seq: u64, source: &str, fault_id: &str) -> Envelope {
         received_at: tokio::time::Instant::now(),
         passed_stages: 1,
         bytes: 0,
+        chain: None,
     }
 }
 

@@ -94,7 +94,9 @@ async fn completed_incident_has_full_workspace() {
         let name = e.unwrap().file_name().into_string().unwrap();
         assert!(!name.starts_with('.'), "leftover {name}");
     }
-    assert_eq!(mode(&dir.join("incident.json")), 0o600);
+    for f in ["incident.json", "event.json", "prompt.md", "kubeconfig"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
     assert_eq!(mode(&dir.join("logs/agent-stdout.log")), 0o600);
 }
 
@@ -747,4 +749,60 @@ async fn note_on_a_running_incident_is_recorded() {
     // Nothing is kept for finished incidents.
     sink.note(7, "late");
     assert_eq!(incident_json(&dir)["notes"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn incident_records_the_phases_of_the_path_to_the_spawn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("incidents");
+    let script = fake_agent(tmp.path(), "agent.sh", GOOD);
+    let sink = AgentSink::new(config_shell(&root, &script));
+    let mut env = envelope(7);
+    // Arrived 30 ms ago, waited 10 ms in the intake, 10 ms in the stages.
+    let t0 = tokio::time::Instant::now() - Duration::from_millis(30);
+    env.received_at = t0;
+    env.chain = Some(runner_core::ChainTimes {
+        started: t0 + Duration::from_millis(10),
+        passed: t0 + Duration::from_millis(20),
+    });
+    let wall_before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let res = sink.handle(&env, CancellationToken::new()).await;
+    assert_eq!(res.outcome, Outcome::Completed, "{res:?}");
+    let inc = incident_json(&only_incident(&root));
+    let t = &inc["timings"];
+    let us = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("{k} in {t}"));
+    assert_eq!(us("intakeWaitUs"), 10_000, "{t}");
+    assert_eq!(us("stagesUs"), 10_000, "{t}");
+    assert!(us("routerUs") >= 10_000, "{t}");
+    assert!(t.get("groupUs").is_none(), "no group stage ran: {t}");
+    // The phases follow each other: they add up to the total (each is
+    // rounded down to a microsecond on its own).
+    let phases = [
+        "intakeWaitUs",
+        "stagesUs",
+        "routerUs",
+        "workspaceUs",
+        "accessPromptUs",
+        "inputsUs",
+        "prepareUs",
+        "spawnUs",
+    ];
+    let sum: u64 = phases.iter().map(|k| us(k)).sum();
+    let total = us("totalUs");
+    assert!(
+        sum <= total && total - sum <= phases.len() as u64,
+        "{sum} vs {t}"
+    );
+    // Wall clock: arrival 30 ms before the call, the spawn `total` later.
+    let received = us("receivedUnixUs");
+    assert!(
+        received + 30_000 >= wall_before.saturating_sub(2_000)
+            && received + 30_000 <= wall_before + 2_000,
+        "received {received}, call at {wall_before}"
+    );
+    let spawned = us("spawnedUnixUs");
+    assert!(spawned.abs_diff(received + total) <= 1, "{t}");
 }

@@ -223,6 +223,7 @@ pub(crate) fn envelope(seq: u64, cluster: &str) -> Envelope {
         received_at: tokio::time::Instant::now(),
         passed_stages: 1,
         bytes: 0,
+        chain: None,
     }
 }
 

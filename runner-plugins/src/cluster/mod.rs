@@ -478,6 +478,11 @@ impl ClusterGuard {
                     .await
                     .map_err(|e| format!("cannot bind the cluster proxy on 127.0.0.1: {e}"))?;
                 let addr = listener.local_addr().map_err(|e| e.to_string())?;
+                // Small request/response frames (kubectl's GETs): without
+                // TCP_NODELAY a response can wait for the client's delayed ACK.
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 let app = axum::Router::new()
                     .fallback(proxy::handle)
                     .with_state(self.shared.clone());

@@ -30,6 +30,7 @@ pub(crate) fn envelope_of(raw: Value, seq: u64) -> Envelope {
         received_at: tokio::time::Instant::now(),
         passed_stages: 0,
         bytes: 0,
+        chain: None,
     }
 }
 

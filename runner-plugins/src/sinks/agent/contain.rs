@@ -96,6 +96,15 @@ pub(crate) fn with_leaders<R>(f: impl FnOnce(&mut BTreeSet<i32>) -> R) -> R {
     f(&mut g)
 }
 
+/// The live leaders, copied. Taken *after* reading the process table, the
+/// copy holds every leader in that table: a leader appears in the table
+/// only once forked, forking happens under the lock together with the
+/// insert (`process::spawn`), so the copy waits for a spawn in progress.
+/// The scan itself (a few ms) stays outside the lock, off the spawns' path.
+pub(crate) fn leaders() -> BTreeSet<i32> {
+    with_leaders(|l| l.clone())
+}
+
 /// Descendants (by parent pid) of `seeds`, seeds included.
 fn closure(table: &[Proc], seeds: HashSet<i32>) -> Vec<Proc> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
@@ -223,7 +232,7 @@ impl Tree {
     /// Adds the current members to the known identities.
     pub(crate) fn track(&mut self) {
         let table = table();
-        let members = with_leaders(|l| self.members(&table, l));
+        let members = self.members(&table, &leaders());
         let before = self.known.len();
         self.known.extend(members.iter().map(|p| (p.pid, p.start)));
         if self.known.len() != before {
@@ -233,15 +242,13 @@ impl Tree {
 
     /// Sends `sig` to every member. Returns those signalled.
     pub(crate) fn signal(&mut self, sig: libc::c_int) -> Vec<Proc> {
-        with_leaders(|l| {
-            let table = table();
-            let m = self.members(&table, l);
-            self.known.extend(m.iter().map(|p| (p.pid, p.start)));
-            for p in &m {
-                kill_exact(p, sig);
-            }
-            m
-        })
+        let table = table();
+        let m = self.members(&table, &leaders());
+        self.known.extend(m.iter().map(|p| (p.pid, p.start)));
+        for p in &m {
+            kill_exact(p, sig);
+        }
+        m
     }
 
     /// SIGKILLs every member until a scan finds none alive (or `within`

@@ -39,7 +39,7 @@ use redact::Redactor;
 use report::Findings;
 use runner_core::text::clean_line;
 use sandbox::Mode;
-use workspace::{IncidentDoc, LeftoverProcess, Status, Workspace, rfc3339_now};
+use workspace::{IncidentDoc, LeftoverProcess, Status, Timings, Workspace, rfc3339_now};
 
 use crate::component::BuildContext;
 use crate::sinks::notice::{Notice, Notices};
@@ -851,6 +851,60 @@ fn write_reports(
     }
 }
 
+/// Stamps the phases of an event's path to its agent ([`Timings`]): one
+/// clock read per phase, on the sink's path only.
+struct PhaseClock {
+    received: Instant,
+    last: Instant,
+    timings: Timings,
+}
+
+impl PhaseClock {
+    fn start(envelope: &Envelope) -> PhaseClock {
+        let now = Instant::now();
+        let us = |d: std::time::Duration| d.as_micros() as u64;
+        let mut timings = Timings::default();
+        let queued_since = match &envelope.chain {
+            Some(c) => {
+                timings.intake_wait_us = Some(us(c
+                    .started
+                    .saturating_duration_since(envelope.received_at)));
+                timings.stages_us = Some(us(c.passed.saturating_duration_since(c.started)));
+                c.passed
+            }
+            None => envelope.received_at,
+        };
+        timings.router_us = us(now.saturating_duration_since(queued_since));
+        PhaseClock {
+            received: envelope.received_at,
+            last: now,
+            timings,
+        }
+    }
+
+    /// Microseconds since the previous lap.
+    fn lap(&mut self) -> u64 {
+        let now = Instant::now();
+        let d = now.saturating_duration_since(self.last);
+        self.last = now;
+        d.as_micros() as u64
+    }
+
+    fn finish(mut self) -> Timings {
+        let total = self.last.saturating_duration_since(self.received);
+        // Wall clock of the spawn, and of the arrival by going back the
+        // monotonic time in between.
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let spawned = wall.saturating_sub(Instant::now().saturating_duration_since(self.last));
+        self.timings.spawned_unix_us = spawned.as_micros() as u64;
+        self.timings.received_unix_us = spawned.saturating_sub(total).as_micros() as u64;
+        self.timings.total_us = total.as_micros() as u64;
+        self.timings
+    }
+}
+
 /// Runs filesystem work (fsyncs included) without stalling the other tasks
 /// of a multi-thread runtime's worker; inline on a current-thread runtime
 /// (tests), where `block_in_place` is not available.
@@ -929,6 +983,7 @@ impl Sink for AgentSink {
     }
 
     async fn handle(&self, envelope: &Envelope, kill: CancellationToken) -> SinkResult {
+        let mut clock = PhaseClock::start(envelope);
         let ev = &envelope.event;
         self.notes
             .lock()
@@ -946,6 +1001,7 @@ impl Sink for AgentSink {
                 return result;
             }
         };
+        clock.timings.workspace_us = clock.lap();
         let mut doc = IncidentDoc::new(&ws.id, ev);
         let _group_guard = GroupRunGuard {
             sink: self,
@@ -989,6 +1045,7 @@ impl Sink for AgentSink {
                     group::prompt_last_time(p, |t| self.redactor.redact(t))
                 }));
             }
+            clock.timings.group_us = Some(clock.lap());
         }
         // Held until the agent is gone: dropping a grant revokes its token.
         let access = match &self.cfg.clusters {
@@ -1027,6 +1084,7 @@ impl Sink for AgentSink {
         // runs (a crash before that leaves an incident that never started).
         let mut prompt = prompt::render(&self.cfg.prompt, &doc, &ws, &access_note);
         prompt.push_str(&group_prompt);
+        clock.timings.access_prompt_us = clock.lap();
         let prepared = blocking(|| {
             let event = serde_json::to_vec_pretty(&*ev.raw).map_err(std::io::Error::other)?;
             let incident = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;
@@ -1037,6 +1095,7 @@ impl Sink for AgentSink {
                 ("incident.json", &incident),
             ])
         });
+        clock.timings.inputs_us = clock.lap();
         self.book.update(&doc, envelope.seq, &ws.dir);
         let unsynced = match prepared {
             Ok(paths) => paths,
@@ -1139,20 +1198,26 @@ impl Sink for AgentSink {
             doc.group = Some(run.doc());
         }
         let records = ws.dir.parent().map(contain::records_dir);
-        let running = match process::spawn(&launch, &ws.id, ruleset, records.as_deref()) {
-            Ok(r) => r,
-            Err(e) => {
-                return self.finish_blocking(
-                    envelope.seq,
-                    &ws,
-                    &mut doc,
-                    Status::Failed,
-                    SinkResult::failed(format!("cannot start agent: {e}")),
-                    Some(started),
-                    None,
-                );
-            }
-        };
+        clock.timings.prepare_us = clock.lap();
+        // The fork happens on the spawner thread; waiting for it must not
+        // hold up the other tasks of this worker.
+        let running =
+            match blocking(|| process::spawn(&launch, &ws.id, ruleset, records.as_deref())) {
+                Ok(r) => r,
+                Err(e) => {
+                    return self.finish_blocking(
+                        envelope.seq,
+                        &ws,
+                        &mut doc,
+                        Status::Failed,
+                        SinkResult::failed(format!("cannot start agent: {e}")),
+                        Some(started),
+                        None,
+                    );
+                }
+            };
+        clock.timings.spawn_us = clock.lap();
+        doc.timings = Some(clock.finish());
         // incident.json (the last input) is replaced, with fsync, just below.
         if let Err(e) = blocking(|| workspace::sync_files(&unsynced[..unsynced.len() - 1])) {
             tracing::error!(incident = %doc.id, error = %e, "cannot sync the agent's input files");

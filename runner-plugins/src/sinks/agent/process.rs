@@ -381,7 +381,8 @@ impl Running {
 
     fn any_alive(&self) -> bool {
         let table = contain::table();
-        contain::with_leaders(|l| self.tree.members(&table, l))
+        self.tree
+            .members(&table, &contain::leaders())
             .iter()
             .any(|p| p.state != 'Z')
     }
