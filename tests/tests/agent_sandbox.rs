@@ -525,7 +525,10 @@ async fn sigkilled_runner_leaves_no_agent_after_restart() {
     for pid in &pids {
         wait_until(&format!("process {pid} killed"), || !alive(*pid)).await;
     }
-    assert!(!p.root.join(".agents").exists(), "records left behind");
+    // The state store re-runs the interrupted incident once, after the
+    // leftovers are gone; that agent's own record goes when it ends.
+    let agents = p.root.join(".agents");
+    wait_until("no agent records left behind", || !agents.exists()).await;
     r2.stop(T).await;
     drop(guard);
 }
