@@ -161,6 +161,51 @@ impl StoredEvent {
     }
 }
 
+/// [`StoredEvent`]'s text, written from a borrowed event: the writer thread
+/// serializes admissions without copying their payload first.
+#[derive(Serialize)]
+pub struct StoredEventRef<'a> {
+    pub shape: &'static str,
+    pub fault_id: &'a Option<String>,
+    pub subscription_id: &'a Option<String>,
+    pub cluster: &'a str,
+    pub fault_type: &'a str,
+    pub severity: &'static str,
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub uid: &'a str,
+    pub context: &'a str,
+    pub timestamp: &'a Option<String>,
+    pub raw: &'a serde_json::Value,
+}
+
+impl<'a> StoredEventRef<'a> {
+    pub fn of(e: &'a Event) -> StoredEventRef<'a> {
+        StoredEventRef {
+            shape: match e.shape {
+                Shape::Flat => "flat",
+                Shape::FlatNoFaultId => "flat_no_fault_id",
+                Shape::Nested => "nested",
+            },
+            fault_id: &e.fault_id,
+            subscription_id: &e.subscription_id,
+            cluster: &e.cluster,
+            fault_type: &e.fault_type,
+            severity: e.severity.as_str(),
+            api_version: &e.resource.api_version,
+            kind: &e.resource.kind,
+            name: &e.resource.name,
+            namespace: &e.resource.namespace,
+            uid: &e.resource.uid,
+            context: &e.context,
+            timestamp: &e.timestamp,
+            raw: &e.raw,
+        }
+    }
+}
+
 /// An admitted event not yet at its outcome.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {
@@ -537,6 +582,11 @@ pub struct Journal {
     /// a journal of big payloads holds the event path back sooner.
     bytes: std::sync::atomic::AtomicUsize,
     max_bytes: usize,
+    /// The payload budget's counter (`PAYLOAD_BUDGET_BYTES`): an admission
+    /// in the journal keeps its payload alive (and a copy of its text
+    /// fields) after the event itself may have ended, so it is charged
+    /// there too until the writer has committed it.
+    budget: std::sync::OnceLock<Arc<std::sync::atomic::AtomicUsize>>,
     closing: AtomicBool,
     /// Batches committed, and failed commits (retried with the next batch).
     committed: AtomicU64,
@@ -567,6 +617,7 @@ impl Journal {
             capacity: capacity.max(COMMIT_OPS),
             bytes: std::sync::atomic::AtomicUsize::new(0),
             max_bytes: JOURNAL_MAX_BYTES,
+            budget: std::sync::OnceLock::new(),
             closing: AtomicBool::new(false),
             committed: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -574,6 +625,29 @@ impl Journal {
             flushed_cv: Condvar::new(),
             appended: AtomicU64::new(0),
         })
+    }
+
+    /// Charges the payloads of admissions to `used` (the payload budget's
+    /// counter) until they are committed. Set once, before the first admission.
+    pub fn charge_to(&self, used: Arc<std::sync::atomic::AtomicUsize>) {
+        let _ = self.budget.set(used);
+    }
+
+    /// Gives back `n` bytes of committed (or coalesced) admissions.
+    fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.bytes
+            .fetch_sub(n.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        if let Some(b) = self.budget.get() {
+            b.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Payload bytes held by admissions not yet committed.
+    pub fn held_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     fn with(&self, f: impl FnOnce(&mut Batch)) {
@@ -609,6 +683,11 @@ impl Journal {
     /// `bytes`: the payload's size (as charged at intake), for the bound.
     pub(crate) fn admit(&self, seq: u64, source: &Arc<str>, event: &Event, bytes: usize) {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        // Unconditional (the event was charged at intake already): the
+        // intake refuses new payloads until the writer caught up.
+        if let Some(b) = self.budget.get() {
+            b.fetch_add(bytes, Ordering::AcqRel);
+        }
         let op = StateOp::Admit {
             bytes,
             seq,
@@ -793,7 +872,7 @@ impl Writer {
                         std::thread::sleep(COMMIT_INTERVAL * 5);
                         continue;
                     }
-                    j.bytes.fetch_sub(held.min(j.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+                    j.release(held);
                     j.space.notify_all();
                     j.committed.fetch_add(1, Ordering::Relaxed);
                     {
@@ -877,6 +956,10 @@ mod tests {
         let e = event();
         let s = StoredEvent::of(&e);
         let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            text,
+            serde_json::to_string(&StoredEventRef::of(&e)).unwrap()
+        );
         let back: StoredEvent = serde_json::from_str(&text).unwrap();
         let e2 = back.to_event().unwrap();
         assert_eq!(e2.resource, e.resource);
@@ -912,6 +995,32 @@ mod tests {
         // Counts stay: 3 received, 2 outcomes, 1 pending.
         assert_eq!(b.received, 3);
         assert_eq!(b.outcomes.iter().sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn admissions_are_charged_to_the_payload_budget_until_committed() {
+        let rec = crate::record::Recorder::new(Vec::new().into());
+        rec.set_byte_budget(1500);
+        let j = Journal::new(JOURNAL_CAPACITY);
+        rec.set_journal(j.clone());
+        let src: Arc<str> = Arc::from("s");
+        let e = event();
+        // Charged at intake, admitted, and at its outcome released by the
+        // event: the journal's copy still holds the bytes.
+        assert!(rec.try_charge(1000));
+        j.admit(1, &src, &e, 1000);
+        assert_eq!(rec.bytes().0, 2000);
+        rec.release(1000);
+        j.finish(1, Outcome::Completed, "");
+        assert_eq!(rec.bytes().0, 1000);
+        assert!(!rec.try_charge(1000), "the uncommitted copy counts");
+        let store = MemoryStore::default();
+        let w = Writer::spawn(j.clone(), Box::new(store.clone()));
+        assert!(j.flush_blocking(Duration::from_secs(10)));
+        assert_eq!(rec.bytes().0, 0);
+        assert_eq!(j.held_bytes(), 0);
+        assert!(rec.try_charge(1000));
+        w.close();
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use runner_core::Outcome;
 use runner_core::state::{
     Batch, PendingEvent, PendingState, Recovered, StateError, StateOp, StateStore, StoredCounters,
-    StoredEvent, now_ms,
+    StoredEvent, StoredEventRef, now_ms,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
@@ -189,7 +189,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StateOp) -> rusqlite::Result<()
             at_ms,
             ..
         } => {
-            let text = serde_json::to_string(&StoredEvent::of(event))
+            let text = serde_json::to_string(&StoredEventRef::of(event))
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO pending (seq, state, reruns, source, event, admitted_ms)
