@@ -555,7 +555,7 @@ fn recover(
             );
             continue;
         };
-        let env = Envelope {
+        let mut env = Envelope {
             seq: p.seq,
             event,
             source: Arc::from(p.source.as_str()),
@@ -564,7 +564,7 @@ fn recover(
             bytes: 0,
         };
         for s in recorder.stages().iter() {
-            s.readmitted(&env.event);
+            s.readmitted(&mut env.event);
         }
         match p.state {
             PendingState::Queued => {

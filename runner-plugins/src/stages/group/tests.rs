@@ -286,3 +286,70 @@ proptest! {
         })?;
     }
 }
+
+/// What a stage writes when an incident ends is what the next run's stage
+/// restores: a repeat inside the rest of the cooldown is a recurrence, one
+/// after it opens a new incident.
+#[tokio::test(start_paused = true)]
+async fn an_ended_incident_survives_a_restart_for_the_rest_of_its_cooldown() {
+    use runner_core::state::{Journal, MemoryStore, StateScope, StateStore, Writer};
+    let cfg = GroupConfig {
+        group_interval_seconds: 100,
+        ..GroupConfig::default()
+    };
+    let store = MemoryStore::default();
+    let j = Journal::new(runner_core::state::JOURNAL_CAPACITY);
+    let w = Writer::spawn(j.clone(), Box::new(store.clone()));
+    let a = GroupStage::new(&cfg);
+    a.attach_state(StateScope::new("stage.group", j.clone()), Vec::new());
+    let mut leader = pod("c", "shop", "web-7d4b9c8f5-bcdfg");
+    assert_eq!(a.decide(&mut leader, Instant::now()), Verdict::Pass);
+    a.finished(&leader, Outcome::Completed);
+    assert!(j.flush_blocking(Duration::from_secs(10)));
+    w.close();
+
+    // The next run, 40 s (wall clock) later: 60 s of cooldown left.
+    let mut store2 = store.clone();
+    let kv = store2.recover().unwrap().kv.remove("stage.group").unwrap();
+    assert_eq!(kv.len(), 1);
+    let b = GroupStage::new(&cfg);
+    let t0 = Instant::now();
+    let restored_at = runner_core::state::now_ms() + 40_000;
+    assert_eq!(b.restore(kv, t0, restored_at), 1);
+    let mut repeat = pod("c", "shop", "web-7d4b9c8f5-hjklm");
+    assert!(matches!(
+        b.decide(&mut repeat, t0 + Duration::from_secs(59)),
+        Verdict::Drop { outcome: Outcome::Merged, reason } if reason.starts_with("recurrence")
+    ));
+    let inc = b
+        .table()
+        .with(&b.key_of(&repeat).canonical, t0, |c| (c.cloned(), None))
+        .unwrap();
+    assert_eq!(inc.counts().recurrences, 1);
+    assert!(
+        inc.take_pending().is_empty(),
+        "a restored incident keeps no events"
+    );
+    let mut later = pod("c", "shop", "web-7d4b9c8f5-npqrs");
+    assert_eq!(
+        b.decide(&mut later, t0 + Duration::from_secs(61)),
+        Verdict::Pass,
+        "after the cooldown a new incident opens"
+    );
+}
+
+/// A leader recovered from the store reopens its incident: repeats attach.
+#[tokio::test(start_paused = true)]
+async fn a_recovered_leader_reopens_its_incident() {
+    let s = GroupStage::new(&GroupConfig::default());
+    let mut leader = pod("c", "shop", "web-7d4b9c8f5-bcdfg");
+    s.readmitted(&mut leader);
+    let inc = leader.group.clone().expect("the leader leads again");
+    assert_eq!(inc.phase(), Phase::Open);
+    let mut repeat = pod("c", "shop", "web-7d4b9c8f5-hjklm");
+    assert!(matches!(
+        s.decide(&mut repeat, Instant::now()),
+        Verdict::Drop { outcome: Outcome::Merged, reason } if reason.starts_with("attached")
+    ));
+    assert_eq!(inc.counts().attached, 1);
+}
