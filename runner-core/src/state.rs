@@ -339,6 +339,80 @@ impl Batch {
         self.ops.is_empty() && self.received == 0 && self.outcomes.iter().all(|n| *n == 0)
     }
 
+    /// Appends a later batch.
+    pub fn merge(&mut self, later: Batch) {
+        self.ops.extend(later.ops);
+        self.received += later.received;
+        for (a, b) in self.outcomes.iter_mut().zip(later.outcomes) {
+            *a += b;
+        }
+    }
+
+    /// Payload bytes held by the batch's admissions.
+    pub fn admit_bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|o| match o {
+                StateOp::Admit { bytes, .. } => *bytes,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Keeps only the last `Put`/`Delete` of each key (the others are
+    /// overwritten by it anyway).
+    pub fn coalesce_kv(&mut self) {
+        let mut seen: HashSet<(Arc<str>, Vec<u8>)> = HashSet::new();
+        let mut keep: Vec<bool> = vec![true; self.ops.len()];
+        for (i, o) in self.ops.iter().enumerate().rev() {
+            if let StateOp::Put { scope, key, .. } | StateOp::Delete { scope, key } = o
+                && !seen.insert((scope.clone(), key.clone()))
+            {
+                keep[i] = false;
+            }
+        }
+        let mut it = keep.into_iter();
+        self.ops.retain(|_| it.next().unwrap_or(true));
+    }
+
+    /// Replaces the event of every admission whose outcome is in the batch
+    /// by its identity fields only (no payload, no context): what the
+    /// incident history needs, at a fraction of the memory.
+    pub fn strip_ended(&mut self) {
+        let ended: HashSet<u64> = self
+            .ops
+            .iter()
+            .filter_map(|o| match o {
+                StateOp::Finish { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        for o in &mut self.ops {
+            if let StateOp::Admit {
+                seq, event, bytes, ..
+            } = o
+                && ended.contains(seq)
+                && *bytes > 0
+            {
+                let slim = Event {
+                    shape: event.shape,
+                    fault_id: event.fault_id.clone(),
+                    subscription_id: event.subscription_id.clone(),
+                    cluster: event.cluster.clone(),
+                    fault_type: event.fault_type.clone(),
+                    severity: event.severity,
+                    resource: event.resource.clone(),
+                    context: String::new(),
+                    timestamp: event.timestamp.clone(),
+                    raw: Arc::new(serde_json::Value::Null),
+                    group: None,
+                };
+                **event = slim;
+                *bytes = 0;
+            }
+        }
+    }
+
     /// Drops the admissions that ended in this same batch without running
     /// (a storm's overflow): the store never sees their rows, only their
     /// counts. Returns how many were dropped.
@@ -591,6 +665,8 @@ pub struct Journal {
     /// Batches committed, and failed commits (retried with the next batch).
     committed: AtomicU64,
     failures: AtomicU64,
+    /// Why the store cannot write right now (`None`: it can).
+    store_error: Mutex<Option<String>>,
     /// Sequence of the last committed batch, for `flush`.
     flushed: Mutex<u64>,
     flushed_cv: Condvar,
@@ -621,6 +697,7 @@ impl Journal {
             closing: AtomicBool::new(false),
             committed: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            store_error: Mutex::new(None),
             flushed: Mutex::new(0),
             flushed_cv: Condvar::new(),
             appended: AtomicU64::new(0),
@@ -768,6 +845,11 @@ impl Journal {
         self.with(|b| b.ops.push(op));
     }
 
+    /// The last commit failed, and why (readiness): changes wait in memory.
+    pub fn store_error(&self) -> Option<String> {
+        self.store_error.lock().expect("store error lock").clone()
+    }
+
     /// Batches committed so far, and commits that failed (and were retried).
     pub fn commits(&self) -> (u64, u64) {
         (
@@ -803,9 +885,19 @@ impl Journal {
 }
 
 /// The writer thread: takes the journal every [`COMMIT_INTERVAL`] (or at
-/// [`COMMIT_OPS`]) and commits it. A failed commit keeps its batch and is
-/// retried with the next one (logged); the journal's bound then holds the
-/// event path back instead of losing state.
+/// [`COMMIT_OPS`]) and commits it.
+///
+/// A failed commit (disk full, file gone read-only) keeps its batch and
+/// retries it, merged with everything appended since, every
+/// [`RETRY_INTERVAL`]: the event path never waits for a store that cannot
+/// write. While it fails, the carried batch stays bounded: admissions that
+/// ended unstarted leave only their counts, key-value changes keep only the
+/// last per key, and an admission whose incident ended gives up its
+/// payload (its row keeps the identity fields). So what piles up is the
+/// events still in flight and a few small changes per incident. The
+/// condition is logged once (ERROR) when it starts and once when it ends,
+/// and reported by [`Journal::store_error`] (readiness) and
+/// [`Journal::commits`] (metrics).
 pub struct Writer {
     journal: Arc<Journal>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -813,6 +905,10 @@ pub struct Writer {
 
 /// How often [`StateStore::maintain`] runs.
 pub(crate) const MAINTAIN_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a failed commit is retried.
+pub(crate) const RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// Failed retries after which a closing writer gives up (about 5 s).
+const CLOSING_RETRIES: u64 = 50;
 
 impl Writer {
     /// Starts the writer thread, which owns `store` from now on.
@@ -821,58 +917,67 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
             .spawn(move || {
-                // A batch that failed to commit is retried alone: the
-                // journal fills meanwhile and its bound holds the event path
-                // back, instead of memory growing without limit.
-                let mut carry: Option<(Batch, usize)> = None;
+                let mut carry: Option<Batch> = None;
+                // Payload bytes the carried batch's admissions still hold.
+                let mut charged = 0usize;
+                let mut failing = 0u64;
                 let mut last_maintain = std::time::Instant::now();
                 loop {
                     let closing = j.closing.load(Ordering::Relaxed);
-                    let (mut batch, held) = match carry.take() {
-                        Some(c) => c,
-                        None => {
-                            let mut b = j.buf.lock().expect("journal lock");
-                            if b.is_empty() && !closing {
-                                b = j
-                                    .cv
-                                    .wait_timeout(b, COMMIT_INTERVAL)
-                                    .expect("journal lock")
-                                    .0;
-                            }
-                            let mut batch = std::mem::take(&mut *b);
-                            drop(b);
-                            j.space.notify_all();
-                            // Counted before coalescing: the admissions it
-                            // drops held bytes too.
-                            let held: usize = batch
-                                .ops
-                                .iter()
-                                .map(|o| match o {
-                                    StateOp::Admit { bytes, .. } => *bytes,
-                                    _ => 0,
-                                })
-                                .sum();
-                            batch.coalesce();
-                            (batch, held)
+                    let taken = {
+                        let mut b = j.buf.lock().expect("journal lock");
+                        if b.is_empty() && !closing && carry.is_none() {
+                            b = j
+                                .cv
+                                .wait_timeout(b, COMMIT_INTERVAL)
+                                .expect("journal lock")
+                                .0;
                         }
+                        std::mem::take(&mut *b)
                     };
+                    j.space.notify_all();
+                    let before = charged + taken.admit_bytes();
+                    let mut batch = match carry.take() {
+                        Some(mut c) => {
+                            c.merge(taken);
+                            c
+                        }
+                        None => taken,
+                    };
+                    batch.coalesce();
+                    if failing > 0 {
+                        batch.coalesce_kv();
+                        batch.strip_ended();
+                    }
+                    let held = batch.admit_bytes();
+                    j.release(before.saturating_sub(held));
                     if !batch.is_empty()
                         && let Err(e) = store.commit(&batch)
                     {
-                        let n = j.failures.fetch_add(1, Ordering::Relaxed);
-                        if n == 0 || (n + 1).is_power_of_two() {
-                            tracing::error!(error = %e, failures = n + 1, ops = batch.ops.len(), "state store: cannot commit; retrying (the event path waits once the journal is full)");
+                        failing += 1;
+                        j.failures.fetch_add(1, Ordering::Relaxed);
+                        let mut err = j.store_error.lock().expect("store error lock");
+                        if err.is_none() {
+                            tracing::error!(error = %e, ops = batch.ops.len(), "state store: cannot write (STATE_DIR full or read-only?); events are still investigated, their changes are kept in memory and written once the store can write again (lost if the process ends first)");
+                            *err = Some(e.to_string());
                         }
-                        if closing && n > 50 {
-                            tracing::error!(error = %e, "state store: the last changes could not be written at shutdown");
+                        drop(err);
+                        if closing && failing > CLOSING_RETRIES {
+                            tracing::error!(error = %e, ops = batch.ops.len(), "state store: the last changes could not be written at shutdown; the next run re-runs what they would have finished");
                             return;
                         }
-                        batch.ops.shrink_to_fit();
-                        carry = Some((batch, held));
-                        std::thread::sleep(COMMIT_INTERVAL * 5);
+                        charged = held;
+                        carry = Some(batch);
+                        std::thread::sleep(RETRY_INTERVAL);
                         continue;
                     }
+                    if failing > 0 {
+                        tracing::info!(failed_commits = failing, "state store: writing again; the changes kept in memory are written");
+                        failing = 0;
+                        *j.store_error.lock().expect("store error lock") = None;
+                    }
                     j.release(held);
+                    charged = 0;
                     j.space.notify_all();
                     j.committed.fetch_add(1, Ordering::Relaxed);
                     {
@@ -1021,6 +1126,72 @@ mod tests {
         assert_eq!(j.held_bytes(), 0);
         assert!(rec.try_charge(1000));
         w.close();
+    }
+
+    /// A store that fails every commit while `failing` is set (a full disk).
+    struct Flaky {
+        inner: MemoryStore,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl StateStore for Flaky {
+        fn recover(&mut self) -> Result<Recovered, StateError> {
+            self.inner.recover()
+        }
+        fn commit(&mut self, batch: &Batch) -> Result<(), StateError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StateError("database or disk is full".into()));
+            }
+            self.inner.commit(batch)
+        }
+    }
+
+    #[test]
+    fn a_store_that_cannot_write_never_holds_the_event_path_back() {
+        let rec = crate::record::Recorder::new(Vec::new().into());
+        let j = Journal::new(JOURNAL_CAPACITY);
+        rec.set_journal(j.clone());
+        let store = MemoryStore::default();
+        let failing = Arc::new(AtomicBool::new(true));
+        let w = Writer::spawn(
+            j.clone(),
+            Box::new(Flaky {
+                inner: store.clone(),
+                failing: failing.clone(),
+            }),
+        );
+        let src: Arc<str> = Arc::from("s");
+        let e = event();
+        // More changes than the journal's capacity: appending would block
+        // if the writer did not keep taking the journal.
+        const N: u64 = 30_000;
+        for seq in 0..N {
+            j.admit(seq, &src, &e, 100);
+            j.start(seq);
+            j.put(&src, &[(seq % 7) as u8], vec![1], None);
+            j.finish(seq, Outcome::Completed, "");
+        }
+        j.admit(N, &src, &e, 100);
+        assert!(!j.flush_blocking(Duration::from_millis(300)));
+        assert!(j.store_error().unwrap().contains("disk is full"));
+        assert!(j.commits().1 > 0);
+        // Only the admission still in flight keeps its payload charged.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rec.bytes().0 != 100 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", rec.bytes());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        failing.store(false, Ordering::SeqCst);
+        assert!(j.flush_blocking(Duration::from_secs(10)));
+        assert_eq!(j.store_error(), None);
+        w.close();
+        let st = store.state();
+        assert_eq!(st.counters.received, N + 1);
+        assert_eq!(st.counters.terminal(), N);
+        assert_eq!(st.pending.len(), 1);
+        assert_eq!(st.incidents.len(), N as usize);
+        assert_eq!(st.kv.len(), 7);
+        assert_eq!(rec.bytes().0, 0, "written: the journal's charge is gone");
     }
 
     #[test]
