@@ -360,16 +360,23 @@ impl Batch {
     }
 
     /// Keeps only the last `Put`/`Delete` of each key (the others are
-    /// overwritten by it anyway).
+    /// overwritten by it anyway): dedup writes a key when an event is
+    /// admitted and again at its outcome, often within one batch.
     pub fn coalesce_kv(&mut self) {
-        let mut seen: HashSet<(Arc<str>, Vec<u8>)> = HashSet::new();
-        let mut keep: Vec<bool> = vec![true; self.ops.len()];
-        for (i, o) in self.ops.iter().enumerate().rev() {
-            if let StateOp::Put { scope, key, .. } | StateOp::Delete { scope, key } = o
-                && !seen.insert((scope.clone(), key.clone()))
-            {
-                keep[i] = false;
+        let keep: Vec<bool> = {
+            let mut seen: HashSet<(&str, &[u8])> = HashSet::new();
+            let mut keep = vec![true; self.ops.len()];
+            for (i, o) in self.ops.iter().enumerate().rev() {
+                if let StateOp::Put { scope, key, .. } | StateOp::Delete { scope, key } = o
+                    && !seen.insert((&**scope, key.as_slice()))
+                {
+                    keep[i] = false;
+                }
             }
+            keep
+        };
+        if keep.iter().all(|k| *k) {
+            return;
         }
         let mut it = keep.into_iter();
         self.ops.retain(|_| it.next().unwrap_or(true));
@@ -948,8 +955,8 @@ impl Writer {
                         None => taken,
                     };
                     batch.coalesce();
+                    batch.coalesce_kv();
                     if failing > 0 {
-                        batch.coalesce_kv();
                         batch.strip_ended();
                     }
                     let held = batch.admit_bytes();
