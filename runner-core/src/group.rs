@@ -386,6 +386,11 @@ impl Incident {
     pub fn set_incident_id(&self, id: &str) {
         self.lock().incident_id = Some(id.to_string());
     }
+
+    /// The sink's id for the incident, once it has one.
+    pub fn incident_id(&self) -> Option<String> {
+        self.lock().incident_id.clone()
+    }
 }
 
 /// An earlier incident of a group, as the history knows it.

@@ -78,7 +78,9 @@ impl Recorder {
         let _ = self.journal.set(journal);
     }
 
-    pub(crate) fn journal(&self) -> Option<&Arc<Journal>> {
+    /// The state store's journal, if the runner keeps durable state (its
+    /// health is shown in metrics and readiness).
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
         self.journal.get()
     }
 

@@ -165,23 +165,24 @@ impl StoredEvent {
 /// serializes admissions without copying their payload first.
 #[derive(Serialize)]
 pub struct StoredEventRef<'a> {
-    pub shape: &'static str,
-    pub fault_id: &'a Option<String>,
-    pub subscription_id: &'a Option<String>,
-    pub cluster: &'a str,
-    pub fault_type: &'a str,
-    pub severity: &'static str,
-    pub api_version: &'a str,
-    pub kind: &'a str,
-    pub name: &'a str,
-    pub namespace: &'a str,
-    pub uid: &'a str,
-    pub context: &'a str,
-    pub timestamp: &'a Option<String>,
-    pub raw: &'a serde_json::Value,
+    shape: &'static str,
+    fault_id: &'a Option<String>,
+    subscription_id: &'a Option<String>,
+    cluster: &'a str,
+    fault_type: &'a str,
+    severity: &'static str,
+    api_version: &'a str,
+    kind: &'a str,
+    name: &'a str,
+    namespace: &'a str,
+    uid: &'a str,
+    context: &'a str,
+    timestamp: &'a Option<String>,
+    raw: &'a serde_json::Value,
 }
 
 impl<'a> StoredEventRef<'a> {
+    /// Borrows `e`'s fields.
     pub fn of(e: &'a Event) -> StoredEventRef<'a> {
         StoredEventRef {
             shape: match e.shape {

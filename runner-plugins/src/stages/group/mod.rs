@@ -212,16 +212,16 @@ pub(crate) struct GroupStage {
 /// incidents need no entry: their leader is a pending event in the store,
 /// and [`Stage::readmitted`] reopens them from it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct EndedRecord {
-    pub incident_id: Option<String>,
+pub(crate) struct EndedRecord {
+    pub(crate) incident_id: Option<String>,
     /// Wall-clock end of the cooldown (ms since the epoch).
-    pub until_ms: i64,
-    pub cluster: String,
-    pub namespace: String,
-    pub workload_kind: String,
-    pub workload_name: String,
-    pub attached: u64,
-    pub recurrences: u64,
+    pub(crate) until_ms: i64,
+    pub(crate) cluster: String,
+    pub(crate) namespace: String,
+    pub(crate) workload_kind: String,
+    pub(crate) workload_name: String,
+    pub(crate) attached: u64,
+    pub(crate) recurrences: u64,
 }
 
 impl GroupStage {
@@ -241,7 +241,12 @@ impl GroupStage {
 
     /// Restores the ended incidents a previous run wrote (see
     /// [`EndedRecord`]) at `now`; returns how many are still cooling down.
-    pub fn restore(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, now: Instant, now_ms: i64) -> usize {
+    pub(crate) fn restore(
+        &self,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        now: Instant,
+        now_ms: i64,
+    ) -> usize {
         let mut restored = 0;
         for (k, v) in entries {
             let (Ok(canonical), Ok(rec)) = (
@@ -289,7 +294,7 @@ impl GroupStage {
     /// Reopens the incident of a leader recovered from the state store at
     /// `now`: repeats attach to it again, and it waits out `group_wait`
     /// anew (the events of the burst that arrive after the restart join).
-    pub fn reopen(&self, ev: &mut Event, now: Instant) {
+    pub(crate) fn reopen(&self, ev: &mut Event, now: Instant) {
         let key = self.key_of(ev);
         let canonical = key.canonical.clone();
         let (wait, interval) = (self.wait, self.interval);

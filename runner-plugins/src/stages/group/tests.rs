@@ -287,35 +287,40 @@ proptest! {
     }
 }
 
-/// What a stage writes when an incident ends is what the next run's stage
-/// restores: a repeat inside the rest of the cooldown is a recurrence, one
-/// after it opens a new incident.
+/// An ended incident as the store keeps it is restored for the rest of its
+/// cooldown: a repeat inside it is a recurrence, one after it opens a new
+/// incident.
 #[tokio::test(start_paused = true)]
 async fn an_ended_incident_survives_a_restart_for_the_rest_of_its_cooldown() {
-    use runner_core::state::{Journal, MemoryStore, StateScope, StateStore, Writer};
     let cfg = GroupConfig {
         group_interval_seconds: 100,
         ..GroupConfig::default()
     };
-    let store = MemoryStore::default();
-    let j = Journal::new(runner_core::state::JOURNAL_CAPACITY);
-    let w = Writer::spawn(j.clone(), Box::new(store.clone()));
     let a = GroupStage::new(&cfg);
-    a.attach_state(StateScope::new("stage.group", j.clone()), Vec::new());
-    let mut leader = pod("c", "shop", "web-7d4b9c8f5-bcdfg");
-    assert_eq!(a.decide(&mut leader, Instant::now()), Verdict::Pass);
-    a.finished(&leader, Outcome::Completed);
-    assert!(j.flush_blocking(Duration::from_secs(10)));
-    w.close();
-
-    // The next run, 40 s (wall clock) later: 60 s of cooldown left.
-    let mut store2 = store.clone();
-    let kv = store2.recover().unwrap().kv.remove("stage.group").unwrap();
-    assert_eq!(kv.len(), 1);
+    let leader = pod("c", "shop", "web-7d4b9c8f5-bcdfg");
+    let key = a.key_of(&leader);
+    let now_ms = 1_000_000;
+    let rec = EndedRecord {
+        incident_id: Some("20261129T000000Z-000001-00000000".into()),
+        // Ended 40 s ago: 60 s of cooldown left.
+        until_ms: now_ms + 60_000,
+        cluster: key.cluster.clone(),
+        namespace: key.namespace.clone(),
+        workload_kind: key.workload_kind.clone(),
+        workload_name: key.workload_name.clone(),
+        attached: 3,
+        recurrences: 0,
+    };
+    let entries = vec![
+        (
+            key.canonical.clone().into_bytes(),
+            serde_json::to_vec(&rec).unwrap(),
+        ),
+        (b"[\"x\"]".to_vec(), b"not json".to_vec()),
+    ];
     let b = GroupStage::new(&cfg);
     let t0 = Instant::now();
-    let restored_at = runner_core::state::now_ms() + 40_000;
-    assert_eq!(b.restore(kv, t0, restored_at), 1);
+    assert_eq!(b.restore(entries, t0, now_ms), 1);
     let mut repeat = pod("c", "shop", "web-7d4b9c8f5-hjklm");
     assert!(matches!(
         b.decide(&mut repeat, t0 + Duration::from_secs(59)),
@@ -323,9 +328,9 @@ async fn an_ended_incident_survives_a_restart_for_the_rest_of_its_cooldown() {
     ));
     let inc = b
         .table()
-        .with(&b.key_of(&repeat).canonical, t0, |c| (c.cloned(), None))
+        .with(&key.canonical, t0, |c| (c.cloned(), None))
         .unwrap();
-    assert_eq!(inc.counts().recurrences, 1);
+    assert_eq!((inc.counts().attached, inc.counts().recurrences), (3, 1));
     assert!(
         inc.take_pending().is_empty(),
         "a restored incident keeps no events"
@@ -336,6 +341,13 @@ async fn an_ended_incident_survives_a_restart_for_the_rest_of_its_cooldown() {
         Verdict::Pass,
         "after the cooldown a new incident opens"
     );
+    // An entry whose cooldown is over is not restored.
+    let c = GroupStage::new(&cfg);
+    let stale = vec![(
+        key.canonical.clone().into_bytes(),
+        serde_json::to_vec(&rec).unwrap(),
+    )];
+    assert_eq!(c.restore(stale, t0, now_ms + 60_000), 0);
 }
 
 /// A leader recovered from the store reopens its incident: repeats attach.
