@@ -80,6 +80,27 @@ impl GroupKey {
     }
 }
 
+impl GroupKey {
+    /// The key back from its canonical text (as a state store keeps it);
+    /// `None` when the text is not a key's canonical form.
+    pub fn from_canonical(
+        canonical: &str,
+        cluster: &str,
+        namespace: &str,
+        workload: (&str, &str),
+    ) -> Option<GroupKey> {
+        let fields: Vec<String> = serde_json::from_str(canonical).ok()?;
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let k = GroupKey::new(
+            &fields,
+            cluster,
+            namespace,
+            (workload.0, workload.1, "restored"),
+        );
+        (k.canonical == canonical).then_some(k)
+    }
+}
+
 /// FNV-1a, 64 bits: stable across processes and versions (the digest is
 /// written to disk), unlike the std hashers.
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -177,6 +198,10 @@ struct State {
     pending_bytes: usize,
     /// Set by the sink once it has a workspace (for logs and reports).
     incident_id: Option<String>,
+    /// Whether attached events are kept for a sink to read. An incident
+    /// restored from the state store has no sink call reading them: its
+    /// events are counted only.
+    keep: bool,
 }
 
 /// One incident: a group key, its leader and the events attached to it.
@@ -233,6 +258,34 @@ impl Incident {
                 pending,
                 pending_bytes: 0,
                 incident_id: None,
+                keep: true,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// An incident that ended in a previous run (restored from the state
+    /// store at `now`): events attach as recurrences for `cooldown_left`,
+    /// and are counted, not kept (no sink call reads them).
+    pub fn restored_ended(
+        key: GroupKey,
+        now: Instant,
+        cooldown_left: Duration,
+        incident_id: Option<String>,
+        counts: Counts,
+    ) -> Incident {
+        Incident {
+            key,
+            opened: now,
+            wait_until: now,
+            cooldown: cooldown_left,
+            state: Mutex::new(State {
+                phase: Phase::Ended { at: now },
+                counts,
+                pending: VecDeque::new(),
+                pending_bytes: 0,
+                incident_id,
+                keep: false,
             }),
             changed: Notify::new(),
         }
@@ -277,7 +330,9 @@ impl Incident {
             Phase::Closed => return Attach::Closed,
         };
         let bytes = crate::event::json_size(&ev.raw);
-        if st.pending.len() < MAX_PENDING && st.pending_bytes + bytes <= MAX_PENDING_BYTES {
+        if !st.keep {
+            // Counted on the incident, not kept: nothing will read it.
+        } else if st.pending.len() < MAX_PENDING && st.pending_bytes + bytes <= MAX_PENDING_BYTES {
             st.pending_bytes += bytes;
             let mut event = ev.clone();
             event.group = None;
@@ -330,6 +385,11 @@ impl Incident {
     /// Records the sink's id for the incident (its workspace name).
     pub fn set_incident_id(&self, id: &str) {
         self.lock().incident_id = Some(id.to_string());
+    }
+
+    /// The sink's id for the incident, once it has one.
+    pub fn incident_id(&self) -> Option<String> {
+        self.lock().incident_id.clone()
     }
 }
 

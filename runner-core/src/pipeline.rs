@@ -153,13 +153,21 @@ impl PipelineHandle {
     /// See [`crate::status::readiness`].
     pub fn readiness(&self, max_source_down: Duration) -> Readiness {
         let (depth, cap) = self.intake();
-        crate::status::readiness(
+        let mut r = crate::status::readiness(
             self.sources(),
             depth,
             cap,
             self.is_shutting_down(),
             max_source_down,
-        )
+        );
+        // Events are still investigated, but what happens is not durable:
+        // an operator must look at the disk before a restart loses it.
+        if let Some(e) = self.recorder.journal().and_then(|j| j.store_error()) {
+            r.ready = false;
+            r.reasons
+                .push(format!("state store cannot write to STATE_DIR ({e})"));
+        }
+        r
     }
     /// First request: graceful shutdown. Second: kill running sinks now.
     pub fn shutdown(&self) {
@@ -561,7 +569,7 @@ fn recover(
             );
             continue;
         };
-        let env = Envelope {
+        let mut env = Envelope {
             seq: p.seq,
             event,
             source: Arc::from(p.source.as_str()),
@@ -571,7 +579,7 @@ fn recover(
             chain: None,
         };
         for s in recorder.stages().iter() {
-            s.readmitted(&env.event);
+            s.readmitted(&mut env.event);
         }
         match p.state {
             PendingState::Queued => {

@@ -38,7 +38,9 @@ pub struct Recorder {
     stage_counters: Box<[StageCounters]>,
     /// Payload bytes of events received and not yet at their outcome
     /// (intake queue, stages, router queues, running), and their bound.
-    bytes_used: AtomicUsize,
+    /// Shared with the state store's journal, which charges the payloads
+    /// it holds until its writer has committed them.
+    bytes_used: Arc<AtomicUsize>,
     bytes_budget: AtomicUsize,
     breakdown: OutcomeBreakdown,
     /// The state store's journal, when the runner keeps durable state.
@@ -63,7 +65,7 @@ impl Recorder {
             stages,
             stage_counters,
             breakdown: OutcomeBreakdown::new(cluster_labels),
-            bytes_used: AtomicUsize::new(0),
+            bytes_used: Arc::new(AtomicUsize::new(0)),
             bytes_budget: AtomicUsize::new(usize::MAX),
             journal: std::sync::OnceLock::new(),
         }
@@ -72,10 +74,13 @@ impl Recorder {
     /// Makes outcomes durable: every one from now on is appended to the
     /// state store's journal. Set once, before the pipeline starts.
     pub fn set_journal(&self, journal: Arc<Journal>) {
+        journal.charge_to(self.bytes_used.clone());
         let _ = self.journal.set(journal);
     }
 
-    pub(crate) fn journal(&self) -> Option<&Arc<Journal>> {
+    /// The state store's journal, if the runner keeps durable state (its
+    /// health is shown in metrics and readiness).
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
         self.journal.get()
     }
 

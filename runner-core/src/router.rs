@@ -13,6 +13,8 @@
 //! * global slots are handed out first come, first served (tokio's
 //!   semaphore is FIFO), so a busy cluster cannot starve the others: after
 //!   each run a worker queues behind everyone already waiting;
+//! * a group leader waiting out its `group_wait` holds no global slot (it
+//!   waits queued, at the head of its cluster's queue);
 //! * a panicking sink is recorded `failed` and frees its slot and cluster;
 //! * a sink that ignores the kill signal is dropped [`KILL_WAIT`] after it
 //!   (recorded `abandoned`), so shutdown always returns.
@@ -450,6 +452,8 @@ impl Router {
                     }
                 }
                 cq.events = kept;
+                // Its worker may wait for the head it just lost.
+                cq.notify.notify_one();
             }
             for env in &removed {
                 st.order.remove(&env.seq);
@@ -628,6 +632,29 @@ async fn worker(inner: Arc<Inner>, cluster: Arc<str>, notify: Arc<Notify>) {
                     return;
                 }
             }
+        }
+        // A group leader waits out its `group_wait` here, at the head of
+        // its queue, holding no global slot: other clusters run meanwhile,
+        // and it stays evictable and cancellable. Re-checked on every
+        // change of the queue (the head may be evicted or cancelled).
+        let wait_until = {
+            let st = inner.state.lock().unwrap();
+            st.clusters
+                .get(&*cluster)
+                .and_then(|c| c.events.front())
+                .and_then(|env| env.event.group.as_ref())
+                .map(|g| g.wait_until)
+        };
+        if let Some(until) = wait_until
+            && until > tokio::time::Instant::now()
+            && !inner.kill.is_cancelled()
+        {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = notify.notified() => {}
+                _ = inner.kill.cancelled() => {}
+            }
+            continue;
         }
         // Take a global slot (FIFO), then the head of our queue: the event
         // stays queued (and evictable) while it waits for a slot.

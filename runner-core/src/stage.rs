@@ -74,8 +74,9 @@ pub trait Stage: Send + Sync {
     /// An event this stage passed in a previous run is in flight again
     /// (recovered from the state store, queued or re-run). It gets
     /// [`finished`](Self::finished) like any other (dedup marks its key in
-    /// flight here).
-    fn readmitted(&self, _event: &Event) {}
+    /// flight here; a grouping stage reopens the event's incident and sets
+    /// its `group`).
+    fn readmitted(&self, _event: &mut Event) {}
 
     /// Plugin health for operators (metrics, status): errors so far and
     /// whether the stage disabled itself. Built-in stages have none.

@@ -161,6 +161,52 @@ impl StoredEvent {
     }
 }
 
+/// [`StoredEvent`]'s text, written from a borrowed event: the writer thread
+/// serializes admissions without copying their payload first.
+#[derive(Serialize)]
+pub struct StoredEventRef<'a> {
+    shape: &'static str,
+    fault_id: &'a Option<String>,
+    subscription_id: &'a Option<String>,
+    cluster: &'a str,
+    fault_type: &'a str,
+    severity: &'static str,
+    api_version: &'a str,
+    kind: &'a str,
+    name: &'a str,
+    namespace: &'a str,
+    uid: &'a str,
+    context: &'a str,
+    timestamp: &'a Option<String>,
+    raw: &'a serde_json::Value,
+}
+
+impl<'a> StoredEventRef<'a> {
+    /// Borrows `e`'s fields.
+    pub fn of(e: &'a Event) -> StoredEventRef<'a> {
+        StoredEventRef {
+            shape: match e.shape {
+                Shape::Flat => "flat",
+                Shape::FlatNoFaultId => "flat_no_fault_id",
+                Shape::Nested => "nested",
+            },
+            fault_id: &e.fault_id,
+            subscription_id: &e.subscription_id,
+            cluster: &e.cluster,
+            fault_type: &e.fault_type,
+            severity: e.severity.as_str(),
+            api_version: &e.resource.api_version,
+            kind: &e.resource.kind,
+            name: &e.resource.name,
+            namespace: &e.resource.namespace,
+            uid: &e.resource.uid,
+            context: &e.context,
+            timestamp: &e.timestamp,
+            raw: &e.raw,
+        }
+    }
+}
+
 /// An admitted event not yet at its outcome.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {
@@ -292,6 +338,87 @@ pub struct Batch {
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.received == 0 && self.outcomes.iter().all(|n| *n == 0)
+    }
+
+    /// Appends a later batch.
+    pub fn merge(&mut self, later: Batch) {
+        self.ops.extend(later.ops);
+        self.received += later.received;
+        for (a, b) in self.outcomes.iter_mut().zip(later.outcomes) {
+            *a += b;
+        }
+    }
+
+    /// Payload bytes held by the batch's admissions.
+    pub fn admit_bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|o| match o {
+                StateOp::Admit { bytes, .. } => *bytes,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Keeps only the last `Put`/`Delete` of each key (the others are
+    /// overwritten by it anyway): dedup writes a key when an event is
+    /// admitted and again at its outcome, often within one batch.
+    pub fn coalesce_kv(&mut self) {
+        let keep: Vec<bool> = {
+            let mut seen: HashSet<(&str, &[u8])> = HashSet::new();
+            let mut keep = vec![true; self.ops.len()];
+            for (i, o) in self.ops.iter().enumerate().rev() {
+                if let StateOp::Put { scope, key, .. } | StateOp::Delete { scope, key } = o
+                    && !seen.insert((&**scope, key.as_slice()))
+                {
+                    keep[i] = false;
+                }
+            }
+            keep
+        };
+        if keep.iter().all(|k| *k) {
+            return;
+        }
+        let mut it = keep.into_iter();
+        self.ops.retain(|_| it.next().unwrap_or(true));
+    }
+
+    /// Replaces the event of every admission whose outcome is in the batch
+    /// by its identity fields only (no payload, no context): what the
+    /// incident history needs, at a fraction of the memory.
+    pub fn strip_ended(&mut self) {
+        let ended: HashSet<u64> = self
+            .ops
+            .iter()
+            .filter_map(|o| match o {
+                StateOp::Finish { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        for o in &mut self.ops {
+            if let StateOp::Admit {
+                seq, event, bytes, ..
+            } = o
+                && ended.contains(seq)
+                && *bytes > 0
+            {
+                let slim = Event {
+                    shape: event.shape,
+                    fault_id: event.fault_id.clone(),
+                    subscription_id: event.subscription_id.clone(),
+                    cluster: event.cluster.clone(),
+                    fault_type: event.fault_type.clone(),
+                    severity: event.severity,
+                    resource: event.resource.clone(),
+                    context: String::new(),
+                    timestamp: event.timestamp.clone(),
+                    raw: Arc::new(serde_json::Value::Null),
+                    group: None,
+                };
+                **event = slim;
+                *bytes = 0;
+            }
+        }
     }
 
     /// Drops the admissions that ended in this same batch without running
@@ -537,10 +664,17 @@ pub struct Journal {
     /// a journal of big payloads holds the event path back sooner.
     bytes: std::sync::atomic::AtomicUsize,
     max_bytes: usize,
+    /// The payload budget's counter (`PAYLOAD_BUDGET_BYTES`): an admission
+    /// in the journal keeps its payload alive (and a copy of its text
+    /// fields) after the event itself may have ended, so it is charged
+    /// there too until the writer has committed it.
+    budget: std::sync::OnceLock<Arc<std::sync::atomic::AtomicUsize>>,
     closing: AtomicBool,
     /// Batches committed, and failed commits (retried with the next batch).
     committed: AtomicU64,
     failures: AtomicU64,
+    /// Why the store cannot write right now (`None`: it can).
+    store_error: Mutex<Option<String>>,
     /// Sequence of the last committed batch, for `flush`.
     flushed: Mutex<u64>,
     flushed_cv: Condvar,
@@ -567,13 +701,38 @@ impl Journal {
             capacity: capacity.max(COMMIT_OPS),
             bytes: std::sync::atomic::AtomicUsize::new(0),
             max_bytes: JOURNAL_MAX_BYTES,
+            budget: std::sync::OnceLock::new(),
             closing: AtomicBool::new(false),
             committed: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            store_error: Mutex::new(None),
             flushed: Mutex::new(0),
             flushed_cv: Condvar::new(),
             appended: AtomicU64::new(0),
         })
+    }
+
+    /// Charges the payloads of admissions to `used` (the payload budget's
+    /// counter) until they are committed. Set once, before the first admission.
+    pub fn charge_to(&self, used: Arc<std::sync::atomic::AtomicUsize>) {
+        let _ = self.budget.set(used);
+    }
+
+    /// Gives back `n` bytes of committed (or coalesced) admissions.
+    fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.bytes
+            .fetch_sub(n.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        if let Some(b) = self.budget.get() {
+            b.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Payload bytes held by admissions not yet committed.
+    pub fn held_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     fn with(&self, f: impl FnOnce(&mut Batch)) {
@@ -595,8 +754,10 @@ impl Journal {
         drop(b);
         self.appended.fetch_add(1, Ordering::Relaxed);
         // The first change wakes an idle writer (it keeps no timer while
-        // nothing is pending); a full batch is committed at once.
-        if was_empty || n >= COMMIT_OPS {
+        // nothing is pending), and a full batch is committed at once. Only
+        // then: a busy writer finds the journal non-empty when it comes
+        // back, and a notify per append would be a futex call per event.
+        if was_empty || n == COMMIT_OPS {
             self.cv.notify_one();
         }
     }
@@ -612,6 +773,11 @@ impl Journal {
     /// `bytes`: the payload's size (as charged at intake), for the bound.
     pub(crate) fn admit(&self, seq: u64, source: &Arc<str>, event: &Event, bytes: usize) {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        // Unconditional (the event was charged at intake already): the
+        // intake refuses new payloads until the writer caught up.
+        if let Some(b) = self.budget.get() {
+            b.fetch_add(bytes, Ordering::AcqRel);
+        }
         let op = StateOp::Admit {
             bytes,
             seq,
@@ -692,6 +858,11 @@ impl Journal {
         self.with(|b| b.ops.push(op));
     }
 
+    /// The last commit failed, and why (readiness): changes wait in memory.
+    pub fn store_error(&self) -> Option<String> {
+        self.store_error.lock().expect("store error lock").clone()
+    }
+
     /// Batches committed so far, and commits that failed (and were retried).
     pub fn commits(&self) -> (u64, u64) {
         (
@@ -727,9 +898,19 @@ impl Journal {
 }
 
 /// The writer thread: takes the journal every [`COMMIT_INTERVAL`] (or at
-/// [`COMMIT_OPS`]) and commits it. A failed commit keeps its batch and is
-/// retried with the next one (logged); the journal's bound then holds the
-/// event path back instead of losing state.
+/// [`COMMIT_OPS`]) and commits it.
+///
+/// A failed commit (disk full, file gone read-only) keeps its batch and
+/// retries it, merged with everything appended since, every
+/// [`RETRY_INTERVAL`]: the event path never waits for a store that cannot
+/// write. While it fails, the carried batch stays bounded: admissions that
+/// ended unstarted leave only their counts, key-value changes keep only the
+/// last per key, and an admission whose incident ended gives up its
+/// payload (its row keeps the identity fields). So what piles up is the
+/// events still in flight and a few small changes per incident. The
+/// condition is logged once (ERROR) when it starts and once when it ends,
+/// and reported by [`Journal::store_error`] (readiness) and
+/// [`Journal::commits`] (metrics).
 pub struct Writer {
     journal: Arc<Journal>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -737,6 +918,10 @@ pub struct Writer {
 
 /// How often [`StateStore::maintain`] runs.
 pub(crate) const MAINTAIN_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a failed commit is retried.
+pub(crate) const RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// Failed retries after which a closing writer gives up (about 5 s).
+const CLOSING_RETRIES: u64 = 50;
 
 impl Writer {
     /// Starts the writer thread, which owns `store` from now on.
@@ -745,73 +930,84 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
             .spawn(move || {
-                // A batch that failed to commit is retried alone: the
-                // journal fills meanwhile and its bound holds the event path
-                // back, instead of memory growing without limit.
-                let mut carry: Option<(Batch, usize)> = None;
+                let mut carry: Option<Batch> = None;
+                // Payload bytes the carried batch's admissions still hold.
+                let mut charged = 0usize;
+                let mut failing = 0u64;
                 let mut last_maintain = std::time::Instant::now();
                 loop {
                     let closing = j.closing.load(Ordering::Relaxed);
-                    let (mut batch, held) = match carry.take() {
-                        Some(c) => c,
-                        None => {
-                            let mut b = j.buf.lock().expect("journal lock");
-                            if b.is_empty() && !j.closing.load(Ordering::Relaxed) {
-                                // Idle: no periodic wake-up. The first change,
-                                // a flush, close or the maintenance time
-                                // ends the wait…
+                    let taken = {
+                        let mut b = j.buf.lock().expect("journal lock");
+                        // `closing` read again under the lock: `close` sets
+                        // it under the lock, so its wake-up cannot be lost.
+                        if b.is_empty() && !j.closing.load(Ordering::Relaxed) && carry.is_none() {
+                            // Idle: no periodic wake-up. The first change,
+                            // a flush, close or the maintenance time ends
+                            // the wait…
+                            b = j
+                                .cv
+                                .wait_timeout(b, MAINTAIN_INTERVAL)
+                                .expect("journal lock")
+                                .0;
+                            // …and a change gets a commit interval to batch
+                            // with the ones that follow it.
+                            if !b.is_empty()
+                                && b.ops.len() < COMMIT_OPS
+                                && !j.closing.load(Ordering::Relaxed)
+                            {
                                 b = j
                                     .cv
-                                    .wait_timeout(b, MAINTAIN_INTERVAL)
+                                    .wait_timeout(b, COMMIT_INTERVAL)
                                     .expect("journal lock")
                                     .0;
-                                // …and a change gets a commit interval to
-                                // batch with the ones that follow it.
-                                if !b.is_empty()
-                                    && b.ops.len() < COMMIT_OPS
-                                    && !j.closing.load(Ordering::Relaxed)
-                                {
-                                    b = j
-                                        .cv
-                                        .wait_timeout(b, COMMIT_INTERVAL)
-                                        .expect("journal lock")
-                                        .0;
-                                }
                             }
-                            let mut batch = std::mem::take(&mut *b);
-                            drop(b);
-                            j.space.notify_all();
-                            // Counted before coalescing: the admissions it
-                            // drops held bytes too.
-                            let held: usize = batch
-                                .ops
-                                .iter()
-                                .map(|o| match o {
-                                    StateOp::Admit { bytes, .. } => *bytes,
-                                    _ => 0,
-                                })
-                                .sum();
-                            batch.coalesce();
-                            (batch, held)
                         }
+                        std::mem::take(&mut *b)
                     };
+                    j.space.notify_all();
+                    let before = charged + taken.admit_bytes();
+                    let mut batch = match carry.take() {
+                        Some(mut c) => {
+                            c.merge(taken);
+                            c
+                        }
+                        None => taken,
+                    };
+                    batch.coalesce();
+                    batch.coalesce_kv();
+                    if failing > 0 {
+                        batch.strip_ended();
+                    }
+                    let held = batch.admit_bytes();
+                    j.release(before.saturating_sub(held));
                     if !batch.is_empty()
                         && let Err(e) = store.commit(&batch)
                     {
-                        let n = j.failures.fetch_add(1, Ordering::Relaxed);
-                        if n == 0 || (n + 1).is_power_of_two() {
-                            tracing::error!(error = %e, failures = n + 1, ops = batch.ops.len(), "state store: cannot commit; retrying (the event path waits once the journal is full)");
+                        failing += 1;
+                        j.failures.fetch_add(1, Ordering::Relaxed);
+                        let mut err = j.store_error.lock().expect("store error lock");
+                        if err.is_none() {
+                            tracing::error!(error = %e, ops = batch.ops.len(), "state store: cannot write (STATE_DIR full or read-only?); events are still investigated, their changes are kept in memory and written once the store can write again (lost if the process ends first)");
+                            *err = Some(e.to_string());
                         }
-                        if closing && n > 50 {
-                            tracing::error!(error = %e, "state store: the last changes could not be written at shutdown");
+                        drop(err);
+                        if closing && failing > CLOSING_RETRIES {
+                            tracing::error!(error = %e, ops = batch.ops.len(), "state store: the last changes could not be written at shutdown; the next run re-runs what they would have finished");
                             return;
                         }
-                        batch.ops.shrink_to_fit();
-                        carry = Some((batch, held));
-                        std::thread::sleep(COMMIT_INTERVAL * 5);
+                        charged = held;
+                        carry = Some(batch);
+                        std::thread::sleep(RETRY_INTERVAL);
                         continue;
                     }
-                    j.bytes.fetch_sub(held.min(j.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+                    if failing > 0 {
+                        tracing::info!(failed_commits = failing, "state store: writing again; the changes kept in memory are written");
+                        failing = 0;
+                        *j.store_error.lock().expect("store error lock") = None;
+                    }
+                    j.release(held);
+                    charged = 0;
                     j.space.notify_all();
                     j.committed.fetch_add(1, Ordering::Relaxed);
                     {
@@ -900,6 +1096,10 @@ mod tests {
         let e = event();
         let s = StoredEvent::of(&e);
         let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            text,
+            serde_json::to_string(&StoredEventRef::of(&e)).unwrap()
+        );
         let back: StoredEvent = serde_json::from_str(&text).unwrap();
         let e2 = back.to_event().unwrap();
         assert_eq!(e2.resource, e.resource);
@@ -935,6 +1135,98 @@ mod tests {
         // Counts stay: 3 received, 2 outcomes, 1 pending.
         assert_eq!(b.received, 3);
         assert_eq!(b.outcomes.iter().sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn admissions_are_charged_to_the_payload_budget_until_committed() {
+        let rec = crate::record::Recorder::new(Vec::new().into());
+        rec.set_byte_budget(1500);
+        let j = Journal::new(JOURNAL_CAPACITY);
+        rec.set_journal(j.clone());
+        let src: Arc<str> = Arc::from("s");
+        let e = event();
+        // Charged at intake, admitted, and at its outcome released by the
+        // event: the journal's copy still holds the bytes.
+        assert!(rec.try_charge(1000));
+        j.admit(1, &src, &e, 1000);
+        assert_eq!(rec.bytes().0, 2000);
+        rec.release(1000);
+        j.finish(1, Outcome::Completed, "");
+        assert_eq!(rec.bytes().0, 1000);
+        assert!(!rec.try_charge(1000), "the uncommitted copy counts");
+        let store = MemoryStore::default();
+        let w = Writer::spawn(j.clone(), Box::new(store.clone()));
+        assert!(j.flush_blocking(Duration::from_secs(10)));
+        assert_eq!(rec.bytes().0, 0);
+        assert_eq!(j.held_bytes(), 0);
+        assert!(rec.try_charge(1000));
+        w.close();
+    }
+
+    /// A store that fails every commit while `failing` is set (a full disk).
+    struct Flaky {
+        inner: MemoryStore,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl StateStore for Flaky {
+        fn recover(&mut self) -> Result<Recovered, StateError> {
+            self.inner.recover()
+        }
+        fn commit(&mut self, batch: &Batch) -> Result<(), StateError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StateError("database or disk is full".into()));
+            }
+            self.inner.commit(batch)
+        }
+    }
+
+    #[test]
+    fn a_store_that_cannot_write_never_holds_the_event_path_back() {
+        let rec = crate::record::Recorder::new(Vec::new().into());
+        let j = Journal::new(JOURNAL_CAPACITY);
+        rec.set_journal(j.clone());
+        let store = MemoryStore::default();
+        let failing = Arc::new(AtomicBool::new(true));
+        let w = Writer::spawn(
+            j.clone(),
+            Box::new(Flaky {
+                inner: store.clone(),
+                failing: failing.clone(),
+            }),
+        );
+        let src: Arc<str> = Arc::from("s");
+        let e = event();
+        // More changes than the journal's capacity: appending would block
+        // if the writer did not keep taking the journal.
+        const N: u64 = 30_000;
+        for seq in 0..N {
+            j.admit(seq, &src, &e, 100);
+            j.start(seq);
+            j.put(&src, &[(seq % 7) as u8], vec![1], None);
+            j.finish(seq, Outcome::Completed, "");
+        }
+        j.admit(N, &src, &e, 100);
+        assert!(!j.flush_blocking(Duration::from_millis(300)));
+        assert!(j.store_error().unwrap().contains("disk is full"));
+        assert!(j.commits().1 > 0);
+        // Only the admission still in flight keeps its payload charged.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rec.bytes().0 != 100 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", rec.bytes());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        failing.store(false, Ordering::SeqCst);
+        assert!(j.flush_blocking(Duration::from_secs(10)));
+        assert_eq!(j.store_error(), None);
+        w.close();
+        let st = store.state();
+        assert_eq!(st.counters.received, N + 1);
+        assert_eq!(st.counters.terminal(), N);
+        assert_eq!(st.pending.len(), 1);
+        assert_eq!(st.incidents.len(), N as usize);
+        assert_eq!(st.kv.len(), 7);
+        assert_eq!(rec.bytes().0, 0, "written: the journal's charge is gone");
     }
 
     #[test]

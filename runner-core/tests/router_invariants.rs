@@ -326,3 +326,69 @@ async fn multi_thread_stress_keeps_invariants() {
         assert!(s.get(Outcome::Completed) > 0);
     }
 }
+
+/// A group leader waiting out `group_wait` holds no global slot: with a
+/// cap of 1, another cluster's event runs at once, and the leader starts
+/// when its wait is over. While it waits it is still queued (cancellable).
+#[tokio::test(start_paused = true)]
+async fn a_waiting_group_holds_no_agent_slot() {
+    use runner_core::group::{GroupKey, Incident};
+    use std::sync::Arc;
+    let sink = FakeSink::new(|_| Behaviour::Stuck);
+    let (r, rec, _t) = router(limits(1, 100, 10, OverflowPolicy::Drop), sink.clone());
+    let t0 = Instant::now();
+    let mut leader = router_support::envelope(0, "a");
+    let key = GroupKey::new(&["a", "web"], "a", "ns", ("Deployment", "web", "pod_name"));
+    leader.event.group = Some(Arc::new(Incident::open(
+        key,
+        &leader.event,
+        t0,
+        10 * SEC,
+        60 * SEC,
+    )));
+    rec.received();
+    r.admit(leader);
+    settle().await;
+    assert_eq!(sink.started(), Vec::<u64>::new(), "the leader waits");
+    assert_eq!(r.snapshot().queued, 1);
+    admit(&r, &rec, 1, "b");
+    settle().await;
+    assert_eq!(sink.started(), vec![1], "b runs while a's group waits");
+    assert_eq!(sink.max_running(), 1);
+    // b holds the only slot until it ends; the leader's wait is over at
+    // 10 s but it starts only when a slot is free.
+    tokio::time::sleep_until(t0 + 10 * SEC).await;
+    settle().await;
+    assert_eq!(sink.started(), vec![1]);
+    r.shutdown(Duration::ZERO, CancellationToken::new()).await;
+    assert!(rec.snapshot().adds_up(), "{:?}", rec.snapshot());
+}
+
+/// Once its wait is over the leader takes the free slot.
+#[tokio::test(start_paused = true)]
+async fn a_group_leader_starts_when_its_wait_is_over() {
+    use runner_core::group::{GroupKey, Incident};
+    use std::sync::Arc;
+    let sink = FakeSink::new(|_| Behaviour::Stuck);
+    let (r, rec, _t) = router(limits(1, 100, 10, OverflowPolicy::Drop), sink.clone());
+    let t0 = Instant::now();
+    let mut leader = router_support::envelope(0, "a");
+    let key = GroupKey::new(&["a", "web"], "a", "ns", ("Deployment", "web", "pod_name"));
+    leader.event.group = Some(Arc::new(Incident::open(
+        key,
+        &leader.event,
+        t0,
+        10 * SEC,
+        60 * SEC,
+    )));
+    rec.received();
+    r.admit(leader);
+    tokio::time::sleep_until(t0 + 10 * SEC - Duration::from_millis(1)).await;
+    settle().await;
+    assert!(sink.started().is_empty());
+    tokio::time::sleep_until(t0 + 10 * SEC).await;
+    settle().await;
+    assert_eq!(sink.started(), vec![0]);
+    r.shutdown(Duration::ZERO, CancellationToken::new()).await;
+    assert!(rec.snapshot().adds_up(), "{:?}", rec.snapshot());
+}

@@ -96,9 +96,18 @@ pub struct RunnerBuilder {
     env: Vec<(String, String)>,
     subcommand: String,
     user: Option<(u32, u32)>,
+    wrap: Vec<String>,
 }
 
 impl RunnerBuilder {
+    /// Starts the runner through this command line (e.g. `unshare … sh -c
+    /// '…; exec "$0" "$@"'`), which gets the runner's path and arguments
+    /// after its own. The wrapper must `exec` the runner, so that the
+    /// process id stays the runner's.
+    pub fn wrap(mut self, argv: &[&str]) -> Self {
+        self.wrap = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
     /// Extra command-line arguments after `--config <file>`.
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
@@ -128,7 +137,14 @@ impl RunnerBuilder {
             .replace("{dir}", &dir.path().display().to_string());
         let path = dir.path().join("pipeline.toml");
         std::fs::write(&path, config).expect("write pipeline.toml");
-        let mut cmd = Command::new(runner_bin());
+        let mut cmd = match self.wrap.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(runner_bin());
+                c
+            }
+            None => Command::new(runner_bin()),
+        };
         if let Some((uid, gid)) = self.user {
             use std::os::unix::process::CommandExt;
             for p in [dir.path(), path.as_path()] {
@@ -228,6 +244,7 @@ impl Runner {
             env: Vec::new(),
             subcommand: "run".into(),
             user: None,
+            wrap: Vec::new(),
         }
     }
 

@@ -318,10 +318,9 @@ async fn ten_megabyte_payloads_stay_within_the_byte_budget() {
         MAX,
         server.url()
     );
-    // Without the state store: its journal keeps its own copies of admitted
-    // payloads (bounded separately, up to 64 MiB) that the payload budget
-    // does not charge yet; this test measures the budget alone.
-    let mut r = Runner::builder(&config).env("STATE_DIR", "off").spawn();
+    // With the state store (the default): its journal's copies of admitted
+    // payloads are charged to the same budget until they are written.
+    let mut r = Runner::builder(&config).spawn();
     let t = Duration::from_secs(120);
     let all_in = r.wait_for_count("event rejected", 1, t).await
         && r.wait_for_count("event invalid", HUGE as usize, t).await;

@@ -317,6 +317,7 @@ pub(crate) fn log_final(report: &RunReport) {
             total_abandoned = g(Outcome::Abandoned),
             total_over_budget = g(Outcome::OverBudget),
             total_cancelled = g(Outcome::Cancelled),
+            total_merged = g(Outcome::Merged),
             total_terminal,
             total_pending = s.deferred,
             total_adds_up = total_received == total_terminal + s.deferred,

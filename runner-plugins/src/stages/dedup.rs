@@ -579,7 +579,7 @@ impl Stage for DedupStage {
     }
 
     /// A recovered event is queued or re-run: its key is in flight again.
-    fn readmitted(&self, event: &Event) {
+    fn readmitted(&self, event: &mut Event) {
         self.with_key(event, |key| {
             let now = Instant::now();
             let mut ent = self.table.entry(Box::from(key)).or_insert_with(|| {

@@ -116,8 +116,23 @@ impl StateSettings {
 /// Opens the store in `dir` and reads what previous runs left. Every error
 /// says what is wrong with which file; nothing is reset or repaired.
 pub(crate) fn open(dir: &Path, settings: &StateSettings) -> Result<DurableState, String> {
-    let mut store = sqlite::SqliteStore::open(dir, settings.history()).map_err(|e| e.0)?;
-    let recovered = store.recover().map_err(|e| e.0)?;
+    // Every startup error names the setting, so the operator knows what
+    // to fix; a full disk gets its own hint.
+    let named = |e: runner_core::state::StateError| {
+        let full = e.0.contains("disk is full") || e.0.contains("No space left");
+        format!(
+            "STATE_DIR {}: {}{}",
+            dir.display(),
+            e.0,
+            if full {
+                " (no space left on the device of STATE_DIR: free space there, or point STATE_DIR at another volume; nothing was reset)"
+            } else {
+                ""
+            }
+        )
+    };
+    let mut store = sqlite::SqliteStore::open(dir, settings.history()).map_err(named)?;
+    let recovered = store.recover().map_err(named)?;
     // Upkeep once at startup: expired keys never reach the stages.
     store.maintain();
     Ok(DurableState {

@@ -107,6 +107,29 @@ impl Collector for PipelineCollector {
             )],
         )?;
 
+        if let Some(j) = h.recorder().journal() {
+            let (committed, failed) = j.commits();
+            family(
+                &mut enc,
+                "runner_state_commits",
+                "State store batches written (`result=\"ok\"`) and failed writes, each retried (`result=\"failed\"`: disk full or read-only).",
+                None,
+                [
+                    (vec![("result", "ok")], Value::Counter(committed)),
+                    (vec![("result", "failed")], Value::Counter(failed)),
+                ],
+            )?;
+            family(
+                &mut enc,
+                "runner_state_writable",
+                "1 while the state store writes, 0 while its writes fail (changes then wait in memory).",
+                None,
+                [(
+                    Vec::<(&str, &str)>::new(),
+                    Value::Gauge(i64::from(j.store_error().is_none())),
+                )],
+            )?;
+        }
         let (depth, cap) = h.intake();
         family(
             &mut enc,

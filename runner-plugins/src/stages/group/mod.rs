@@ -30,7 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runner_core::config::TableReader;
-use runner_core::group::{Attach, GroupKey, Incident};
+use runner_core::group::{Attach, GroupKey, Incident, Phase};
+use runner_core::state::StateScope;
 use runner_core::{Event, Outcome, Stage, StageFuture, Verdict};
 use tokio::time::Instant;
 
@@ -201,6 +202,26 @@ pub(crate) struct GroupStage {
     wait: Duration,
     interval: Duration,
     table: GroupTable,
+    /// The state store's scope, when the runner keeps durable state: ended
+    /// incidents are written there so their cooldown survives a restart.
+    durable: std::sync::OnceLock<StateScope>,
+}
+
+/// What the state store keeps per group key (the key is the canonical
+/// text): an incident that ended, until its cooldown is over. Open
+/// incidents need no entry: their leader is a pending event in the store,
+/// and [`Stage::readmitted`] reopens them from it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub(crate) struct EndedRecord {
+    pub(crate) incident_id: Option<String>,
+    /// Wall-clock end of the cooldown (ms since the epoch).
+    pub(crate) until_ms: i64,
+    pub(crate) cluster: String,
+    pub(crate) namespace: String,
+    pub(crate) workload_kind: String,
+    pub(crate) workload_name: String,
+    pub(crate) attached: u64,
+    pub(crate) recurrences: u64,
 }
 
 impl GroupStage {
@@ -214,6 +235,94 @@ impl GroupStage {
             wait: Duration::from_secs(cfg.group_wait_seconds),
             interval: Duration::from_secs(cfg.group_interval_seconds),
             table: GroupTable::new(cfg.max_groups),
+            durable: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Restores the ended incidents a previous run wrote (see
+    /// [`EndedRecord`]) at `now`; returns how many are still cooling down.
+    pub(crate) fn restore(
+        &self,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        now: Instant,
+        now_ms: i64,
+    ) -> usize {
+        let mut restored = 0;
+        for (k, v) in entries {
+            let (Ok(canonical), Ok(rec)) = (
+                String::from_utf8(k),
+                serde_json::from_slice::<EndedRecord>(&v),
+            ) else {
+                tracing::warn!("group stage: a stored group entry does not parse; skipped");
+                continue;
+            };
+            let left = rec.until_ms.saturating_sub(now_ms);
+            if left <= 0 {
+                continue;
+            }
+            let Some(key) = GroupKey::from_canonical(
+                &canonical,
+                &rec.cluster,
+                &rec.namespace,
+                (&rec.workload_kind, &rec.workload_name),
+            ) else {
+                continue;
+            };
+            let counts = runner_core::group::Counts {
+                attached: rec.attached,
+                recurrences: rec.recurrences,
+                not_kept: 0,
+            };
+            let inc = Arc::new(Incident::restored_ended(
+                key,
+                now,
+                Duration::from_millis(left as u64),
+                rec.incident_id,
+                counts,
+            ));
+            self.table.with(&canonical, now, |cur| {
+                // An incident already open for the key (none at startup)
+                // wins over a stored cooldown.
+                let keep = cur.is_some_and(|c| c.phase_at(now) == Phase::Open);
+                ((), (!keep).then_some(inc))
+            });
+            restored += 1;
+        }
+        restored
+    }
+
+    /// Reopens the incident of a leader recovered from the state store at
+    /// `now`: repeats attach to it again, and it waits out `group_wait`
+    /// anew (the events of the burst that arrive after the restart join).
+    pub(crate) fn reopen(&self, ev: &mut Event, now: Instant) {
+        let key = self.key_of(ev);
+        let canonical = key.canonical.clone();
+        let (wait, interval) = (self.wait, self.interval);
+        ev.group = None;
+        let inc = Arc::new(Incident::open(key, ev, now, wait, interval));
+        ev.group = Some(inc.clone());
+        self.table.with(&canonical, now, |_| ((), Some(inc)));
+    }
+
+    fn record_end(&self, inc: &Incident) {
+        let Some(scope) = self.durable.get() else {
+            return;
+        };
+        let c = inc.counts();
+        let until_ms = runner_core::state::now_ms()
+            .saturating_add(self.interval.as_millis().min(i64::MAX as u128) as i64);
+        let rec = EndedRecord {
+            incident_id: inc.incident_id(),
+            until_ms,
+            cluster: inc.key.cluster.clone(),
+            namespace: inc.key.namespace.clone(),
+            workload_kind: inc.key.workload_kind.clone(),
+            workload_name: inc.key.workload_name.clone(),
+            attached: c.attached,
+            recurrences: c.recurrences,
+        };
+        if let Ok(v) = serde_json::to_vec(&rec) {
+            scope.put(inc.key.canonical.as_bytes(), v, Some(until_ms));
         }
     }
 
@@ -292,6 +401,27 @@ impl Stage for GroupStage {
             self.table.forget(inc);
         } else {
             inc.end(Instant::now());
+            if !self.interval.is_zero() {
+                self.record_end(inc);
+            }
+        }
+    }
+
+    fn attach_state(&self, scope: StateScope, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+        let n = self.restore(entries, Instant::now(), runner_core::state::now_ms());
+        if n > 0 {
+            tracing::info!(
+                groups = n,
+                "group cooldowns restored from the state store: repeats attach to their incidents"
+            );
+        }
+        let _ = self.durable.set(scope);
+    }
+
+    fn readmitted(&self, event: &mut Event) {
+        self.reopen(event, Instant::now());
+        if let Some(inc) = &event.group {
+            tracing::info!(group = %inc.key.id, cluster = %inc.key.cluster, workload = %inc.key.workload_name, "group incident reopened from the state store: repeats attach to it");
         }
     }
 }

@@ -286,3 +286,82 @@ proptest! {
         })?;
     }
 }
+
+/// An ended incident as the store keeps it is restored for the rest of its
+/// cooldown: a repeat inside it is a recurrence, one after it opens a new
+/// incident.
+#[tokio::test(start_paused = true)]
+async fn an_ended_incident_survives_a_restart_for_the_rest_of_its_cooldown() {
+    let cfg = GroupConfig {
+        group_interval_seconds: 100,
+        ..GroupConfig::default()
+    };
+    let a = GroupStage::new(&cfg);
+    let leader = pod("c", "shop", "web-7d4b9c8f5-bcdfg");
+    let key = a.key_of(&leader);
+    let now_ms = 1_000_000;
+    let rec = EndedRecord {
+        incident_id: Some("20261129T000000Z-000001-00000000".into()),
+        // Ended 40 s ago: 60 s of cooldown left.
+        until_ms: now_ms + 60_000,
+        cluster: key.cluster.clone(),
+        namespace: key.namespace.clone(),
+        workload_kind: key.workload_kind.clone(),
+        workload_name: key.workload_name.clone(),
+        attached: 3,
+        recurrences: 0,
+    };
+    let entries = vec![
+        (
+            key.canonical.clone().into_bytes(),
+            serde_json::to_vec(&rec).unwrap(),
+        ),
+        (b"[\"x\"]".to_vec(), b"not json".to_vec()),
+    ];
+    let b = GroupStage::new(&cfg);
+    let t0 = Instant::now();
+    assert_eq!(b.restore(entries, t0, now_ms), 1);
+    let mut repeat = pod("c", "shop", "web-7d4b9c8f5-hjklm");
+    assert!(matches!(
+        b.decide(&mut repeat, t0 + Duration::from_secs(59)),
+        Verdict::Drop { outcome: Outcome::Merged, reason } if reason.starts_with("recurrence")
+    ));
+    let inc = b
+        .table()
+        .with(&key.canonical, t0, |c| (c.cloned(), None))
+        .unwrap();
+    assert_eq!((inc.counts().attached, inc.counts().recurrences), (3, 1));
+    assert!(
+        inc.take_pending().is_empty(),
+        "a restored incident keeps no events"
+    );
+    let mut later = pod("c", "shop", "web-7d4b9c8f5-npqrs");
+    assert_eq!(
+        b.decide(&mut later, t0 + Duration::from_secs(61)),
+        Verdict::Pass,
+        "after the cooldown a new incident opens"
+    );
+    // An entry whose cooldown is over is not restored.
+    let c = GroupStage::new(&cfg);
+    let stale = vec![(
+        key.canonical.clone().into_bytes(),
+        serde_json::to_vec(&rec).unwrap(),
+    )];
+    assert_eq!(c.restore(stale, t0, now_ms + 60_000), 0);
+}
+
+/// A leader recovered from the store reopens its incident: repeats attach.
+#[tokio::test(start_paused = true)]
+async fn a_recovered_leader_reopens_its_incident() {
+    let s = GroupStage::new(&GroupConfig::default());
+    let mut leader = pod("c", "shop", "web-7d4b9c8f5-bcdfg");
+    s.readmitted(&mut leader);
+    let inc = leader.group.clone().expect("the leader leads again");
+    assert_eq!(inc.phase(), Phase::Open);
+    let mut repeat = pod("c", "shop", "web-7d4b9c8f5-hjklm");
+    assert!(matches!(
+        s.decide(&mut repeat, Instant::now()),
+        Verdict::Drop { outcome: Outcome::Merged, reason } if reason.starts_with("attached")
+    ));
+    assert_eq!(inc.counts().attached, 1);
+}

@@ -8,6 +8,7 @@
 pub mod query;
 pub(crate) mod schema;
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use std::time::Duration;
 use runner_core::Outcome;
 use runner_core::state::{
     Batch, PendingEvent, PendingState, Recovered, StateError, StateOp, StateStore, StoredCounters,
-    StoredEvent, now_ms,
+    StoredEvent, StoredEventRef, now_ms,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
@@ -172,12 +173,111 @@ impl SqliteStore {
                     counter.execute(params![o.as_str(), n as i64])?;
                 }
             }
+            // Events admitted, started and finished within this batch (a
+            // quick incident) never need their queue row: their incident
+            // is written from the event directly.
+            let finished: HashSet<u64> = batch
+                .ops
+                .iter()
+                .filter_map(|o| match o {
+                    StateOp::Finish { seq, .. } => Some(*seq),
+                    _ => None,
+                })
+                .collect();
+            let mut direct: HashMap<u64, (&str, &runner_core::Event, i64)> = HashMap::new();
             for op in &batch.ops {
-                apply_op(&tx, op)?;
+                match op {
+                    StateOp::Admit {
+                        seq,
+                        source,
+                        event,
+                        at_ms,
+                        ..
+                    } if finished.contains(seq) => {
+                        direct.insert(*seq, (&**source, &**event, *at_ms));
+                    }
+                    StateOp::Start { seq, at_ms } if direct.contains_key(seq) => {
+                        let (source, event, admitted_ms) = direct[seq];
+                        start_direct(&tx, *seq, source, event, admitted_ms, *at_ms)?;
+                    }
+                    StateOp::Finish { seq, .. }
+                    | StateOp::Defer { seq, .. }
+                    | StateOp::Requeue { seq, .. }
+                        if direct.contains_key(seq) =>
+                    {
+                        if let StateOp::Finish { .. } = op {
+                            finish_incident(&tx, op)?;
+                        }
+                    }
+                    _ => apply_op(&tx, op)?,
+                }
             }
         }
         tx.commit()
     }
+}
+
+/// The incident of an event whose admission, start and outcome are all in
+/// one batch: the same rows `Admit` + `Start` write, without the queue row.
+fn start_direct(
+    tx: &rusqlite::Transaction<'_>,
+    seq: u64,
+    source: &str,
+    event: &runner_core::Event,
+    admitted_ms: i64,
+    started_ms: i64,
+) -> rusqlite::Result<()> {
+    let text = serde_json::to_string(&StoredEventRef::of(event))
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let seq = seq as i64;
+    let r = &event.resource;
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO incidents
+           (seq, fault_id, cluster, namespace, kind, name, fault_type, severity, source,
+            status, received_ms, started_ms, runs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'running', ?10, ?11, 1)",
+    )?
+    .execute(params![
+        seq,
+        event.fault_id,
+        event.cluster,
+        r.namespace,
+        r.kind,
+        r.name,
+        event.fault_type,
+        event.severity.as_str(),
+        source,
+        admitted_ms,
+        started_ms
+    ])?;
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO incident_events (incident_seq, event_seq, fault_id, received_ms, event)
+         VALUES (?1, ?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![seq, event.fault_id, admitted_ms, text])?;
+    Ok(())
+}
+
+/// The incident part of `Finish` (its queue row was never written).
+fn finish_incident(tx: &rusqlite::Transaction<'_>, op: &StateOp) -> rusqlite::Result<()> {
+    if let StateOp::Finish {
+        seq,
+        outcome,
+        reason,
+        at_ms,
+    } = op
+    {
+        tx.prepare_cached(
+            "UPDATE incidents SET status = ?2, reason = ?3, finished_ms = ?4 WHERE seq = ?1",
+        )?
+        .execute(params![
+            *seq as i64,
+            outcome.as_str(),
+            (!reason.is_empty()).then_some(reason.as_str()),
+            at_ms
+        ])?;
+    }
+    Ok(())
 }
 
 fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StateOp) -> rusqlite::Result<()> {
@@ -189,7 +289,7 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &StateOp) -> rusqlite::Result<()
             at_ms,
             ..
         } => {
-            let text = serde_json::to_string(&StoredEvent::of(event))
+            let text = serde_json::to_string(&StoredEventRef::of(event))
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO pending (seq, state, reruns, source, event, admitted_ms)
