@@ -164,10 +164,15 @@ impl WasmStageConfig {
     pub fn read(r: &mut TableReader<'_>, base_dir: &Path) -> Option<WasmStageConfig> {
         let path: Option<String> = r.req("path");
         let name: Option<String> = r.opt("name");
-        let timeout_ms: u64 = r.opt("timeout_ms").unwrap_or(DEFAULT_TIMEOUT_MS);
-        let max_memory_mb: u64 = r.opt("max_memory_mb").unwrap_or(DEFAULT_MAX_MEMORY_MB);
-        let on_error: OnError = r.opt("on_error").unwrap_or(OnError::Pass);
+        // Defaults go through `opt_or` so the startup log and `runner
+        // validate` show them as effective values like every other default.
+        let timeout_ms: u64 = r.opt_or("timeout_ms", DEFAULT_TIMEOUT_MS);
+        let max_memory_mb: u64 = r.opt_or("max_memory_mb", DEFAULT_MAX_MEMORY_MB);
+        let on_error: OnError = r.opt_or("on_error", OnError::Pass);
         let disable_after: Option<u32> = r.opt("disable_after");
+        if disable_after.is_none() && on_error == OnError::Disable {
+            r.record_default("disable_after", DEFAULT_DISABLE_AFTER.to_string());
+        }
         let table = r.table("config").unwrap_or_default();
         let mut ok = path.is_some();
 

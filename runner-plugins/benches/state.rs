@@ -14,82 +14,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
 use runner_core::pipeline::{ChainResult, StageChain};
 use runner_core::router::{Router, RouterLimits};
 use runner_core::state::{JOURNAL_CAPACITY, Journal, StateScope, StateStore, Writer};
-use runner_core::{
-    CancellationToken, Envelope, RawPayload, Recorder, Severity, Sink, SinkResult, Stage,
-};
-use runner_plugins::component::{BuildContext, ComponentConfig};
-use runner_plugins::stages::dedup::DedupConfig;
-use runner_plugins::stages::severity::SeverityConfig;
+use runner_core::{CancellationToken, Recorder, Sink};
 use runner_plugins::state::sqlite::SqliteStore;
 
-const PAYLOADS: usize = 16_384;
-const RESOURCES: usize = 8_192;
-
-/// The ~1 KB payload of `benches/pipeline.rs`.
-fn payload(i: usize) -> String {
-    let r = (i * 2_654_435_761) % RESOURCES;
-    let cluster = r % 100;
-    let ns = ["payments", "checkout", "search", "default"][r % 4];
-    let (fault, sev) = if i.is_multiple_of(5) {
-        ("PodCrash", "warning")
-    } else {
-        ("CrashLoop", "critical")
-    };
-    let head = format!(
-        r#"{{"subscriptionId":"sub-3f9a2c71","cluster":"prod-cluster-{cluster:03}","faultId":"{:016x}","faultType":"{fault}","severity":"{sev}","resource":{{"apiVersion":"v1","kind":"Pod","name":"{ns}-api-7d9f8b6c5-{r:05}","namespace":"{ns}","uid":"3f1c2e4a-8b7d-4c6e-9a1f-{r:012}"}},"context":"Container entered CrashLoopBackOff state, restart count: {}, last exit code: 1, termination message: "#,
-        (r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-        i % 50
-    );
-    let tail = r#"","timestamp":"2025-12-20T14:02:11Z"}"#;
-    let pad = 1024usize.saturating_sub(head.len() + tail.len());
-    let filler: String =
-        "panic: runtime error: invalid memory address or nil pointer dereference; "
-            .chars()
-            .cycle()
-            .take(pad)
-            .collect();
-    format!("{head}{filler}{tail}")
-}
-
-struct Busy;
-#[async_trait]
-impl Sink for Busy {
-    fn name(&self) -> &str {
-        "busy"
-    }
-    async fn handle(&self, _env: &Envelope, kill: CancellationToken) -> SinkResult {
-        kill.cancelled().await;
-        SinkResult::abandoned("killed")
-    }
-}
-
-struct Noop;
-#[async_trait]
-impl Sink for Noop {
-    fn name(&self) -> &str {
-        "noop"
-    }
-    async fn handle(&self, _env: &Envelope, _kill: CancellationToken) -> SinkResult {
-        SinkResult::completed()
-    }
-}
-
-fn stages() -> Arc<[Box<dyn Stage>]> {
-    let sev = SeverityConfig {
-        threshold: Severity::Error,
-    };
-    let dedup = DedupConfig {
-        window_seconds: 300,
-        ..DedupConfig::default()
-    };
-    let cx = BuildContext::default();
-    vec![sev.build(&cx).unwrap(), dedup.build(&cx).unwrap()].into()
-}
+mod common;
+use common::{Busy, Noop, PAYLOADS, median, payload, raw, stages};
 
 /// One pipeline, with or without a store.
 struct Variant {
@@ -124,13 +57,7 @@ impl Variant {
         let t0 = Instant::now();
         for (n, p) in payloads.iter().enumerate() {
             self.rec.received();
-            let raw = RawPayload {
-                data: serde_json::from_str(p).unwrap(),
-                source: src.clone(),
-                cluster_fill: None,
-                received_at: tokio::time::Instant::now(),
-            };
-            if let ChainResult::Passed(env) = self.chain.process(raw).await {
+            if let ChainResult::Passed(env) = self.chain.process(raw(p, src)).await {
                 self.router.admit(env);
             }
             if n % 32 == 31 {
@@ -156,11 +83,6 @@ impl Variant {
         }
         assert!(self.rec.snapshot().adds_up());
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 async fn paired(payloads: &[String], src: &Arc<str>) {
@@ -204,11 +126,7 @@ fn bench(c: &mut Criterion) {
     let src: Arc<str> = Arc::from("bench");
     // Paused clock: the dedup window is advanced, not waited for. The
     // writer is a real thread writing a real file.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = common::paused_runtime();
     rt.block_on(paired(&payloads, &src));
     let mut g = c.benchmark_group("state");
     g.measurement_time(Duration::from_secs(3));

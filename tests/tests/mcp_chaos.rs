@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use e2e::scene::subscribed;
 use e2e::{Runner, num, quick_sink_toml};
-use mcp_testserver::{Scenario, TestServer, fault};
+use mcp_testserver::{TestServer, fault};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
@@ -93,10 +94,8 @@ async fn emit_and_confirm(server: &TestServer, r: &Runner, first: u64, count: u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_resets_and_twenty_restarts_lose_no_fault_emitted_after_reconnect() {
-    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let (server, r) = subscribed(config, T).await;
     let c = server.control();
-    let r = Runner::start(&config(&server.url()));
-    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
     let per_cut = 2u64;
     let mut total = 0usize;
     let mut next = 0u64;
@@ -167,10 +166,8 @@ async fn flapping_server_is_rejoined_within_5_s_each_time_with_default_backoff()
     // The server crashes right after each session subscribed and delivered
     // (short sessions), and takes 2 s to come back. Before issue 11 item 2
     // the delay doubled on every flap (1, 2, 4, 8 … 60 s).
-    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let (server, r) = subscribed(config, T).await;
     let c = server.control();
-    let r = Runner::start(&config(&server.url()));
-    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
     let mut total = 1usize;
     emit_and_confirm(&server, &r, 0, 1, total).await;
     let mut cuts = Vec::new();

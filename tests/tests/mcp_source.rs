@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use e2e::scene::subscribed;
 use e2e::{Runner, num, quick_sink_toml};
 use mcp_testserver::{Scenario, ServerOptions, Step, TestServer, fault};
 use serde_json::Value;
@@ -290,10 +291,8 @@ async fn server_restart_mid_stream_resubscribes_and_receives_later_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_stream_cut_is_repaired_within_the_liveness_interval() {
-    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let (server, r) = subscribed(|url| config(url, ""), T).await;
     let c = server.control();
-    let r = Runner::start(&config(&server.url(), ""));
-    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
     c.storm(2, 0).await;
     assert!(
         r.wait_for_count("event validated", 2, T).await,
@@ -331,10 +330,8 @@ async fn get_stream_cut_is_repaired_within_the_liveness_interval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silently_cancelled_subscription_is_found_by_the_list_check() {
-    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let (server, r) = subscribed(|url| config(url, ""), T).await;
     let c = server.control();
-    let r = Runner::start(&config(&server.url(), ""));
-    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
     // Stream stays open: only events_list_subscriptions can reveal this.
     c.cancel_subscriptions();
     let t = Instant::now();
@@ -361,10 +358,8 @@ async fn silently_cancelled_subscription_is_found_by_the_list_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgotten_session_and_subscription_error_start_fresh_sessions() {
-    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let (server, r) = subscribed(|url| config(url, ""), T).await;
     let c = server.control();
-    let r = Runner::start(&config(&server.url(), ""));
-    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
     // The runner's side too (the subscribe answer may still be on its way).
     assert!(
         r.wait_for_count("subscribed to MCP events", 1, T).await,
@@ -538,10 +533,8 @@ cluster = "west-filled"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_server_is_detected_by_the_ping_timeout() {
-    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let (server, r) = subscribed(|url| config(url, ""), T).await;
     let c = server.control();
-    let r = Runner::start(&config(&server.url(), ""));
-    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
     // Connections stay open, nothing answers, the GET stream stays silent.
     c.freeze();
     let lost = r
@@ -567,13 +560,12 @@ async fn frozen_server_is_detected_by_the_ping_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_mode_consumes_kubernetes_events_and_ignores_faults() {
-    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let (server, r) = subscribed(
+        |url| config(url, "mode = \"events\"\nnamespaces = [\"default\"]"),
+        T,
+    )
+    .await;
     let c = server.control();
-    let r = Runner::start(&config(
-        &server.url(),
-        "mode = \"events\"\nnamespaces = [\"default\"]",
-    ));
-    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
     let ev = serde_json::json!({
         "cluster": "kind-events-test",
         "event": {"namespace": "default", "timestamp": "2025-12-20T14:05:01Z", "type": "Warning",
@@ -594,11 +586,9 @@ async fn events_mode_consumes_kubernetes_events_and_ignores_faults() {
 async fn every_session_that_subscribed_restarts_the_backoff() {
     // Issue 11 item 2: short sessions that subscribed and delivered must
     // not push the delay up (before: 1 s, 2 s, 2 s … up to the cap).
-    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let (server, r) = subscribed(|url| config(url, "failure_alert_after = 2"), T).await;
     let c = server.control();
-    let r = Runner::start(&config(&server.url(), "failure_alert_after = 2"));
     let lost = "MCP session lost; reconnecting with a fresh session";
-    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
     for n in 1..=4usize {
         c.storm(1, n as u64).await;
         assert!(
@@ -700,10 +690,8 @@ endpoint = "{}"
 async fn one_failed_liveness_request_does_not_end_the_session() {
     // Issue 11 item 3: a single failed request (here a 502 from a proxy)
     // is retried before the session is declared dead.
-    let server = TestServer::start(Scenario::empty()).await.unwrap();
+    let (server, r) = subscribed(|url| config(url, ""), T).await;
     let c = server.control();
-    let r = Runner::start(&config(&server.url(), ""));
-    assert!(c.wait_for_subscriber(1, T).await, "{}", r.dump());
     let checks = server.stats().list_checks + server.stats().pings;
     c.fail_next(502, 1, None);
     assert!(

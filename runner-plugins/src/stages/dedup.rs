@@ -132,34 +132,7 @@ impl ComponentConfig for DedupConfig {
                 "keys",
             )
             .is_some();
-        let mut key = Vec::new();
-        match r.opt::<Vec<String>>("key") {
-            None => key.extend_from_slice(&DEFAULT_KEY),
-            Some(names) => {
-                if names.is_empty() {
-                    r.error(
-                        "key",
-                        "[]",
-                        format!("a non-empty list of: {}", KeyField::ALLOWED),
-                    );
-                    ok = false;
-                }
-                for n in &names {
-                    match KeyField::parse(n) {
-                        Some(f) if !key.contains(&f) => key.push(f),
-                        Some(_) => {}
-                        None => {
-                            r.error(
-                                "key",
-                                format!("{n:?}"),
-                                format!("fields among: {}", KeyField::ALLOWED),
-                            );
-                            ok = false;
-                        }
-                    }
-                }
-            }
-        }
+        let key = super::read_key(r, &DEFAULT_KEY, KeyField::ALLOWED, KeyField::parse)?;
         ok.then_some(DedupConfig {
             window_seconds,
             key,

@@ -20,3 +20,34 @@ crate::component_family! {
         Wasm(plugins_wasm::WasmStageConfig),
     }
 }
+
+/// Reads the `key` list of a keyed stage (dedup, group): `default` when
+/// absent; otherwise a non-empty list of known field names, repeats dropped.
+/// Every bad name is recorded on `r`; `None` if there was any.
+pub(crate) fn read_key<F: Copy + PartialEq>(
+    r: &mut runner_core::config::TableReader<'_>,
+    default: &[F],
+    allowed: &str,
+    parse: fn(&str) -> Option<F>,
+) -> Option<Vec<F>> {
+    let Some(names) = r.opt::<Vec<String>>("key") else {
+        return Some(default.to_vec());
+    };
+    let mut ok = true;
+    if names.is_empty() {
+        r.error("key", "[]", format!("a non-empty list of: {allowed}"));
+        ok = false;
+    }
+    let mut key = Vec::new();
+    for n in &names {
+        match parse(n) {
+            Some(f) if !key.contains(&f) => key.push(f),
+            Some(_) => {}
+            None => {
+                r.error("key", format!("{n:?}"), format!("fields among: {allowed}"));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(key)
+}

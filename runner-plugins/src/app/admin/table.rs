@@ -133,35 +133,13 @@ pub(crate) fn render(status: &Value, incidents: &Value) -> String {
         &mut out,
         "Running",
         &["seq", "cluster", "resource", "severity", "for"],
-        arr(&incidents["running"])
-            .iter()
-            .map(|w| {
-                vec![
-                    cell(&w["seq"]),
-                    cell(&w["cluster"]),
-                    resource(w),
-                    cell(&w["severity"]),
-                    format!("{}s", cell(&w["seconds"])),
-                ]
-            })
-            .collect(),
+        arr(&incidents["running"]).iter().map(work_row).collect(),
     );
     table(
         &mut out,
         "Queued",
         &["seq", "cluster", "resource", "severity", "waiting"],
-        arr(&incidents["queued"])
-            .iter()
-            .map(|w| {
-                vec![
-                    cell(&w["seq"]),
-                    cell(&w["cluster"]),
-                    resource(w),
-                    cell(&w["severity"]),
-                    format!("{}s", cell(&w["seconds"])),
-                ]
-            })
-            .collect(),
+        arr(&incidents["queued"]).iter().map(work_row).collect(),
     );
     table(
         &mut out,
@@ -191,6 +169,18 @@ pub(crate) fn render(status: &Value, incidents: &Value) -> String {
             .collect(),
     );
     out
+}
+
+/// A row of the Running or Queued table (same columns; `seconds` is how
+/// long it has run or waited).
+fn work_row(w: &Value) -> Vec<String> {
+    vec![
+        cell(&w["seq"]),
+        cell(&w["cluster"]),
+        resource(w),
+        cell(&w["severity"]),
+        format!("{}s", cell(&w["seconds"])),
+    ]
 }
 
 /// Fetches both documents from `base` (e.g. http://127.0.0.1:9469).

@@ -80,174 +80,216 @@ impl McpSourceConfig {
     }
 }
 
+/// Reports the source settings set by flag or variable when there are
+/// several sources.
+fn reject_shared_overrides(r: &mut TableReader<'_>, cx: &ReadContext<'_>) {
+    // A source variable or flag names one server: with several sources
+    // it would be a guess which one it means. Each one set is reported
+    // once, with the first source.
+    if cx.count > 1 && cx.index == 0 {
+        // Secrets are variables that a key names (`token_env`), read
+        // by each source itself.
+        for s in McpSourceConfig::settings().filter(|s| !s.secret) {
+            if cx.overrides.get(s.env).is_some() {
+                r.errors().push(
+                    s.env,
+                    "(set)",
+                    format!(
+                        "only with exactly one [[source]]; with several, set each `{}` in pipeline.toml",
+                        s.table_key()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `endpoint`: required, an http(s) URL with a host.
+fn read_endpoint(r: &mut TableReader<'_>) -> Option<String> {
+    let Some(endpoint) = r.setting_url(&env::K8S_CLUSTER_MCP_ENDPOINT) else {
+        r.error(
+            "endpoint",
+            "(missing)",
+            "an http(s) URL such as http://127.0.0.1:8080/mcp (or K8S_CLUSTER_MCP_ENDPOINT)",
+        );
+        return None;
+    };
+    if let Err(why) = check_endpoint(&endpoint) {
+        r.error(
+            "endpoint",
+            format!("{:?}", runner_core::config::mask_url(&endpoint)),
+            format!("an http(s) URL such as http://127.0.0.1:8080/mcp ({why})"),
+        );
+        return None;
+    }
+    Some(endpoint)
+}
+
+/// The `events_subscribe` arguments besides `mode`; `None` after an error.
+fn read_arguments(r: &mut TableReader<'_>, mode: &str) -> Option<Map<String, Value>> {
+    // events_subscribe arguments: the events-mode filters are sent as
+    // given; the server ignores them in faults mode
+    // (docs/mcp-events-protocol.md, "Tools").
+    let mut ok = true;
+    let mut arguments = Map::new();
+    let context: Option<String> = r.opt("context");
+    if let Some(c) = context.filter(|c| !c.is_empty()) {
+        arguments.insert("context".into(), Value::String(c));
+    }
+    let namespaces: Option<Vec<String>> = r.opt("namespaces");
+    if let Some(ns) = namespaces.filter(|n| !n.is_empty()) {
+        arguments.insert(
+            "namespaces".into(),
+            Value::Array(ns.into_iter().map(Value::String).collect()),
+        );
+    }
+    for (key, arg) in [
+        ("label_selector", "labelSelector"),
+        ("involved_kind", "involvedKind"),
+        ("involved_name", "involvedName"),
+        ("involved_namespace", "involvedNamespace"),
+        ("reason", "reason"),
+    ] {
+        if let Some(v) = r.opt::<String>(key).filter(|v| !v.is_empty()) {
+            arguments.insert(arg.into(), Value::String(v));
+        }
+    }
+    if let Some(t) = r.opt::<String>("event_type").filter(|v| !v.is_empty()) {
+        if t != "Normal" && t != "Warning" {
+            r.error("event_type", format!("{t:?}"), "Normal or Warning");
+            ok = false;
+        } else if t == "Normal" && mode == "faults" {
+            r.error(
+                "event_type",
+                "\"Normal\"",
+                "Warning (faults mode cannot filter for Normal events)",
+            );
+            ok = false;
+        }
+        arguments.insert("type".into(), Value::String(t));
+    }
+    ok.then_some(arguments)
+}
+
+/// The bearer token and where it came from (for the log); reads the token
+/// file. `None` after an error.
+fn read_token(r: &mut TableReader<'_>) -> Option<(Option<Arc<str>>, String)> {
+    let mut ok = true;
+    // Token: a file wins over an environment variable.
+    let explicit_env: Option<String> = r.opt("token_env");
+    let token_env = explicit_env.clone().unwrap_or_else(|| {
+        r.record_default("token_env", format!("{:?}", env::MCP_TOKEN.env));
+        env::MCP_TOKEN.env.to_string()
+    });
+    let token_file: Option<String> = r.setting_opt(&env::MCP_TOKEN_FILE);
+    let (token, token_origin) = match token_file {
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(t) if !t.trim().is_empty() => (Some(Arc::from(t.trim())), format!("file {path}")),
+            Ok(_) => {
+                r.error(
+                    "token_file",
+                    format!("{path:?}"),
+                    "a file holding a non-empty token",
+                );
+                ok = false;
+                (None, String::new())
+            }
+            Err(e) => {
+                r.error(
+                    "token_file",
+                    format!("{path:?}"),
+                    format!("a readable file ({e})"),
+                );
+                ok = false;
+                (None, String::new())
+            }
+        },
+        None => match r.env_var(&token_env).map(str::to_string).ok_or(()) {
+            Ok(t) if !t.trim().is_empty() => {
+                (Some(Arc::from(t.trim())), format!("env {token_env}"))
+            }
+            // Naming a variable that is not set is a mistake, not "no token".
+            _ if explicit_env.is_some() => {
+                r.error(
+                    "token_env",
+                    format!("{token_env:?} (not set)"),
+                    "the name of a set, non-empty environment variable holding the token",
+                );
+                ok = false;
+                (None, String::new())
+            }
+            _ => (None, "none".to_string()),
+        },
+    };
+
+    ok.then_some((token, token_origin))
+}
+
+/// The reconnect, liveness and timeout intervals, in the order of the
+/// struct's fields; `None` after an error.
+fn read_timing(r: &mut TableReader<'_>) -> Option<[Duration; 6]> {
+    let reconnect_initial = secs(r, &env::RECONNECT_INITIAL_SECONDS);
+    let reconnect_max = secs(r, &env::RECONNECT_MAX_SECONDS);
+    let ok = reconnect_max >= reconnect_initial;
+    if !ok {
+        r.error(
+            "reconnect_max_seconds",
+            reconnect_max.as_secs().to_string(),
+            format!(
+                ">= reconnect_initial_seconds ({})",
+                reconnect_initial.as_secs()
+            ),
+        );
+    }
+    let ping_interval = secs(r, &env::PING_INTERVAL_SECONDS);
+    let subscription_check = secs(r, &env::SUBSCRIPTION_CHECK_SECONDS);
+    let subscribe_timeout = secs(r, &env::SUBSCRIBE_TIMEOUT_SECONDS);
+    let request_timeout = secs(r, &env::REQUEST_TIMEOUT_SECONDS);
+    ok.then_some([
+        reconnect_initial,
+        reconnect_max,
+        ping_interval,
+        subscription_check,
+        subscribe_timeout,
+        request_timeout,
+    ])
+}
+
 impl ComponentConfig for McpSourceConfig {
     const KIND: &'static str = "mcp";
     type Built = Box<dyn runner_core::Source>;
 
     fn read(r: &mut TableReader<'_>, cx: &ReadContext<'_>) -> Option<Self> {
-        // A source variable or flag names one server: with several sources
-        // it would be a guess which one it means. Each one set is reported
-        // once, with the first source.
-        if cx.count > 1 && cx.index == 0 {
-            // Secrets are variables that a key names (`token_env`), read
-            // by each source itself.
-            for s in McpSourceConfig::settings().filter(|s| !s.secret) {
-                if cx.overrides.get(s.env).is_some() {
-                    r.errors().push(
-                        s.env,
-                        "(set)",
-                        format!(
-                            "only with exactly one [[source]]; with several, set each `{}` in pipeline.toml",
-                            s.table_key()
-                        ),
-                    );
-                }
-            }
-        }
+        reject_shared_overrides(r, cx);
         let name: String = r.opt_or("name", format!("mcp-{}", cx.index));
-        let endpoint: Option<String> = r.setting_url(&env::K8S_CLUSTER_MCP_ENDPOINT);
-        let mut ok = true;
-        match &endpoint {
-            None => {
-                r.error(
-                    "endpoint",
-                    "(missing)",
-                    "an http(s) URL such as http://127.0.0.1:8080/mcp (or K8S_CLUSTER_MCP_ENDPOINT)",
-                );
-                ok = false;
-            }
-            Some(e) => {
-                if let Err(why) = check_endpoint(e) {
-                    r.error(
-                        "endpoint",
-                        format!("{:?}", runner_core::config::mask_url(e)),
-                        format!("an http(s) URL such as http://127.0.0.1:8080/mcp ({why})"),
-                    );
-                    ok = false;
-                }
-            }
-        }
+        let endpoint = read_endpoint(r);
+        let mut ok = endpoint.is_some();
         let mode: String = r.setting(&env::MCP_SUBSCRIBE_MODE);
         if !MODES.split(", ").any(|m| m == mode) {
             r.error("mode", format!("{mode:?}"), format!("one of {MODES}"));
             ok = false;
         }
         let cluster: Option<String> = r.opt::<String>("cluster").filter(|c| !c.is_empty());
-
-        // events_subscribe arguments: the events-mode filters are sent as
-        // given; the server ignores them in faults mode
-        // (docs/mcp-events-protocol.md, "Tools").
-        let mut arguments = Map::new();
-        let context: Option<String> = r.opt("context");
-        if let Some(c) = context.filter(|c| !c.is_empty()) {
-            arguments.insert("context".into(), Value::String(c));
-        }
-        let namespaces: Option<Vec<String>> = r.opt("namespaces");
-        if let Some(ns) = namespaces.filter(|n| !n.is_empty()) {
-            arguments.insert(
-                "namespaces".into(),
-                Value::Array(ns.into_iter().map(Value::String).collect()),
-            );
-        }
-        for (key, arg) in [
-            ("label_selector", "labelSelector"),
-            ("involved_kind", "involvedKind"),
-            ("involved_name", "involvedName"),
-            ("involved_namespace", "involvedNamespace"),
-            ("reason", "reason"),
-        ] {
-            if let Some(v) = r.opt::<String>(key).filter(|v| !v.is_empty()) {
-                arguments.insert(arg.into(), Value::String(v));
-            }
-        }
-        if let Some(t) = r.opt::<String>("event_type").filter(|v| !v.is_empty()) {
-            if t != "Normal" && t != "Warning" {
-                r.error("event_type", format!("{t:?}"), "Normal or Warning");
-                ok = false;
-            } else if t == "Normal" && mode == "faults" {
-                r.error(
-                    "event_type",
-                    "\"Normal\"",
-                    "Warning (faults mode cannot filter for Normal events)",
-                );
-                ok = false;
-            }
-            arguments.insert("type".into(), Value::String(t));
-        }
-
-        // Token: a file wins over an environment variable.
-        let explicit_env: Option<String> = r.opt("token_env");
-        let token_env = explicit_env.clone().unwrap_or_else(|| {
-            r.record_default("token_env", format!("{:?}", env::MCP_TOKEN.env));
-            env::MCP_TOKEN.env.to_string()
-        });
-        let token_file: Option<String> = r.setting_opt(&env::MCP_TOKEN_FILE);
-        let (token, token_origin) = match token_file {
-            Some(path) => match std::fs::read_to_string(&path) {
-                Ok(t) if !t.trim().is_empty() => {
-                    (Some(Arc::from(t.trim())), format!("file {path}"))
-                }
-                Ok(_) => {
-                    r.error(
-                        "token_file",
-                        format!("{path:?}"),
-                        "a file holding a non-empty token",
-                    );
-                    ok = false;
-                    (None, String::new())
-                }
-                Err(e) => {
-                    r.error(
-                        "token_file",
-                        format!("{path:?}"),
-                        format!("a readable file ({e})"),
-                    );
-                    ok = false;
-                    (None, String::new())
-                }
-            },
-            None => match r.env_var(&token_env).map(str::to_string).ok_or(()) {
-                Ok(t) if !t.trim().is_empty() => {
-                    (Some(Arc::from(t.trim())), format!("env {token_env}"))
-                }
-                // Naming a variable that is not set is a mistake, not "no token".
-                _ if explicit_env.is_some() => {
-                    r.error(
-                        "token_env",
-                        format!("{token_env:?} (not set)"),
-                        "the name of a set, non-empty environment variable holding the token",
-                    );
-                    ok = false;
-                    (None, String::new())
-                }
-                _ => (None, "none".to_string()),
-            },
-        };
-
-        let reconnect_initial = secs(r, &env::RECONNECT_INITIAL_SECONDS);
-        let reconnect_max = secs(r, &env::RECONNECT_MAX_SECONDS);
-        if reconnect_max < reconnect_initial {
-            r.error(
-                "reconnect_max_seconds",
-                reconnect_max.as_secs().to_string(),
-                format!(
-                    ">= reconnect_initial_seconds ({})",
-                    reconnect_initial.as_secs()
-                ),
-            );
-            ok = false;
-        }
-        let ping_interval = secs(r, &env::PING_INTERVAL_SECONDS);
-        let subscription_check = secs(r, &env::SUBSCRIPTION_CHECK_SECONDS);
-        let subscribe_timeout = secs(r, &env::SUBSCRIBE_TIMEOUT_SECONDS);
-        let request_timeout = secs(r, &env::REQUEST_TIMEOUT_SECONDS);
+        let arguments = read_arguments(r, &mode);
+        let token = read_token(r);
+        let timing = read_timing(r);
         let failure_alert_after: u32 = r.opt_or("failure_alert_after", 5);
-        if !ok {
+        let (Some(endpoint), Some(arguments), Some((token, token_origin)), Some(timing), true) =
+            (endpoint, arguments, token, timing, ok)
+        else {
             return None;
-        }
+        };
+        let [
+            reconnect_initial,
+            reconnect_max,
+            ping_interval,
+            subscription_check,
+            subscribe_timeout,
+            request_timeout,
+        ] = timing;
         Some(McpSourceConfig {
             name,
-            endpoint: endpoint.expect("checked above"),
+            endpoint,
             mode,
             cluster,
             arguments,

@@ -114,7 +114,7 @@ impl ComponentConfig for GroupConfig {
             GROUP_INTERVAL_SECONDS.env,
             d.group_interval_seconds,
         );
-        let max_groups: usize = r.opt("max_groups").unwrap_or(d.max_groups);
+        let max_groups: usize = r.opt_or("max_groups", d.max_groups);
         let mut ok = r
             .check_range(
                 "group_wait_seconds",
@@ -136,34 +136,7 @@ impl ComponentConfig for GroupConfig {
         ok &= r
             .check_range("max_groups", "", max_groups, 1..=MAX_GROUPS_LIMIT, "keys")
             .is_some();
-        let mut key = Vec::new();
-        match r.opt::<Vec<String>>("key") {
-            None => key.extend_from_slice(&DEFAULT_KEY),
-            Some(names) => {
-                if names.is_empty() {
-                    r.error(
-                        "key",
-                        "[]",
-                        format!("a non-empty list of: {}", KeyField::ALLOWED),
-                    );
-                    ok = false;
-                }
-                for n in &names {
-                    match KeyField::parse(n) {
-                        Some(f) if !key.contains(&f) => key.push(f),
-                        Some(_) => {}
-                        None => {
-                            r.error(
-                                "key",
-                                format!("{n:?}"),
-                                format!("fields among: {}", KeyField::ALLOWED),
-                            );
-                            ok = false;
-                        }
-                    }
-                }
-            }
-        }
+        let key = super::read_key(r, &DEFAULT_KEY, KeyField::ALLOWED, KeyField::parse)?;
         ok.then_some(GroupConfig {
             key,
             group_wait_seconds: wait,
