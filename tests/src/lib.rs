@@ -12,6 +12,7 @@
 
 pub mod kube_double;
 pub mod model_server;
+pub mod restart;
 pub mod scene;
 
 use std::io::{BufRead, BufReader};

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use e2e::restart::Shared;
 use e2e::{Runner, num};
 use mcp_testserver::{Scenario, Step, TestServer};
 use serde_json::{Value, json};
@@ -67,60 +68,6 @@ env_allow = ["E2E_LOG"]
 sandbox_write_paths = ["{root}/logs"]
 "#
     )
-}
-
-struct Shared {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Shared {
-    fn new() -> Shared {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        std::fs::create_dir_all(root.join("logs")).unwrap();
-        Shared { _dir: dir, root }
-    }
-    fn log(&self) -> PathBuf {
-        self.root.join("logs").join("agents.log")
-    }
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.log())
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-    fn count(&self, what: &str) -> usize {
-        self.lines().iter().filter(|l| l.starts_with(what)).count()
-    }
-    /// `(received, completed, pending)` committed to the state file.
-    fn stored(&self) -> (u64, u64, u64) {
-        let Ok(conn) =
-            runner_plugins::state::sqlite::query::open_read_only(&self.root.join("state"))
-        else {
-            return (0, 0, 0);
-        };
-        let Ok((rows, pending)) = runner_plugins::state::sqlite::query::counters(&conn) else {
-            return (0, 0, 0);
-        };
-        let get = |n: &str| rows.iter().find(|r| r.0 == n).map_or(0, |r| r.1);
-        (get("received"), get("completed"), pending)
-    }
-    /// Group entries (ended incidents in their cooldown) committed.
-    fn stored_groups(&self) -> usize {
-        let Ok(conn) =
-            runner_plugins::state::sqlite::query::open_read_only(&self.root.join("state"))
-        else {
-            return 0;
-        };
-        conn.query_row(
-            "SELECT COUNT(*) FROM kv WHERE scope = 'stage.group'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_or(0, |n| n as usize)
-    }
 }
 
 async fn poll(what: &str, r: &Runner, mut f: impl FnMut() -> bool) {

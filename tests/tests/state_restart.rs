@@ -6,9 +6,10 @@
 //! counters add up across both runs.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use e2e::restart::Shared;
 use e2e::{Runner, num};
 use mcp_testserver::{Scenario, Step, TestServer, fault};
 use serde_json::Value;
@@ -91,46 +92,6 @@ env_allow = ["E2E_LOG"]
 sandbox_write_paths = ["{shared}/logs"]
 "#
     )
-}
-
-struct Shared {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Shared {
-    fn new() -> Shared {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        std::fs::create_dir_all(root.join("logs")).unwrap();
-        Shared { _dir: dir, root }
-    }
-    fn log(&self) -> PathBuf {
-        self.root.join("logs").join("agents.log")
-    }
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.log())
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-    fn count(&self, what: &str) -> usize {
-        self.lines().iter().filter(|l| l.starts_with(what)).count()
-    }
-    /// `(received, completed, pending)` committed to the state file.
-    fn stored(&self) -> (u64, u64, u64) {
-        let Ok(conn) =
-            runner_plugins::state::sqlite::query::open_read_only(&self.root.join("state"))
-        else {
-            return (0, 0, 0);
-        };
-        let Ok((rows, pending)) = runner_plugins::state::sqlite::query::counters(&conn) else {
-            return (0, 0, 0);
-        };
-        let get = |n: &str| rows.iter().find(|r| r.0 == n).map_or(0, |r| r.1);
-        (get("received"), get("completed"), pending)
-    }
 }
 
 fn pid_alive(pid: i32) -> bool {

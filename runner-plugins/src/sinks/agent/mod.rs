@@ -444,6 +444,15 @@ impl AgentSink {
 
     /// Registers a grouped incident's call and starts the task that writes
     /// its events; returns the previous incident of the group, if any.
+    /// The incident's group section as it stands (events attached so far).
+    fn group_doc(&self, seq: u64) -> Option<group::GroupDoc> {
+        self.group_runs
+            .lock()
+            .expect("group runs lock")
+            .get(&seq)
+            .map(GroupRun::doc)
+    }
+
     fn start_group(
         &self,
         seq: u64,
@@ -1010,13 +1019,8 @@ impl Sink for AgentSink {
         let mut group_prompt = String::new();
         if let Some(incident) = &ev.group {
             let past = self.start_group(envelope.seq, incident, &ws);
-            if let Some(run) = self
-                .group_runs
-                .lock()
-                .expect("group runs lock")
-                .get(&envelope.seq)
-            {
-                doc.group = Some(run.doc());
+            if let Some(g) = self.group_doc(envelope.seq) {
+                doc.group = Some(g);
             }
             blocking(|| ws.write_incident(&doc)).ok();
             self.book.update(&doc, envelope.seq, &ws.dir);
@@ -1189,13 +1193,8 @@ impl Sink for AgentSink {
         };
         doc.started_at = Some(rfc3339_now());
         doc.status = Status::Running;
-        if let Some(run) = self
-            .group_runs
-            .lock()
-            .expect("group runs lock")
-            .get(&envelope.seq)
-        {
-            doc.group = Some(run.doc());
+        if let Some(g) = self.group_doc(envelope.seq) {
+            doc.group = Some(g);
         }
         let records = ws.dir.parent().map(contain::records_dir);
         clock.timings.prepare_us = clock.lap();
